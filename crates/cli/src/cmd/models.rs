@@ -1,0 +1,96 @@
+//! `smallfirst models`: the catalog and what is in the cache.
+
+use std::io::Write;
+
+use anyhow::Context;
+use serde::Serialize;
+use smallfirst_models::catalog::CATALOG;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Row {
+    name: String,
+    architecture: String,
+    quant: String,
+    size_bytes: u64,
+    sha256: String,
+    pulled: bool,
+    path: Option<String>,
+    in_catalog: bool,
+    default: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let puller = super::puller();
+    let cache = puller.cache();
+    let mut entries = cache.entries()?;
+    let mut rows = Vec::new();
+    for e in CATALOG {
+        let pulled = cache.get(e.name)?;
+        entries.remove(e.name);
+        rows.push(Row {
+            name: e.name.into(),
+            architecture: e.architecture.into(),
+            quant: e.quant.into(),
+            size_bytes: e.size_bytes,
+            sha256: e.sha256.into(),
+            pulled: pulled.as_ref().is_some_and(|(_, l)| l.sha256 == e.sha256),
+            path: pulled.map(|(p, _)| p.display().to_string()),
+            in_catalog: true,
+            default: e.name == smallfirst_models::DEFAULT_MODEL,
+        });
+    }
+    for (name, lock) in entries {
+        let path = cache.dir().join(&lock.file);
+        rows.push(Row {
+            name,
+            architecture: String::new(),
+            quant: String::new(),
+            size_bytes: lock.size,
+            sha256: lock.sha256,
+            pulled: path.is_file(),
+            path: Some(path.display().to_string()),
+            in_catalog: false,
+            default: false,
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &rows).context("cannot write to stdout")?;
+        writeln!(out).context("cannot write to stdout")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<30} {:<8} {:<7} {:>9}  {:<8} {}",
+        "NAME", "ARCH", "QUANT", "SIZE", "PULLED", "SHA256"
+    )
+    .context("cannot write to stdout")?;
+    for r in rows {
+        let name = if r.default {
+            format!("{} *", r.name)
+        } else {
+            r.name
+        };
+        writeln!(
+            out,
+            "{:<30} {:<8} {:<7} {:>7.0}MB  {:<8} {}",
+            name,
+            r.architecture,
+            r.quant,
+            r.size_bytes as f64 / 1e6,
+            if r.pulled { "yes" } else { "no" },
+            &r.sha256[..r.sha256.len().min(12)]
+        )
+        .context("cannot write to stdout")?;
+    }
+    writeln!(out, "(* default; cache: {})", cache.dir().display())
+        .context("cannot write to stdout")?;
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! `smallfirst`: a local small model behind an OpenAI-compatible API.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod env;
+
+#[derive(Parser)]
+#[command(
+    name = "smallfirst",
+    version,
+    about = "Small models first: a local model behind an OpenAI-compatible API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the OpenAI-compatible API on the embedded model.
+    Serve(cmd::serve::Args),
+    /// Ask the embedded model once and stream the answer to stdout.
+    Chat(cmd::chat::Args),
+    /// Fetch a model into the cache, verified by sha256.
+    Pull(cmd::pull::Args),
+    /// List known and pulled models.
+    Models(cmd::models::Args),
+    /// Measure prompt and decode speed (llama-bench's shape).
+    Bench(cmd::bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Serve(_) => "info,llama_cpp_2=warn",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(env::log_filter(
+            default_log,
+        )))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Chat(args) => cmd::chat::run(args),
+        Command::Pull(args) => cmd::pull::run(args),
+        Command::Models(args) => cmd::models::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match cmd::hint(&e) {
+                Some(hint) => eprintln!("error: {e:#} (hint: {hint})"),
+                None => eprintln!("error: {e:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! `Engine`: the handle the rest of the program holds, and the types that cross its channels.
+
+use std::path::PathBuf;
+use std::sync::{Arc, mpsc};
+use std::thread;
+
+use tokio::sync::{mpsc as tmpsc, oneshot};
+
+use crate::runner::Runner;
+use crate::{ChatMessage, ChatTemplate, EngineError, SamplingParams};
+
+/// How to load the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub model_path: PathBuf,
+    /// Context size in tokens; `None` takes the model's training context, capped at 8192.
+    pub n_ctx: Option<u32>,
+    /// Compute threads; `None` takes [`default_threads`].
+    pub threads: Option<usize>,
+}
+
+/// Cores this process may actually run on (cgroup quota and affinity included). ggml's worker
+/// threads busy-wait at barriers, so more threads than cores collapses throughput.
+pub fn default_threads() -> usize {
+    thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Default context when none is asked for: the training context, but no more than this.
+const DEFAULT_CTX_CAP: u32 = 8192;
+
+/// What was loaded.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    /// `general.architecture`, e.g. `llama`, `qwen2`.
+    pub architecture: String,
+    /// `general.name`, when the file has one.
+    pub name: Option<String>,
+    pub n_ctx: u32,
+    pub n_ctx_train: u32,
+    pub n_vocab: usize,
+    pub n_params: u64,
+    pub size_bytes: u64,
+    pub threads: usize,
+}
+
+/// One completion to run.
+#[derive(Debug, Clone)]
+pub struct GenerateParams {
+    /// Most tokens to generate; `None` fills the context.
+    pub max_tokens: Option<u32>,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    /// `Some(n)`: report each token's log-probability and the `n` most likely alternatives.
+    pub logprobs: Option<usize>,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_tokens: None,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            logprobs: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End of turn, or a stop string.
+    Stop,
+    /// `max_tokens` or the context ran out.
+    Length,
+}
+
+/// One generated token's log-probability and its most likely alternatives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    pub top: Vec<(Vec<u8>, f32)>,
+}
+
+/// Text released by the stream, with the log-probabilities of the tokens it came from.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Delta {
+    pub text: String,
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Done {
+    pub finish: FinishReason,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Delta(Delta),
+    Done(Done),
+    /// Generation failed after it had started.
+    Failed(String),
+}
+
+/// A started generation: the prompt was accepted; events follow.
+pub struct Generation {
+    pub prompt_tokens: u32,
+    pub events: tmpsc::Receiver<Event>,
+}
+
+/// One repetition of [`Engine::bench`].
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct BenchRun {
+    pub prompt_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    pub n_prompt: u32,
+    pub n_gen: u32,
+    pub threads: usize,
+    pub runs: Vec<BenchRun>,
+}
+
+pub(crate) enum Job {
+    Generate {
+        prompt: String,
+        params: GenerateParams,
+        started: oneshot::Sender<Result<u32, EngineError>>,
+        events: tmpsc::Sender<Event>,
+    },
+    Bench {
+        n_prompt: u32,
+        n_gen: u32,
+        reps: u32,
+        reply: oneshot::Sender<Result<BenchReport, EngineError>>,
+    },
+}
+
+/// Tokens in flight between the engine thread and a slow client before the engine waits.
+const EVENT_BUFFER: usize = 64;
+
+/// A handle to the engine thread; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jobs: mpsc::Sender<Job>,
+    info: ModelInfo,
+    template: ChatTemplate,
+}
+
+impl Engine {
+    /// Loads the model on a new engine thread and waits until it is ready.
+    pub fn start(config: EngineConfig) -> Result<Engine, EngineError> {
+        if !config.model_path.is_file() {
+            return Err(EngineError::ModelMissing {
+                path: config.model_path,
+            });
+        }
+        let (jobs, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        thread::Builder::new()
+            .name("smallfirst-engine".into())
+            .spawn(move || Runner::run(config, ready_tx, rx))
+            .map_err(|e| EngineError::Load {
+                path: PathBuf::new(),
+                reason: format!("cannot spawn the engine thread: {e}"),
+            })?;
+        let (info, template) = ready_rx.recv().map_err(|_| EngineError::Stopped)??;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                jobs,
+                info,
+                template,
+            }),
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.inner.info
+    }
+
+    pub fn template(&self) -> &ChatTemplate {
+        &self.inner.template
+    }
+
+    /// Renders `messages` with the model's chat template.
+    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+        self.inner.template.render(messages)
+    }
+
+    /// Queues a completion of `prompt` (already rendered). Returns once the engine has
+    /// tokenized it and started, so a prompt that does not fit is an error here, not an event.
+    pub async fn generate(
+        &self,
+        prompt: String,
+        params: GenerateParams,
+    ) -> Result<Generation, EngineError> {
+        let (events_tx, events) = tmpsc::channel(EVENT_BUFFER);
+        let (started_tx, started) = oneshot::channel();
+        self.inner
+            .jobs
+            .send(Job::Generate {
+                prompt,
+                params,
+                started: started_tx,
+                events: events_tx,
+            })
+            .map_err(|_| EngineError::Stopped)?;
+        let prompt_tokens = started.await.map_err(|_| EngineError::Stopped)??;
+        Ok(Generation {
+            prompt_tokens,
+            events,
+        })
+    }
+
+    /// Measures prompt and decode speed the way `llama-bench` does (pp then tg, `reps` times
+    /// after one warm-up), through this engine's own decode and sampling path.
+    pub async fn bench(
+        &self,
+        n_prompt: u32,
+        n_gen: u32,
+        reps: u32,
+    ) -> Result<BenchReport, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .jobs
+            .send(Job::Bench {
+                n_prompt,
+                n_gen,
+                reps,
+                reply,
+            })
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+}
+
+/// Context size to create: what was asked, else the training context up to a cap.
+pub(crate) fn context_size(asked: Option<u32>, n_ctx_train: u32) -> u32 {
+    match asked {
+        Some(n) => n.max(16),
+        None if n_ctx_train == 0 => DEFAULT_CTX_CAP,
+        None => n_ctx_train.min(DEFAULT_CTX_CAP),
+    }
+}

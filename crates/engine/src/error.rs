@@ -1,0 +1,30 @@
+//! `EngineError`: everything the engine can refuse or fail at.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("model file `{path}` does not exist")]
+    ModelMissing { path: PathBuf },
+    #[error("could not load model `{path}`: {reason}")]
+    Load { path: PathBuf, reason: String },
+    #[error("could not create a llama.cpp context of {n_ctx} tokens: {reason}")]
+    Context { n_ctx: u32, reason: String },
+    #[error("{0}")]
+    Template(String),
+    #[error(
+        "this model's maximum context length is {n_ctx} tokens; the messages are {prompt_tokens} tokens{}",
+        requested.map(|r| format!(" and {r} more were requested for the completion")).unwrap_or_default()
+    )]
+    ContextLength {
+        n_ctx: u32,
+        prompt_tokens: u32,
+        requested: Option<u32>,
+    },
+    #[error("the prompt is empty after tokenization")]
+    EmptyPrompt,
+    #[error("llama.cpp decode failed: {0}")]
+    Decode(String),
+    #[error("the engine thread has stopped")]
+    Stopped,
+}

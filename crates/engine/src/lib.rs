@@ -1,0 +1,28 @@
+//! The in-process llama.cpp engine.
+//!
+//! # Overview
+//! - [`Engine`]: a handle to the engine thread. The llama.cpp model and context are not
+//!   `Send`, so **one OS thread owns them**; requests arrive on a channel, each with its own
+//!   reply channel, and tokens stream back through a bounded channel. A dropped receiver (the
+//!   client went away) stops its sequence at the next token.
+//! - [`ChatTemplate`]: the model's Jinja chat template, rendered in a sandbox.
+//! - [`Sampler`] / [`SamplingParams`]: temperature, top-k, top-p, penalties, seed, in Rust.
+//! - [`logprobs`]: vectorised log-softmax pieces, computed only when asked.
+//! - [`TextStream`]: UTF-8-safe streaming with stop strings that may span tokens.
+
+mod engine;
+mod error;
+pub mod logprobs;
+mod runner;
+mod sampling;
+mod template;
+mod text;
+
+pub use engine::{
+    BenchReport, BenchRun, Delta, Done, Engine, EngineConfig, Event, FinishReason, GenerateParams,
+    Generation, ModelInfo, TokenLogprob, default_threads,
+};
+pub use error::EngineError;
+pub use sampling::{Sampler, SamplingParams};
+pub use template::{CHATML, ChatMessage, ChatTemplate};
+pub use text::{Released, TextStream};

@@ -1,0 +1,261 @@
+//! Renders a conversation into a prompt with the model's own chat template.
+//!
+//! GGUF files carry the Hugging Face Jinja template in `tokenizer.chat_template`. It runs in
+//! minijinja, not llama.cpp's built-in template matcher, because the matcher only knows
+//! templates by pattern and renders unknown ones wrong. minijinja is a sandbox: templates reach
+//! no files or environment, and a fuel limit ends a template that loops forever. Rendering
+//! follows `transformers`: `trim_blocks`, `lstrip_blocks`, Python string methods, and the
+//! `raise_exception` / `strftime_now` globals.
+//!
+//! A model without a template gets ChatML (`<|im_start|>role\n…<|im_end|>`), the most common
+//! format among small instruct models, and a warning at load.
+
+use minijinja::{Environment, ErrorKind, Value, context};
+use serde::Serialize;
+
+use crate::EngineError;
+
+/// The fallback for models whose GGUF has no `tokenizer.chat_template`.
+pub const CHATML: &str = "{% for message in messages %}<|im_start|>{{ message.role }}\n\
+{{ message.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+/// Enough for any real chat template over a long conversation; a template that needs more
+/// is looping.
+const FUEL: u64 = 5_000_000;
+
+/// One message as templates see it (`message.role`, `message.content`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// A compiled chat template plus the special tokens it may print.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos_token: String,
+    eos_token: String,
+    is_fallback: bool,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("is_fallback", &self.is_fallback)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChatTemplate {
+    /// Compiles `source`, or the ChatML fallback when the model has none.
+    pub fn new(
+        source: Option<String>,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<Self, EngineError> {
+        let is_fallback = source.is_none();
+        let source = source.unwrap_or_else(|| CHATML.to_string());
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_fuel(Some(FUEL));
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
+        env.add_template_owned("chat", source).map_err(|e| {
+            EngineError::Template(format!("the chat template does not compile: {e}"))
+        })?;
+        Ok(ChatTemplate {
+            env,
+            bos_token: bos_token.to_string(),
+            eos_token: eos_token.to_string(),
+            is_fallback,
+        })
+    }
+
+    /// Whether this is the ChatML fallback rather than the model's own template.
+    pub fn is_fallback(&self) -> bool {
+        self.is_fallback
+    }
+
+    /// The prompt for `messages`, ending where the assistant's answer starts.
+    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+        let template = self
+            .env
+            .get_template("chat")
+            .map_err(|e| EngineError::Template(e.to_string()))?;
+        template
+            .render(context! {
+                messages => messages,
+                add_generation_prompt => true,
+                bos_token => self.bos_token,
+                eos_token => self.eos_token,
+            })
+            .map_err(|e| EngineError::Template(render_error(&e)))
+    }
+}
+
+fn render_error(e: &minijinja::Error) -> String {
+    match e.kind() {
+        ErrorKind::InvalidOperation => format!(
+            "the chat template refused the conversation: {}",
+            e.detail().unwrap_or("no reason given")
+        ),
+        ErrorKind::OutOfFuel => "the chat template ran too long and was stopped".to_string(),
+        _ => format!("the chat template failed: {e}"),
+    }
+}
+
+fn raise_exception(message: String) -> Result<Value, minijinja::Error> {
+    Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+}
+
+/// `strftime_now(format)` for the directives chat templates use (`%Y %m %d %b %B %H %M %S`).
+fn strftime_now(format: String) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    strftime(&format, secs)
+}
+
+fn strftime(format: &str, unix_secs: u64) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Y') => out.push_str(&y.to_string()),
+            Some('m') => out.push_str(&format!("{m:02}")),
+            Some('d') => out.push_str(&format!("{d:02}")),
+            Some('b') => out.push_str(&MONTHS[(m - 1) as usize][..3]),
+            Some('B') => out.push_str(MONTHS[(m - 1) as usize]),
+            Some('H') => out.push_str(&format!("{:02}", rem / 3600)),
+            Some('M') => out.push_str(&format!("{:02}", rem % 3600 / 60)),
+            Some('S') => out.push_str(&format!("{:02}", rem % 60)),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SmolLM2-Instruct's template (ChatML with a default system prompt).
+    const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn renders_the_model_template() {
+        let t = ChatTemplate::new(Some(SMOLLM2.into()), "<|im_start|>", "<|im_end|>")
+            .expect("compiles");
+        let p = t
+            .render(&[ChatMessage::new("user", "Hi")])
+            .expect("renders");
+        assert!(p.starts_with("<|im_start|>system\nYou are a helpful AI assistant named SmolLM"));
+        assert!(p.ends_with("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"));
+        assert!(!t.is_fallback());
+    }
+
+    #[test]
+    fn fallback_is_chatml() {
+        let t = ChatTemplate::new(None, "", "").expect("compiles");
+        let p = t
+            .render(&[
+                ChatMessage::new("system", "S"),
+                ChatMessage::new("user", "U"),
+            ])
+            .expect("renders");
+        assert_eq!(
+            p,
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+        );
+        assert!(t.is_fallback());
+    }
+
+    #[test]
+    fn python_methods_and_raise_exception() {
+        let src = "{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}{% endif %}{{ messages[0].content.strip().upper() }}";
+        let t = ChatTemplate::new(Some(src.into()), "", "").expect("compiles");
+        assert_eq!(
+            t.render(&[ChatMessage::new("user", "  hi ")])
+                .expect("renders"),
+            "HI"
+        );
+        let err = t
+            .render(&[ChatMessage::new("system", "x")])
+            .expect_err("refused");
+        assert!(err.to_string().contains("first must be user"), "{err}");
+    }
+
+    #[test]
+    fn a_looping_template_runs_out_of_fuel() {
+        let src = "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}";
+        let t = ChatTemplate::new(Some(src.into()), "", "").expect("compiles");
+        let err = t.render(&[]).expect_err("stopped");
+        assert!(err.to_string().contains("ran too long"), "{err}");
+    }
+
+    #[test]
+    fn broken_template_is_an_error_not_a_panic() {
+        assert!(ChatTemplate::new(Some("{% for %}".into()), "", "").is_err());
+    }
+
+    #[test]
+    fn strftime_formats_known_dates() {
+        // 2024-02-29 13:05:09 UTC
+        assert_eq!(
+            strftime("%d %b %Y %H:%M:%S", 1_709_211_909),
+            "29 Feb 2024 13:05:09"
+        );
+        assert_eq!(strftime("%B %m 100%%", 0), "January 01 100%");
+    }
+}

@@ -1,0 +1,69 @@
+//! What the engine refuses: prompts beyond the context, missing files.
+
+use smallfirst_engine::{Engine, EngineConfig, EngineError};
+
+use crate::{greedy, model_path, run};
+
+#[tokio::test]
+async fn prompt_longer_than_context_is_refused() {
+    let small = Engine::start(EngineConfig {
+        model_path: model_path(),
+        n_ctx: Some(64),
+        threads: Some(1),
+    })
+    .expect("loads");
+    assert_eq!(small.info().n_ctx, 64);
+    let long = "word ".repeat(200);
+    match run(&small, &long, greedy(4)).await {
+        Err(EngineError::ContextLength {
+            n_ctx: 64,
+            prompt_tokens,
+            requested: Some(4),
+        }) => {
+            assert!(prompt_tokens > 64)
+        }
+        other => panic!("expected ContextLength, got {:?}", other.map(|o| o.text)),
+    }
+    // Fits alone, but not with the completion asked for.
+    match run(&small, "hi", greedy(60)).await {
+        Err(EngineError::ContextLength {
+            requested: Some(60),
+            ..
+        }) => {}
+        other => panic!("expected ContextLength, got {:?}", other.map(|o| o.text)),
+    }
+    // Without max_tokens the completion gets whatever room is left.
+    let out = run(&small, "hi", smallfirst_engine::GenerateParams::default())
+        .await
+        .expect("fits");
+    assert!(out.done.prompt_tokens + out.done.completion_tokens <= 64);
+}
+
+#[test]
+fn missing_model_file_is_a_clear_error() {
+    let err = Engine::start(EngineConfig {
+        model_path: "/nonexistent/model.gguf".into(),
+        n_ctx: None,
+        threads: None,
+    })
+    .err()
+    .expect("fails");
+    assert!(matches!(err, EngineError::ModelMissing { .. }), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_gguf_fails_to_load_without_panicking() {
+    let dir = std::env::temp_dir().join(format!("smallfirst-notgguf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let path = dir.join("bad.gguf");
+    std::fs::write(&path, b"this is not a model").expect("write");
+    let err = Engine::start(EngineConfig {
+        model_path: path,
+        n_ctx: None,
+        threads: Some(1),
+    })
+    .err()
+    .expect("fails");
+    assert!(matches!(err, EngineError::Load { .. }), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,396 @@
+//! Pure translation between the OpenAI wire types and the engine: request → plan, engine
+//! output → response objects. No I/O, so every rule here is unit-tested without a model.
+
+use smallfirst_engine::{ChatMessage, FinishReason, GenerateParams, SamplingParams, TokenLogprob};
+use smallfirst_protocol::chat::ContentPart;
+use smallfirst_protocol::{self as wire, ChatRequest, MessageContent, Role};
+
+use crate::ApiError;
+
+/// OpenAI's limits, enforced the same way so code that works here works there.
+const MAX_STOP: usize = 4;
+const MAX_TOP_LOGPROBS: u32 = 20;
+
+/// A validated request, ready for the engine.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub messages: Vec<ChatMessage>,
+    pub params: GenerateParams,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub logprobs: bool,
+}
+
+pub(crate) fn plan(req: &ChatRequest, n_vocab: usize) -> Result<Plan, ApiError> {
+    let messages = messages(req)?;
+    check_range("temperature", req.temperature, 0.0, 2.0)?;
+    check_range("top_p", req.top_p, 0.0, 1.0)?;
+    check_range("presence_penalty", req.presence_penalty, -2.0, 2.0)?;
+    check_range("frequency_penalty", req.frequency_penalty, -2.0, 2.0)?;
+    if let Some(n) = req.n
+        && n != 1
+    {
+        return Err(ApiError::unsupported(
+            "n",
+            format!("n = {n} is not supported; only one choice (n = 1) is"),
+        ));
+    }
+    if req.max_output_tokens() == Some(0) {
+        let param = if req.max_completion_tokens.is_some() {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        return Err(ApiError::invalid(
+            param,
+            format!("`{param}` must be at least 1"),
+        ));
+    }
+    let stop = req.stop_sequences();
+    if stop.len() > MAX_STOP {
+        return Err(ApiError::invalid(
+            "stop",
+            format!(
+                "at most {MAX_STOP} stop sequences are allowed, got {}",
+                stop.len()
+            ),
+        ));
+    }
+    if stop.iter().any(String::is_empty) {
+        return Err(ApiError::invalid(
+            "stop",
+            "stop sequences must not be empty",
+        ));
+    }
+    let logprobs = req.logprobs.unwrap_or(false);
+    if let Some(k) = req.top_logprobs {
+        if !logprobs {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                "`top_logprobs` requires `logprobs: true`",
+            ));
+        }
+        if k > MAX_TOP_LOGPROBS {
+            return Err(ApiError::invalid(
+                "top_logprobs",
+                format!("`top_logprobs` must be between 0 and {MAX_TOP_LOGPROBS}, got {k}"),
+            ));
+        }
+    }
+    if req.stream_options.is_some() && !req.is_stream() {
+        return Err(ApiError::invalid(
+            "stream_options",
+            "`stream_options` is only allowed when `stream` is true",
+        ));
+    }
+    check_unsupported(req)?;
+    let logit_bias = logit_bias(req, n_vocab)?;
+    let sampling = SamplingParams {
+        temperature: req.temperature.unwrap_or(1.0),
+        top_p: req.top_p.unwrap_or(1.0),
+        top_k: req.top_k.unwrap_or(0),
+        presence_penalty: req.presence_penalty.unwrap_or(0.0),
+        frequency_penalty: req.frequency_penalty.unwrap_or(0.0),
+        logit_bias,
+        seed: req.seed.map(|s| s as u64),
+    };
+    Ok(Plan {
+        messages,
+        params: GenerateParams {
+            max_tokens: req.max_output_tokens(),
+            sampling,
+            stop,
+            logprobs: logprobs.then(|| req.top_logprobs.unwrap_or(0) as usize),
+        },
+        stream: req.is_stream(),
+        include_usage: req.include_usage(),
+        logprobs,
+    })
+}
+
+fn check_range(param: &str, value: Option<f32>, lo: f32, hi: f32) -> Result<(), ApiError> {
+    match value {
+        Some(v) if !(lo..=hi).contains(&v) => Err(ApiError::invalid(
+            param,
+            format!("`{param}` must be between {lo} and {hi}, got {v}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Parameters the API has that this server does not act on yet: refused by name, never
+/// silently ignored.
+fn check_unsupported(req: &ChatRequest) -> Result<(), ApiError> {
+    if let Some(format) = &req.response_format {
+        let kind = format.get("type").and_then(|t| t.as_str()).unwrap_or("");
+        if kind != "text" {
+            return Err(ApiError::unsupported(
+                "response_format",
+                format!(
+                    "response_format type `{kind}` is not supported by this server yet; use `text`"
+                ),
+            ));
+        }
+    }
+    if req
+        .tools
+        .as_ref()
+        .is_some_and(|t| t.as_array().is_none_or(|a| !a.is_empty()))
+    {
+        return Err(ApiError::unsupported(
+            "tools",
+            "tools are not supported by this server yet",
+        ));
+    }
+    Ok(())
+}
+
+fn logit_bias(req: &ChatRequest, n_vocab: usize) -> Result<Vec<(u32, f32)>, ApiError> {
+    let Some(map) = &req.logit_bias else {
+        return Ok(Vec::new());
+    };
+    map.iter()
+        .map(|(k, &v)| {
+            let token = k
+                .parse::<u32>()
+                .ok()
+                .filter(|&t| (t as usize) < n_vocab)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "logit_bias",
+                        format!("`{k}` is not a token id of this model (0..{n_vocab})"),
+                    )
+                })?;
+            if !(-100.0..=100.0).contains(&v) {
+                return Err(ApiError::invalid(
+                    "logit_bias",
+                    format!("bias for token {k} must be between -100 and 100, got {v}"),
+                ));
+            }
+            Ok((token, v))
+        })
+        .collect()
+}
+
+fn messages(req: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
+    if req.messages.is_empty() {
+        return Err(ApiError::invalid(
+            "messages",
+            "`messages` must contain at least one message",
+        ));
+    }
+    req.messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let param = format!("messages[{i}]");
+            let role = match m.role {
+                // The developer role is the system prompt under a newer name.
+                Role::System | Role::Developer => "system",
+                Role::User => "user",
+                Role::Assistant => "assistant",
+                Role::Tool | Role::Function => {
+                    return Err(ApiError::unsupported(
+                        format!("{param}.role"),
+                        format!(
+                            "role `{}` is not supported by this server yet",
+                            m.role.as_str()
+                        ),
+                    ));
+                }
+            };
+            if m.tool_calls.is_some() {
+                return Err(ApiError::unsupported(
+                    format!("{param}.tool_calls"),
+                    "assistant tool calls are not supported by this server yet",
+                ));
+            }
+            let content = match &m.content {
+                Some(MessageContent::Text(t)) => t.clone(),
+                Some(MessageContent::Parts(parts)) => text_parts(parts, &param)?,
+                None if m.role == Role::Assistant => String::new(),
+                None => {
+                    return Err(ApiError::invalid(
+                        format!("{param}.content"),
+                        format!("`{param}.content` is required for role `{role}`"),
+                    ));
+                }
+            };
+            Ok(ChatMessage::new(role, content))
+        })
+        .collect()
+}
+
+fn text_parts(parts: &[ContentPart], param: &str) -> Result<String, ApiError> {
+    let mut text = String::new();
+    for (j, part) in parts.iter().enumerate() {
+        match part {
+            ContentPart::Text { text: t } | ContentPart::Refusal { refusal: t } => text.push_str(t),
+            other => {
+                return Err(ApiError::unsupported(
+                    format!("{param}.content[{j}].type"),
+                    format!(
+                        "content parts of type `{}` are not supported by this model; only `text` is",
+                        other.kind()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(text)
+}
+
+pub(crate) fn finish_reason(f: FinishReason) -> wire::FinishReason {
+    match f {
+        FinishReason::Stop => wire::FinishReason::Stop,
+        FinishReason::Length => wire::FinishReason::Length,
+    }
+}
+
+/// The engine's log-probabilities in the wire shape: token text, UTF-8 bytes.
+pub(crate) fn token_logprobs(entries: Vec<TokenLogprob>) -> Vec<wire::TokenLogprob> {
+    entries
+        .into_iter()
+        .map(|e| wire::TokenLogprob {
+            token: String::from_utf8_lossy(&e.bytes).into_owned(),
+            logprob: e.logprob,
+            bytes: Some(e.bytes),
+            top_logprobs: e
+                .top
+                .into_iter()
+                .map(|(bytes, logprob)| wire::TopLogprob {
+                    token: String::from_utf8_lossy(&bytes).into_owned(),
+                    logprob,
+                    bytes: Some(bytes),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn req(v: serde_json::Value) -> ChatRequest {
+        serde_json::from_value(v).expect("valid request json")
+    }
+
+    fn err(v: serde_json::Value) -> ApiError {
+        plan(&req(v), 1000).expect_err("should be refused")
+    }
+
+    fn param_of(e: &ApiError) -> Option<String> {
+        e.body().error.param
+    }
+
+    #[test]
+    fn maps_parameters() {
+        let p = plan(
+            &req(json!({
+                "model": "m",
+                "messages": [{"role": "developer", "content": "s"}, {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+                "temperature": 0, "top_p": 0.5, "seed": 3, "stop": ["x", "y"], "max_tokens": 7,
+                "logprobs": true, "top_logprobs": 2, "logit_bias": {"5": -100},
+                "stream": true, "stream_options": {"include_usage": true}
+            })),
+            1000,
+        )
+        .expect("valid");
+        assert_eq!(
+            p.messages,
+            vec![
+                ChatMessage::new("system", "s"),
+                ChatMessage::new("user", "ab")
+            ]
+        );
+        assert_eq!(p.params.max_tokens, Some(7));
+        assert_eq!(p.params.stop, vec!["x", "y"]);
+        assert_eq!(p.params.logprobs, Some(2));
+        assert_eq!(p.params.sampling.seed, Some(3));
+        assert_eq!(p.params.sampling.temperature, 0.0);
+        assert_eq!(p.params.sampling.logit_bias, vec![(5, -100.0)]);
+        assert!(p.stream && p.include_usage && p.logprobs);
+    }
+
+    #[test]
+    fn refuses_out_of_range_values_naming_the_param() {
+        let base = |extra: serde_json::Value| {
+            let mut v = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+            if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                o.extend(e.clone());
+            }
+            v
+        };
+        for (extra, param) in [
+            (json!({"temperature": 2.5}), "temperature"),
+            (json!({"top_p": -0.1}), "top_p"),
+            (json!({"presence_penalty": 3}), "presence_penalty"),
+            (json!({"n": 2}), "n"),
+            (json!({"max_tokens": 0}), "max_tokens"),
+            (json!({"stop": ["a", "b", "c", "d", "e"]}), "stop"),
+            (json!({"top_logprobs": 3}), "top_logprobs"),
+            (
+                json!({"logprobs": true, "top_logprobs": 21}),
+                "top_logprobs",
+            ),
+            (
+                json!({"stream_options": {"include_usage": true}}),
+                "stream_options",
+            ),
+            (json!({"logit_bias": {"99999": 1}}), "logit_bias"),
+            (json!({"logit_bias": {"1": 101}}), "logit_bias"),
+            (
+                json!({"response_format": {"type": "json_object"}}),
+                "response_format",
+            ),
+            (
+                json!({"tools": [{"type": "function", "function": {"name": "f"}}]}),
+                "tools",
+            ),
+        ] {
+            let e = err(base(extra.clone()));
+            assert_eq!(param_of(&e).as_deref(), Some(param), "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_messages() {
+        assert_eq!(
+            param_of(&err(json!({"model": "m", "messages": []}))).as_deref(),
+            Some("messages")
+        );
+        let e = err(json!({"model": "m", "messages": [{"role": "user", "content": null}]}));
+        assert_eq!(param_of(&e).as_deref(), Some("messages[0].content"));
+        let e = err(
+            json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}),
+        );
+        assert_eq!(param_of(&e).as_deref(), Some("messages[0].content[0].type"));
+        assert_eq!(e.body().error.code.as_deref(), Some("unsupported_value"));
+    }
+
+    #[test]
+    fn text_response_format_and_empty_tools_are_fine() {
+        let p = plan(
+            &req(
+                json!({"model": "m", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": null}],
+                        "response_format": {"type": "text"}, "tools": []}),
+            ),
+            10,
+        );
+        assert!(p.is_ok());
+    }
+
+    #[test]
+    fn logprob_bytes_survive_partial_utf8() {
+        let out = token_logprobs(vec![TokenLogprob {
+            bytes: vec![0xE2, 0x82],
+            logprob: -0.5,
+            top: vec![(b"a".to_vec(), -1.0)],
+        }]);
+        assert_eq!(out[0].bytes.as_deref(), Some(&[0xE2, 0x82][..]));
+        assert_eq!(out[0].top_logprobs[0].token, "a");
+    }
+}

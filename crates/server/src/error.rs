@@ -1,0 +1,130 @@
+//! `ApiError`: every way a request can fail, mapped to the OpenAI error body and status.
+//!
+//! Errors are logged once, by the `observe` middleware, from the message this type leaves in
+//! the response's extensions, not where they are built.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use smallfirst_engine::EngineError;
+use smallfirst_protocol::ErrorBody;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<String>,
+        code: Option<&'static str>,
+    },
+    #[error("the model `{0}` does not exist")]
+    ModelNotFound(String),
+    #[error("{0}")]
+    ContextLength(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A 400 about one parameter.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest {
+            message: message.into(),
+            param: Some(param.into()),
+            code: None,
+        }
+    }
+
+    /// A 400 for a value this server does not support (yet), though the API allows it.
+    pub fn unsupported(param: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidRequest {
+            message: message.into(),
+            param: Some(param.into()),
+            code: Some("unsupported_value"),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidJson(_)
+            | ApiError::InvalidRequest { .. }
+            | ApiError::ContextLength(_) => StatusCode::BAD_REQUEST,
+            ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        let (kind, param, code) = match self {
+            ApiError::InvalidJson(_) => ("invalid_request_error", None, None),
+            ApiError::InvalidRequest { param, code, .. } => (
+                "invalid_request_error",
+                param.clone(),
+                code.map(str::to_string),
+            ),
+            ApiError::ModelNotFound(_) => (
+                "invalid_request_error",
+                Some("model".into()),
+                Some("model_not_found".into()),
+            ),
+            ApiError::ContextLength(_) => (
+                "invalid_request_error",
+                Some("messages".into()),
+                Some("context_length_exceeded".into()),
+            ),
+            ApiError::NotFound(_) => ("invalid_request_error", None, Some("unknown_url".into())),
+            ApiError::MethodNotAllowed(_) => (
+                "invalid_request_error",
+                None,
+                Some("method_not_allowed".into()),
+            ),
+            ApiError::TooLarge(_) => (
+                "invalid_request_error",
+                None,
+                Some("request_too_large".into()),
+            ),
+            ApiError::Internal(_) => ("server_error", None, None),
+        };
+        ErrorBody::new(self.to_string(), kind, param, code)
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::ContextLength { .. } => ApiError::ContextLength(format!(
+                "{e}. Please reduce the length of the messages or the completion."
+            )),
+            EngineError::Template(_) | EngineError::EmptyPrompt => ApiError::InvalidRequest {
+                message: e.to_string(),
+                param: Some("messages".into()),
+                code: None,
+            },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// What the `observe` middleware logs for a failed request.
+#[derive(Debug, Clone)]
+pub(crate) struct LoggedError(pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), Json(self.body())).into_response();
+        response
+            .extensions_mut()
+            .insert(LoggedError(self.to_string()));
+        response
+    }
+}

@@ -1,0 +1,18 @@
+//! The HTTP server: an OpenAI-compatible API in front of the embedded engine.
+//!
+//! # Overview
+//! - [`app`] builds the axum `Router` from an [`AppState`]; tests drive it with `oneshot`.
+//! - [`serve`] runs it on a listener until a shutdown future resolves.
+//! - [`ApiError`] maps every failure to the OpenAI error body with the right status.
+//!
+//! Routes: `POST /v1/chat/completions` (JSON or SSE), `GET /v1/models`, `GET /v1/models/{id}`,
+//! `GET /health`. Unknown routes and methods answer in the same error shape.
+
+mod chat;
+mod convert;
+mod error;
+mod observe;
+mod routes;
+
+pub use error::ApiError;
+pub use routes::{AppState, app, serve};

@@ -1,0 +1,112 @@
+//! The router, its state, and the small routes (`/v1/models`, `/health`, fallbacks).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, State};
+use axum::http::{Method, Uri};
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use serde_json::{Value, json};
+use smallfirst_engine::Engine;
+use smallfirst_protocol::{ModelList, ModelObject};
+use tokio::net::TcpListener;
+
+use crate::{ApiError, chat, observe};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<StateInner>,
+}
+
+pub(crate) struct StateInner {
+    pub engine: Engine,
+    /// The id `/v1/models` lists and responses carry.
+    pub model_id: String,
+    pub created: u64,
+}
+
+impl AppState {
+    pub fn new(engine: Engine, model_id: impl Into<String>) -> Self {
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        AppState {
+            inner: Arc::new(StateInner {
+                engine,
+                model_id: model_id.into(),
+                created,
+            }),
+        }
+    }
+
+    /// Whether a request's `model` names what this server answers with: its id, or the
+    /// tier words `local` and `auto`.
+    pub(crate) fn answers_to(&self, model: &str) -> bool {
+        model == self.inner.model_id || model == "local" || model == "auto"
+    }
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{id}", get(get_model))
+        .route("/health", get(health))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn(observe::observe))
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn model_object(state: &AppState) -> ModelObject {
+    ModelObject::new(state.inner.model_id.clone(), state.inner.created)
+}
+
+async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
+    Json(ModelList::new(vec![model_object(&state)]))
+}
+
+async fn get_model(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ModelObject>, ApiError> {
+    if state.answers_to(&id) {
+        Ok(Json(model_object(&state)))
+    } else {
+        Err(ApiError::ModelNotFound(id))
+    }
+}
+
+async fn health(State(state): State<AppState>) -> Json<Value> {
+    let info = state.inner.engine.info();
+    Json(json!({
+        "status": "ok",
+        "model": state.inner.model_id,
+        "architecture": info.architecture,
+        "n_ctx": info.n_ctx,
+        "threads": info.threads,
+    }))
+}
+
+async fn unknown_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("unknown request URL: {method} {}", uri.path()))
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("method {method} is not allowed on {}", uri.path()))
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit and integration tests on the real model, then the official
+# `openai` Python SDK against a live server. CI runs exactly this.
+source "$(dirname "$0")/setup.sh"
+
+"$SMALLFIRST" pull smollm2-135m-instruct
+SMALLFIRST_TEST_MODEL=$("$SMALLFIRST" models --json | python3 -c \
+  'import json,sys; print(next(m["path"] for m in json.load(sys.stdin) if m["name"] == "smollm2-135m-instruct"))')
+export SMALLFIRST_TEST_MODEL
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+
+cargo fmt --all -- --check
+cargo test --release --locked --workspace
+.venv/bin/python -m pytest -q tests/python

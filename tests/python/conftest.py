@@ -1,0 +1,79 @@
+"""Starts `smallfirst serve` on a free loopback port for the session and stops it after."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BINARY = ROOT / "target" / "release" / "smallfirst"
+MODEL_ID = "smollm2-135m-instruct"
+
+
+def model_path() -> str:
+    path = os.environ.get("SMALLFIRST_TEST_MODEL")
+    if not path:
+        cache = os.environ.get("SMALLFIRST_MODELS_DIR") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "smallfirst", "models"
+        )
+        path = os.path.join(cache, f"{MODEL_ID}.gguf")
+    assert os.path.isfile(path), f"test model missing at {path}: run scripts/test.sh"
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def binary() -> Path:
+    assert BINARY.is_file(), f"{BINARY} missing: build with cargo build --release"
+    return BINARY
+
+
+@pytest.fixture(scope="session")
+def server(binary, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(binary), "serve", "--model", model_path(), "--port", str(port), "--threads", "2", "--ctx", "512"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"server did not become healthy:\n{log.read_text()}")
+        time.sleep(0.1)
+    yield base
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("server did not stop on SIGTERM")
+    assert proc.returncode == 0, log.read_text()
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0, timeout=120)

@@ -1,0 +1,49 @@
+"""The CLI as a user meets it: one-line errors with a hint, non-zero exit."""
+
+import socket
+import subprocess
+
+from conftest import model_path
+
+
+def run(binary, *args, input=None):
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, input=input, timeout=120)
+
+
+def test_unknown_model_is_one_line_with_hint(binary, tmp_path):
+    r = run(binary, "pull", "no-such-model")
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "hint:" in lines[0], r.stderr
+
+
+def test_port_in_use_is_one_line_with_hint(binary):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = run(binary, "serve", "--model", model_path(), "--port", str(port))
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "hint:" in last and "--port" in last, r.stderr
+
+
+def test_chat_streams_to_stdout(binary):
+    r = run(binary, "chat", "--model", model_path(), "--temperature", "0", "--max-tokens", "8", "Say hi.")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+
+
+def test_chat_reads_stdin_when_no_prompt(binary):
+    r = run(binary, "chat", "--model", model_path(), "--temperature", "0", "--max-tokens", "4", input="Say hi.")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+
+
+def test_models_json_lists_the_catalog(binary):
+    import json
+
+    r = run(binary, "models", "--json")
+    assert r.returncode == 0, r.stderr
+    names = {m["name"] for m in json.loads(r.stdout)}
+    assert {"smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", "gemma-3-270m"} <= names
