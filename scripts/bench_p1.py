@@ -85,10 +85,10 @@ def start(cmd, port):
 PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
 
 
-def http_once(port, model):
+def http_once(port, model, extra):
     """One streamed request: TTFT (s) and decode tok/s after the first token."""
     body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 128,
-            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}, **extra}
     t0 = time.perf_counter()
     first = last = None
     tokens = 0
@@ -108,11 +108,11 @@ def http_once(port, model):
     return ttft, decode
 
 
-def http_bench(cmd, port, model, n):
+def http_bench(cmd, port, model, n, extra=None):
     proc = start(cmd, port)
     try:
-        http_once(port, model)  # warm-up
-        return [http_once(port, model) for _ in range(n)]
+        http_once(port, model, extra or {})  # warm-up
+        return [http_once(port, model, extra or {}) for _ in range(n)]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
@@ -146,7 +146,10 @@ def main():
             r["eng_tg"] += tg
             port = free_port()
             ls = http_bench([str(binp / "llama-server"), "-m", path, "-t", str(args.threads), "--port", str(port),
-                             "--host", "127.0.0.1", "-c", "2048", "--parallel", "1", "--jinja"], port, name, args.reps)
+                             "--host", "127.0.0.1", "-c", "2048", "--parallel", "1", "--jinja"], port, name, args.reps,
+                            # Every request is prefilled in full on both sides: smallfirst does
+                            # not reuse a KV prefix yet (P3 measures that separately).
+                            {"cache_prompt": False})
             r["ls_ttft"] += [x[0] for x in ls]
             r["ls_tg"] += [x[1] for x in ls]
             port = free_port()
