@@ -7,7 +7,7 @@ use std::thread;
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use crate::runner::Runner;
-use crate::{ChatMessage, ChatTemplate, EngineError, SamplingParams};
+use crate::{ChatMessage, ChatTemplate, Constraint, EngineError, SamplingParams};
 
 /// How to load the engine.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ pub struct ModelInfo {
 }
 
 /// One completion to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct GenerateParams {
     /// Most tokens to generate; `None` fills the context.
     pub max_tokens: Option<u32>,
@@ -53,17 +53,8 @@ pub struct GenerateParams {
     pub stop: Vec<String>,
     /// `Some(n)`: report each token's log-probability and the `n` most likely alternatives.
     pub logprobs: Option<usize>,
-}
-
-impl Default for GenerateParams {
-    fn default() -> Self {
-        GenerateParams {
-            max_tokens: None,
-            sampling: SamplingParams::default(),
-            stop: Vec::new(),
-            logprobs: None,
-        }
-    }
+    /// A grammar the answer must follow (JSON schema, tool calls).
+    pub constraint: Option<Constraint>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +119,7 @@ pub struct BenchReport {
 pub(crate) enum Job {
     Generate {
         prompt: String,
-        params: GenerateParams,
+        params: Box<GenerateParams>,
         started: oneshot::Sender<Result<u32, EngineError>>,
         events: tmpsc::Sender<Event>,
     },
@@ -192,7 +183,16 @@ impl Engine {
 
     /// Renders `messages` with the model's chat template.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
-        self.inner.template.render(messages)
+        self.inner.template.render(messages, &[])
+    }
+
+    /// Renders `messages` with `tools` (OpenAI tool objects) described to the model.
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[serde_json::Value],
+    ) -> Result<String, EngineError> {
+        self.inner.template.render(messages, tools)
     }
 
     /// Queues a completion of `prompt` (already rendered). Returns once the engine has
@@ -208,7 +208,7 @@ impl Engine {
             .jobs
             .send(Job::Generate {
                 prompt,
-                params,
+                params: Box::new(params),
                 started: started_tx,
                 events: events_tx,
             })

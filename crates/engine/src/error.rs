@@ -23,6 +23,9 @@ pub enum EngineError {
     },
     #[error("the prompt is empty after tokenization")]
     EmptyPrompt,
+    /// The grammar of a constrained request does not compile, or broke mid-way.
+    #[error("cannot enforce the requested format: {0}")]
+    Grammar(String),
     #[error("llama.cpp decode failed: {0}")]
     Decode(String),
     #[error("the engine thread has stopped")]

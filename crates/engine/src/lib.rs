@@ -9,15 +9,21 @@
 //! - [`Sampler`] / [`SamplingParams`]: temperature, top-k, top-p, penalties, seed, in Rust.
 //! - [`logprobs`]: vectorised log-softmax pieces, computed only when asked.
 //! - [`TextStream`]: UTF-8-safe streaming with stop strings that may span tokens.
+//! - [`Constraint`]: a grammar the answer must follow (a JSON Schema from [`schema`], tool
+//!   calls from [`tools`]), enforced token by token with llguidance.
 
+mod constraint;
 mod engine;
 mod error;
 pub mod logprobs;
 mod runner;
 mod sampling;
+pub mod schema;
 mod template;
 mod text;
+pub mod tools;
 
+pub use constraint::Constraint;
 pub use engine::{
     BenchReport, BenchRun, Delta, Done, Engine, EngineConfig, Event, FinishReason, GenerateParams,
     Generation, ModelInfo, TokenLogprob, default_threads,

@@ -16,6 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
+use crate::constraint::{CLOSING_RESERVE, Closers, Grammars, Guide};
 use crate::engine::{Job, context_size};
 use crate::text::{Released, TextStream};
 use crate::{
@@ -112,7 +113,7 @@ impl Runner {
                     params,
                     started,
                     events,
-                } => worker.generate(&prompt, params, started, &events),
+                } => worker.generate(&prompt, *params, started, &events),
                 Job::Bench {
                     n_prompt,
                     n_gen,
@@ -134,6 +135,10 @@ struct Worker<'m> {
     n_batch: usize,
     n_vocab: usize,
     bos_text: String,
+    /// Built on the first constrained request, then kept for the model's lifetime.
+    grammars: Option<Grammars>,
+    /// What a constrained answer is steered to when its token budget runs low.
+    closers: Closers,
 }
 
 /// What happened to one generated token's text.
@@ -160,6 +165,8 @@ impl<'m> Worker<'m> {
             n_batch,
             n_vocab: model.n_vocab().max(0) as usize,
             bos_text,
+            grammars: None,
+            closers: Closers::default(),
         }
     }
 
@@ -215,21 +222,48 @@ impl<'m> Worker<'m> {
         } else {
             None
         };
-        if let Some(e) = refusal {
-            let _ = started.send(Err(e));
-            return;
-        }
+        let guide = match (refusal, &params.constraint) {
+            (Some(e), _) => Err(e),
+            (None, None) => Ok(None),
+            (None, Some(c)) => self.guide(c).map(Some),
+        };
+        let guide = match guide {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = started.send(Err(e));
+                return;
+            }
+        };
         // The caller gave up while the job waited in the queue.
         if started.send(Ok(n_prompt)).is_err() {
             return;
         }
         let max_tokens = params.max_tokens.unwrap_or(room);
-        let event = match self.complete(&tokens, max_tokens, params, events) {
+        let event = match self.complete(&tokens, max_tokens, params, guide, events) {
             Ok(Some(done)) => Event::Done(done),
             Ok(None) => return,
             Err(e) => Event::Failed(e.to_string()),
         };
         let _ = events.blocking_send(event);
+    }
+
+    /// The grammar state for one constrained sequence; the token table is built on first use.
+    fn guide(&mut self, constraint: &crate::Constraint) -> Result<Guide, EngineError> {
+        if self.grammars.is_none() {
+            let t = Instant::now();
+            let grammars = Grammars::new(self.model)?;
+            self.closers = grammars.closers();
+            tracing::info!(
+                elapsed_ms = t.elapsed().as_millis() as u64,
+                "built the token table for constrained decoding"
+            );
+            self.grammars = Some(grammars);
+        }
+        let grammars = self
+            .grammars
+            .as_mut()
+            .ok_or_else(|| EngineError::Grammar("no token table".into()))?;
+        Ok(Guide::new(grammars.matcher(constraint)?))
     }
 
     /// Runs one completion; `Ok(None)` when the client went away mid-way.
@@ -238,8 +272,11 @@ impl<'m> Worker<'m> {
         tokens: &[LlamaToken],
         max_tokens: u32,
         params: GenerateParams,
+        mut guide: Option<Guide>,
         events: &tmpsc::Sender<Event>,
     ) -> Result<Option<Done>, EngineError> {
+        // Past this many tokens left, a constrained answer closes what it has open.
+        let reserve = (max_tokens / 2).min(CLOSING_RESERVE);
         let mut last = self.prefill(tokens)?;
         let mut pos = tokens.len() as i32;
         let mut sampler = Sampler::new(params.sampling);
@@ -251,11 +288,27 @@ impl<'m> Worker<'m> {
                 break FinishReason::Length;
             }
             let logits = self.ctx.get_logits_ith(last);
-            let token = sampler.sample(logits);
+            let token = match guide.as_mut() {
+                None => sampler.sample(logits),
+                Some(g) => {
+                    let mask = g.mask()?;
+                    let allowed = |t: u32| mask.is_allowed(t);
+                    if max_tokens - generated <= reserve {
+                        self.closers
+                            .pick(logits, &allowed)
+                            .unwrap_or_else(|| sampler.sample_masked(logits, Some(allowed)))
+                    } else {
+                        sampler.sample_masked(logits, Some(allowed))
+                    }
+                }
+            };
             let entry = params.logprobs.map(|n| self.logprob(logits, token, n));
             let token = LlamaToken(token as i32);
             if self.model.vocab().is_eog(token) {
                 break FinishReason::Stop;
+            }
+            if let Some(g) = guide.as_mut() {
+                g.accept(token.0 as u32)?;
             }
             sampler.accept(token.0 as u32);
             generated += 1;
@@ -267,6 +320,9 @@ impl<'m> Worker<'m> {
                 Step::Continue => {}
                 Step::Stopped => break FinishReason::Stop,
                 Step::ClientGone => return Ok(None),
+            }
+            if guide.as_ref().is_some_and(Guide::is_done) {
+                break FinishReason::Stop;
             }
             if pos as u32 >= self.n_ctx {
                 break FinishReason::Length;

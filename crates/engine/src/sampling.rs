@@ -88,20 +88,49 @@ impl Sampler {
 
     /// Picks the next token from `logits` (one per vocabulary entry).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        self.sample_masked(logits, None::<fn(u32) -> bool>)
+    }
+
+    /// Picks the next token among those `allowed` says yes to (all, with `None`); a grammar
+    /// supplies the mask. At least one token must be allowed.
+    pub fn sample_masked(&mut self, logits: &[f32], allowed: Option<impl Fn(u32) -> bool>) -> u32 {
         let adjusted = self.needs_adjustment();
-        if adjusted {
+        if let Some(allowed) = &allowed
+            && !adjusted
+            && self.params.is_greedy()
+        {
+            // The model's own choice is usually allowed: one scan, no copy.
+            let best = logprobs::argmax(logits) as u32;
+            if allowed(best) {
+                return best;
+            }
+        }
+        let masked = allowed.is_some();
+        if adjusted || masked {
             self.scratch.clear();
             self.scratch.extend_from_slice(logits);
             self.apply_adjustments();
+            if let Some(allowed) = &allowed {
+                for (i, l) in self.scratch.iter_mut().enumerate() {
+                    if !allowed(i as u32) {
+                        *l = f32::NEG_INFINITY;
+                    }
+                }
+            }
         }
-        let logits = if adjusted { &self.scratch[..] } else { logits };
+        let logits = if adjusted || masked {
+            &self.scratch[..]
+        } else {
+            logits
+        };
         if self.params.is_greedy() {
             return logprobs::argmax(logits) as u32;
         }
         let params = &self.params;
         let t = params.temperature;
         let m = logprobs::max(logits);
-        let floor = m - CUTOFF * t;
+        // Masked-out tokens are −∞ and must stay out even when every logit is −∞ but these.
+        let floor = (m - CUTOFF * t).max(f32::MIN);
         self.candidates.clear();
         self.candidates.extend(
             logits
@@ -244,6 +273,20 @@ mod tests {
         let h = histogram(params(1.0, 1.0, 0, 11), &logits, 20_000);
         let p0 = h[0] as f64 / 20_000.0;
         assert!((p0 - 0.75).abs() < 0.02, "p0 = {p0}");
+    }
+
+    #[test]
+    fn the_mask_is_respected_greedy_or_not() {
+        let logits = [5.0, 1.0, 0.5, 0.2];
+        let even = |t: u32| t.is_multiple_of(2);
+        let mut s = Sampler::new(SamplingParams::greedy());
+        assert_eq!(s.sample_masked(&logits, Some(even)), 0);
+        let odd = |t: u32| t % 2 == 1;
+        assert_eq!(s.sample_masked(&logits, Some(odd)), 1);
+        let mut s = Sampler::new(params(1.5, 1.0, 0, 5));
+        for _ in 0..500 {
+            assert!(odd(s.sample_masked(&logits, Some(odd))));
+        }
     }
 
     #[test]

@@ -10,10 +10,11 @@
 //! A model without a template gets ChatML (`<|im_start|>role\n…<|im_end|>`), the most common
 //! format among small instruct models, and a warning at load.
 
-use minijinja::{Environment, ErrorKind, Value, context};
+use minijinja::{Environment, ErrorKind, Value as JinjaValue, context};
 use serde::Serialize;
+use serde_json::Value;
 
-use crate::EngineError;
+use crate::{EngineError, tools};
 
 /// The fallback for models whose GGUF has no `tokenizer.chat_template`.
 pub const CHATML: &str = "{% for message in messages %}<|im_start|>{{ message.role }}\n\
@@ -23,11 +24,20 @@ pub const CHATML: &str = "{% for message in messages %}<|im_start|>{{ message.ro
 /// is looping.
 const FUEL: u64 = 5_000_000;
 
-/// One message as templates see it (`message.role`, `message.content`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One message as templates see it (`message.role`, `message.content`, and for tool use
+/// `message.tool_calls` / `message.tool_call_id`, as Hugging Face templates expect them).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// An assistant turn's calls: `{"id", "type": "function", "function": {"name",
+    /// "arguments"}}` with `arguments` a JSON object, not a string (the Hugging Face
+    /// convention templates are written for).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<Value>,
+    /// A tool result's call id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -35,6 +45,8 @@ impl ChatMessage {
         ChatMessage {
             role: role.into(),
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
     }
 }
@@ -45,6 +57,8 @@ pub struct ChatTemplate {
     bos_token: String,
     eos_token: String,
     is_fallback: bool,
+    /// The template renders `tools` and tool turns itself (Qwen2.5, Llama 3.1, …).
+    knows_tools: bool,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -64,6 +78,7 @@ impl ChatTemplate {
     ) -> Result<Self, EngineError> {
         let is_fallback = source.is_none();
         let source = source.unwrap_or_else(|| CHATML.to_string());
+        let knows_tools = source.contains("tools") && source.contains("tool_calls");
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -79,6 +94,7 @@ impl ChatTemplate {
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
             is_fallback,
+            knows_tools,
         })
     }
 
@@ -87,21 +103,98 @@ impl ChatTemplate {
         self.is_fallback
     }
 
-    /// The prompt for `messages`, ending where the assistant's answer starts.
-    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+    /// The prompt for `messages`, ending where the assistant's answer starts, with `tools`
+    /// (OpenAI tool objects; may be empty) described to the model.
+    ///
+    /// A template that handles tools gets them as `tools` and the messages as they are. For
+    /// one that does not, smallfirst does what such templates do: the tools are described in
+    /// the system prompt, an assistant's calls become `<tool_call>` blocks in its text, and a
+    /// tool's result becomes a user turn in `<tool_response>` tags.
+    pub fn render(&self, messages: &[ChatMessage], tools: &[Value]) -> Result<String, EngineError> {
         let template = self
             .env
             .get_template("chat")
             .map_err(|e| EngineError::Template(e.to_string()))?;
-        template
-            .render(context! {
+        let uses_tools = !tools.is_empty()
+            || messages
+                .iter()
+                .any(|m| !m.tool_calls.is_empty() || m.role == "tool");
+        let rendered = if self.knows_tools || !uses_tools {
+            let tools = (!tools.is_empty()).then_some(tools);
+            template.render(context! {
                 messages => messages,
+                tools => tools,
                 add_generation_prompt => true,
                 bos_token => self.bos_token,
                 eos_token => self.eos_token,
             })
-            .map_err(|e| EngineError::Template(render_error(&e)))
+        } else {
+            template.render(context! {
+                messages => inline_tools(messages, tools),
+                add_generation_prompt => true,
+                bos_token => self.bos_token,
+                eos_token => self.eos_token,
+            })
+        };
+        rendered.map_err(|e| EngineError::Template(render_error(&e)))
     }
+}
+
+/// The conversation for a template without tool support: tools in the system prompt, calls
+/// and results as text.
+fn inline_tools(messages: &[ChatMessage], tools: &[Value]) -> Vec<ChatMessage> {
+    let mut out = Vec::with_capacity(messages.len() + 1);
+    if !tools.is_empty() {
+        let described = tools::system_prompt(tools);
+        match messages.first() {
+            Some(first) if first.role == "system" => {
+                out.push(ChatMessage::new(
+                    "system",
+                    format!("{}\n\n{described}", first.content),
+                ));
+            }
+            _ => out.push(ChatMessage::new("system", described)),
+        }
+    }
+    let skip =
+        usize::from(!tools.is_empty() && messages.first().is_some_and(|m| m.role == "system"));
+    for m in &messages[skip..] {
+        if m.role == "tool" {
+            let text = format!("<tool_response>\n{}\n</tool_response>", m.content);
+            // Consecutive results go into one user turn, as Hermes-style templates do.
+            match out.last_mut() {
+                Some(prev)
+                    if prev.role == "user" && prev.content.starts_with("<tool_response>") =>
+                {
+                    prev.content.push('\n');
+                    prev.content.push_str(&text);
+                }
+                _ => out.push(ChatMessage::new("user", text)),
+            }
+        } else if !m.tool_calls.is_empty() {
+            let calls: Vec<(String, Value)> = m
+                .tool_calls
+                .iter()
+                .map(|c| {
+                    let f = &c["function"];
+                    (
+                        f["name"].as_str().unwrap_or_default().to_string(),
+                        f["arguments"].clone(),
+                    )
+                })
+                .collect();
+            let calls = tools::render_calls(&calls);
+            let content = if m.content.is_empty() {
+                calls
+            } else {
+                format!("{}\n{calls}", m.content)
+            };
+            out.push(ChatMessage::new(m.role.clone(), content));
+        } else {
+            out.push(ChatMessage::new(m.role.clone(), m.content.clone()));
+        }
+    }
+    out
 }
 
 fn render_error(e: &minijinja::Error) -> String {
@@ -115,7 +208,7 @@ fn render_error(e: &minijinja::Error) -> String {
     }
 }
 
-fn raise_exception(message: String) -> Result<Value, minijinja::Error> {
+fn raise_exception(message: String) -> Result<JinjaValue, minijinja::Error> {
     Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
 }
 
@@ -198,7 +291,7 @@ mod tests {
         let t = ChatTemplate::new(Some(SMOLLM2.into()), "<|im_start|>", "<|im_end|>")
             .expect("compiles");
         let p = t
-            .render(&[ChatMessage::new("user", "Hi")])
+            .render(&[ChatMessage::new("user", "Hi")], &[])
             .expect("renders");
         assert!(p.starts_with("<|im_start|>system\nYou are a helpful AI assistant named SmolLM"));
         assert!(p.ends_with("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"));
@@ -206,13 +299,81 @@ mod tests {
     }
 
     #[test]
+    fn tools_go_into_the_prompt_of_a_template_without_tool_support() {
+        let t = ChatTemplate::new(Some(SMOLLM2.into()), "", "").expect("compiles");
+        let tool = serde_json::json!({"type": "function", "function": {"name": "add"}});
+        let mut call = ChatMessage::new("assistant", "");
+        call.tool_calls = vec![serde_json::json!({
+            "id": "call_1", "type": "function",
+            "function": {"name": "add", "arguments": {"a": 1}}
+        })];
+        let mut result = ChatMessage::new("tool", "3");
+        result.tool_call_id = Some("call_1".into());
+        let p = t
+            .render(
+                &[
+                    ChatMessage::new("system", "Be brief."),
+                    ChatMessage::new("user", "1+2?"),
+                    call,
+                    result,
+                ],
+                &[tool],
+            )
+            .expect("renders");
+        assert!(
+            p.starts_with("<|im_start|>system\nBe brief.\n\n# Tools"),
+            "{p}"
+        );
+        assert!(
+            p.contains(
+                "<tools>\n{\"type\":\"function\",\"function\":{\"name\":\"add\"}}\n</tools>"
+            ),
+            "{p}"
+        );
+        // `name` before `arguments`, as the format is taught.
+        assert!(
+            p.contains("<|im_start|>assistant\n<tool_call>\n{\"name\":\"add\",\"arguments\":{\"a\":1}}\n</tool_call><|im_end|>"),
+            "{p}"
+        );
+        assert!(
+            p.contains("<|im_start|>user\n<tool_response>\n3\n</tool_response><|im_end|>"),
+            "{p}"
+        );
+        assert_eq!(p.matches("<|im_start|>system").count(), 1, "{p}");
+    }
+
+    #[test]
+    fn a_template_with_tool_support_gets_the_tools() {
+        let src = "{% if tools %}{% for t in tools %}[{{ t.function.name }}]{% endfor %}{% endif %}\
+{% for m in messages %}{{ m.role }}:{{ m.content }}{% if m.tool_calls %}{% for c in m.tool_calls %}<{{ c.function.name }} {{ c.function.arguments | tojson }}>{% endfor %}{% endif %};{% endfor %}";
+        let t = ChatTemplate::new(Some(src.into()), "", "").expect("compiles");
+        let mut call = ChatMessage::new("assistant", "");
+        call.tool_calls =
+            vec![serde_json::json!({"function": {"name": "add", "arguments": {"a": 1}}})];
+        let p = t
+            .render(
+                &[
+                    ChatMessage::new("user", "q"),
+                    call,
+                    ChatMessage::new("tool", "3"),
+                ],
+                &[serde_json::json!({"type": "function", "function": {"name": "add"}})],
+            )
+            .expect("renders");
+        assert_eq!(p, "[add]user:q;assistant:<add {\"a\":1}>;tool:3;");
+    }
+
+    #[test]
     fn fallback_is_chatml() {
         let t = ChatTemplate::new(None, "", "").expect("compiles");
         let p = t
-            .render(&[
-                ChatMessage::new("system", "S"),
-                ChatMessage::new("user", "U"),
-            ])
+            .render(
+                &[
+                    ChatMessage::new("system", "S"),
+                    ChatMessage::new("user", "U"),
+                ],
+                &[],
+            )
             .expect("renders");
         assert_eq!(
             p,
@@ -226,12 +387,12 @@ mod tests {
         let src = "{% if messages[0].role != 'user' %}{{ raise_exception('first must be user') }}{% endif %}{{ messages[0].content.strip().upper() }}";
         let t = ChatTemplate::new(Some(src.into()), "", "").expect("compiles");
         assert_eq!(
-            t.render(&[ChatMessage::new("user", "  hi ")])
+            t.render(&[ChatMessage::new("user", "  hi ")], &[])
                 .expect("renders"),
             "HI"
         );
         let err = t
-            .render(&[ChatMessage::new("system", "x")])
+            .render(&[ChatMessage::new("system", "x")], &[])
             .expect_err("refused");
         assert!(err.to_string().contains("first must be user"), "{err}");
     }
@@ -240,7 +401,7 @@ mod tests {
     fn a_looping_template_runs_out_of_fuel() {
         let src = "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}";
         let t = ChatTemplate::new(Some(src.into()), "", "").expect("compiles");
-        let err = t.render(&[]).expect_err("stopped");
+        let err = t.render(&[], &[]).expect_err("stopped");
         assert!(err.to_string().contains("ran too long"), "{err}");
     }
 

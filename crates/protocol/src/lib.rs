@@ -4,6 +4,7 @@
 //! - [`chat`]: `POST /v1/chat/completions` request, response and stream chunk types.
 //! - [`error`]: the error body `{"error":{"message","type","param","code"}}`.
 //! - [`models`]: `GET /v1/models` list types.
+//! - [`tools`]: `response_format`, `tools`, `tool_choice`, and tool calls in responses.
 //!
 //! Requests are parsed strictly: an unknown field is an error that names it, as OpenAI does,
 //! rather than a silently ignored knob.
@@ -11,6 +12,7 @@
 pub mod chat;
 pub mod error;
 pub mod models;
+pub mod tools;
 
 pub use chat::{
     ChatCompletion, ChatCompletionChunk, ChatRequest, Choice, ChunkChoice, Delta, FinishReason,
@@ -19,3 +21,7 @@ pub use chat::{
 };
 pub use error::{ErrorBody, ErrorDetail};
 pub use models::{ModelList, ModelObject};
+pub use tools::{
+    FunctionCall, FunctionCallDelta, FunctionKind, ResponseFormat, Tool, ToolCall, ToolCallDelta,
+    ToolChoice, ToolChoiceMode,
+};

@@ -13,10 +13,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderValue;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
-use smallfirst_engine::{Event, Generation};
+use smallfirst_engine::tools::{self, CallScanner, Scanned};
+use smallfirst_engine::{EngineError, Event, Generation};
 use smallfirst_protocol::{
-    ChatCompletion, ChatCompletionChunk, ChatRequest, Choice, ChunkChoice, Delta, Logprobs,
-    ResponseMessage, Role, Usage,
+    ChatCompletion, ChatCompletionChunk, ChatRequest, Choice, ChunkChoice, Delta, FinishReason,
+    FunctionCall, FunctionCallDelta, FunctionKind, Logprobs, ResponseMessage, Role, ToolCall,
+    ToolCallDelta, Usage,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -39,20 +41,29 @@ pub(crate) async fn completions(
     }
     let engine = &state.inner.engine;
     let plan = convert::plan(&req, engine.info().n_vocab)?;
-    let prompt = engine.render(&plan.messages)?;
+    let prompt = engine.render_with_tools(&plan.messages, &plan.structure.tools)?;
     let Plan {
         params,
         stream,
         include_usage,
         logprobs,
+        structure,
         ..
     } = plan;
-    let generation = engine.generate(prompt, params).await?;
+    let generation = engine.generate(prompt, params).await.map_err(|e| match e {
+        // The grammar did not compile: the request's schema is at fault.
+        EngineError::Grammar(_) => ApiError::invalid(structure.param(), e.to_string()),
+        other => other.into(),
+    })?;
     let meta = Meta::new(state.inner.model_id.clone());
+    let out = Output {
+        logprobs,
+        calls: structure.calls,
+    };
     let mut response = if stream {
-        sse(generation, meta, include_usage, logprobs).into_response()
+        sse(generation, meta, include_usage, out).into_response()
     } else {
-        Json(collect(generation, meta, logprobs).await?).into_response()
+        Json(collect(generation, meta, out).await?).into_response()
     };
     response
         .headers_mut()
@@ -96,14 +107,8 @@ struct Meta {
 
 impl Meta {
     fn new(model: String) -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        // RandomState keys come from the OS once per thread: hashing a counter with two of them
-        // gives ids that are unique and not predictable from outside.
-        let a = RandomState::new().hash_one(n);
-        let b = RandomState::new().hash_one(n);
         Meta {
-            id: format!("chatcmpl-{a:016x}{b:016x}"),
+            id: new_id("chatcmpl-"),
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -128,6 +133,44 @@ impl Meta {
     }
 }
 
+/// How the answer is to be shaped on the way out.
+#[derive(Debug, Clone, Copy)]
+struct Output {
+    logprobs: bool,
+    /// Tool calls are parsed out of the answer.
+    calls: bool,
+}
+
+/// Unique, unpredictable ids (`chatcmpl-…`, `call_…`).
+fn new_id(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // RandomState keys come from the OS once per thread: hashing a counter with two of them
+    // gives ids that are unique and not predictable from outside.
+    let a = RandomState::new().hash_one(n);
+    let b = RandomState::new().hash_one(n);
+    format!("{prefix}{a:016x}{b:016x}")
+}
+
+fn wire_call(call: tools::ToolCall) -> ToolCall {
+    ToolCall {
+        id: new_id("call_"),
+        kind: FunctionKind::Function,
+        function: FunctionCall {
+            name: call.name,
+            arguments: call.arguments,
+        },
+    }
+}
+
+/// `tool_calls` when the answer made calls and ended on its own.
+fn finish_with_calls(finish: smallfirst_engine::FinishReason, made_calls: bool) -> FinishReason {
+    match convert::finish_reason(finish) {
+        FinishReason::Stop if made_calls => FinishReason::ToolCalls,
+        other => other,
+    }
+}
+
 fn fingerprint() -> String {
     concat!("fp_smallfirst_", env!("CARGO_PKG_VERSION")).to_string()
 }
@@ -135,7 +178,7 @@ fn fingerprint() -> String {
 async fn collect(
     mut generation: Generation,
     meta: Meta,
-    want_logprobs: bool,
+    out: Output,
 ) -> Result<ChatCompletion, ApiError> {
     let mut text = String::new();
     let mut entries = Vec::new();
@@ -154,6 +197,16 @@ async fn collect(
             }
         }
     };
+    let calls: Vec<ToolCall> = if out.calls {
+        tools::parse(&text)
+            .unwrap_or_default()
+            .into_iter()
+            .map(wire_call)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let made_calls = !calls.is_empty();
     Ok(ChatCompletion {
         id: meta.id,
         object: "chat.completion".into(),
@@ -163,14 +216,15 @@ async fn collect(
             index: 0,
             message: ResponseMessage {
                 role: Role::Assistant,
-                content: Some(text),
+                content: (!made_calls).then_some(text),
                 refusal: None,
+                tool_calls: made_calls.then_some(calls),
             },
-            logprobs: want_logprobs.then(|| Logprobs {
+            logprobs: (out.logprobs && !made_calls).then(|| Logprobs {
                 content: convert::token_logprobs(entries),
                 refusal: None,
             }),
-            finish_reason: convert::finish_reason(done.finish),
+            finish_reason: finish_with_calls(done.finish, made_calls),
         }],
         usage: Usage::new(done.prompt_tokens, done.completion_tokens),
         system_fingerprint: Some(fingerprint()),
@@ -185,7 +239,7 @@ fn sse(
     mut generation: Generation,
     meta: Meta,
     include_usage: bool,
-    want_logprobs: bool,
+    out: Output,
 ) -> impl IntoResponse {
     let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(SSE_BUFFER);
     let usage_field = include_usage.then_some(None);
@@ -208,31 +262,65 @@ fn sse(
             role: Some(Role::Assistant),
             content: Some(String::new()),
             refusal: Some(None),
+            ..Delta::default()
         };
         if !send_chunk(vec![choice(first, None, None)], usage_field).await {
             return;
         }
+        // With tools, text is held until it is known not to open a call; calls go out whole,
+        // one chunk each, as soon as their block closes.
+        let mut scanner = out.calls.then(CallScanner::new);
+        let mut n_calls = 0u32;
+        let mut shape = |text: String| -> Option<Delta> {
+            let Some(scanner) = scanner.as_mut() else {
+                return Some(Delta {
+                    content: Some(text),
+                    ..Delta::default()
+                });
+            };
+            match scanner.push(&text)? {
+                Scanned::Text(t) => Some(Delta {
+                    content: Some(t),
+                    ..Delta::default()
+                }),
+                Scanned::Calls(calls) => Some(Delta {
+                    tool_calls: Some(
+                        calls
+                            .into_iter()
+                            .map(|c| call_delta(c, &mut n_calls))
+                            .collect(),
+                    ),
+                    ..Delta::default()
+                }),
+            }
+        };
         loop {
             match generation.events.recv().await {
                 Some(Event::Delta(d)) => {
-                    let logprobs = want_logprobs.then(|| Logprobs {
+                    let logprobs = out.logprobs.then(|| Logprobs {
                         content: convert::token_logprobs(d.logprobs),
                         refusal: None,
                     });
-                    let delta = Delta {
-                        content: Some(d.text),
-                        ..Delta::default()
-                    };
+                    let Some(delta) = shape(d.text) else { continue };
+                    let logprobs = logprobs.filter(|_| delta.tool_calls.is_none());
                     if !send_chunk(vec![choice(delta, logprobs, None)], usage_field).await {
                         return;
                     }
                 }
                 Some(Event::Done(done)) => {
-                    let last = choice(
-                        Delta::default(),
-                        None,
-                        Some(convert::finish_reason(done.finish)),
-                    );
+                    if let Some(Scanned::Text(rest)) =
+                        scanner.as_mut().and_then(CallScanner::finish)
+                    {
+                        let delta = Delta {
+                            content: Some(rest),
+                            ..Delta::default()
+                        };
+                        if !send_chunk(vec![choice(delta, None, None)], usage_field).await {
+                            return;
+                        }
+                    }
+                    let finish = finish_with_calls(done.finish, n_calls > 0);
+                    let last = choice(Delta::default(), None, Some(finish));
                     if !send_chunk(vec![last], usage_field).await {
                         return;
                     }
@@ -258,4 +346,20 @@ fn sse(
         }
     });
     Sse::new(ReceiverStream::new(rx))
+}
+
+/// A whole call in one stream delta, numbered in the order the calls were made.
+fn call_delta(call: tools::ToolCall, n_calls: &mut u32) -> ToolCallDelta {
+    let call = wire_call(call);
+    let index = *n_calls;
+    *n_calls += 1;
+    ToolCallDelta {
+        index,
+        id: Some(call.id),
+        kind: Some(FunctionKind::Function),
+        function: FunctionCallDelta {
+            name: Some(call.function.name),
+            arguments: Some(call.function.arguments),
+        },
+    }
 }

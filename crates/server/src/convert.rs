@@ -6,6 +6,7 @@ use smallfirst_protocol::chat::ContentPart;
 use smallfirst_protocol::{self as wire, ChatRequest, MessageContent, Role};
 
 use crate::ApiError;
+use crate::structured::{self, Structure};
 
 /// OpenAI's limits, enforced the same way so code that works here works there.
 const MAX_STOP: usize = 4;
@@ -19,6 +20,7 @@ pub(crate) struct Plan {
     pub stream: bool,
     pub include_usage: bool,
     pub logprobs: bool,
+    pub structure: Structure,
 }
 
 pub(crate) fn plan(req: &ChatRequest, n_vocab: usize) -> Result<Plan, ApiError> {
@@ -83,7 +85,7 @@ pub(crate) fn plan(req: &ChatRequest, n_vocab: usize) -> Result<Plan, ApiError> 
             "`stream_options` is only allowed when `stream` is true",
         ));
     }
-    check_unsupported(req)?;
+    let structure = structured::structure(req)?;
     let logit_bias = logit_bias(req, n_vocab)?;
     let sampling = SamplingParams {
         temperature: req.temperature.unwrap_or(1.0),
@@ -101,10 +103,12 @@ pub(crate) fn plan(req: &ChatRequest, n_vocab: usize) -> Result<Plan, ApiError> 
             sampling,
             stop,
             logprobs: logprobs.then(|| req.top_logprobs.unwrap_or(0) as usize),
+            constraint: structure.constraint.clone(),
         },
         stream: req.is_stream(),
         include_usage: req.include_usage(),
         logprobs,
+        structure,
     })
 }
 
@@ -116,33 +120,6 @@ fn check_range(param: &str, value: Option<f32>, lo: f32, hi: f32) -> Result<(), 
         )),
         _ => Ok(()),
     }
-}
-
-/// Parameters the API has that this server does not act on yet: refused by name, never
-/// silently ignored.
-fn check_unsupported(req: &ChatRequest) -> Result<(), ApiError> {
-    if let Some(format) = &req.response_format {
-        let kind = format.get("type").and_then(|t| t.as_str()).unwrap_or("");
-        if kind != "text" {
-            return Err(ApiError::unsupported(
-                "response_format",
-                format!(
-                    "response_format type `{kind}` is not supported by this server yet; use `text`"
-                ),
-            ));
-        }
-    }
-    if req
-        .tools
-        .as_ref()
-        .is_some_and(|t| t.as_array().is_none_or(|a| !a.is_empty()))
-    {
-        return Err(ApiError::unsupported(
-            "tools",
-            "tools are not supported by this server yet",
-        ));
-    }
-    Ok(())
 }
 
 fn logit_bias(req: &ChatRequest, n_vocab: usize) -> Result<Vec<(u32, f32)>, ApiError> {
@@ -189,22 +166,14 @@ fn messages(req: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
                 Role::System | Role::Developer => "system",
                 Role::User => "user",
                 Role::Assistant => "assistant",
-                Role::Tool | Role::Function => {
+                Role::Tool => "tool",
+                Role::Function => {
                     return Err(ApiError::unsupported(
                         format!("{param}.role"),
-                        format!(
-                            "role `{}` is not supported by this server yet",
-                            m.role.as_str()
-                        ),
+                        "the deprecated `function` role is not supported; use `tool`",
                     ));
                 }
             };
-            if m.tool_calls.is_some() {
-                return Err(ApiError::unsupported(
-                    format!("{param}.tool_calls"),
-                    "assistant tool calls are not supported by this server yet",
-                ));
-            }
             let content = match &m.content {
                 Some(MessageContent::Text(t)) => t.clone(),
                 Some(MessageContent::Parts(parts)) => text_parts(parts, &param)?,
@@ -216,9 +185,48 @@ fn messages(req: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
                     ));
                 }
             };
-            Ok(ChatMessage::new(role, content))
+            let mut message = ChatMessage::new(role, content);
+            if let Some(calls) = &m.tool_calls {
+                if m.role != Role::Assistant {
+                    return Err(ApiError::invalid(
+                        format!("{param}.tool_calls"),
+                        "only assistant messages carry `tool_calls`",
+                    ));
+                }
+                message.tool_calls = calls
+                    .iter()
+                    .enumerate()
+                    .map(|(j, c)| template_call(c, &format!("{param}.tool_calls[{j}]")))
+                    .collect::<Result<_, _>>()?;
+            }
+            if m.role == Role::Tool {
+                let Some(id) = &m.tool_call_id else {
+                    return Err(ApiError::invalid(
+                        format!("{param}.tool_call_id"),
+                        format!("`{param}.tool_call_id` is required for role `tool`"),
+                    ));
+                };
+                message.tool_call_id = Some(id.clone());
+            }
+            Ok(message)
         })
         .collect()
+}
+
+/// A call from the conversation as chat templates expect it: `arguments` as a JSON object.
+fn template_call(call: &wire::ToolCall, param: &str) -> Result<serde_json::Value, ApiError> {
+    let arguments: serde_json::Value =
+        serde_json::from_str(&call.function.arguments).map_err(|e| {
+            ApiError::invalid(
+                format!("{param}.function.arguments"),
+                format!("`{param}.function.arguments` is not valid JSON: {e}"),
+            )
+        })?;
+    Ok(serde_json::json!({
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.function.name, "arguments": arguments},
+    }))
 }
 
 fn text_parts(parts: &[ContentPart], param: &str) -> Result<String, ApiError> {
@@ -342,14 +350,7 @@ mod tests {
             ),
             (json!({"logit_bias": {"99999": 1}}), "logit_bias"),
             (json!({"logit_bias": {"1": 101}}), "logit_bias"),
-            (
-                json!({"response_format": {"type": "json_object"}}),
-                "response_format",
-            ),
-            (
-                json!({"tools": [{"type": "function", "function": {"name": "f"}}]}),
-                "tools",
-            ),
+            (json!({"tool_choice": "required"}), "tool_choice"),
         ] {
             let e = err(base(extra.clone()));
             assert_eq!(param_of(&e).as_deref(), Some(param), "{extra}: {e}");

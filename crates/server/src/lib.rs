@@ -4,6 +4,8 @@
 //! - [`app`] builds the axum `Router` from an [`AppState`]; tests drive it with `oneshot`.
 //! - [`serve`] runs it on a listener until a shutdown future resolves.
 //! - [`ApiError`] maps every failure to the OpenAI error body with the right status.
+//! - [`structure`] turns `response_format` / `tools` into the engine's constraint (the CLI
+//!   uses it too, so both refuse the same schemas the same way).
 //!
 //! Routes: `POST /v1/chat/completions` (JSON or SSE), `GET /v1/models`, `GET /v1/models/{id}`,
 //! `GET /health`. Unknown routes and methods answer in the same error shape.
@@ -13,6 +15,8 @@ mod convert;
 mod error;
 mod observe;
 mod routes;
+pub mod structured;
 
 pub use error::ApiError;
 pub use routes::{AppState, app, serve};
+pub use structured::{Structure, structure};

@@ -11,6 +11,7 @@ use smallfirst_engine::{
     SamplingParams, TokenLogprob,
 };
 
+mod constrained;
 mod generate;
 mod limits;
 

@@ -13,6 +13,7 @@ use tower::ServiceExt;
 
 mod chat;
 mod errors;
+mod structured;
 
 fn model_path() -> PathBuf {
     if let Some(p) = std::env::var_os("SMALLFIRST_TEST_MODEL") {

@@ -1,0 +1,250 @@
+//! Constrained decoding on the real model: answers parse and follow their schema whatever the
+//! model would have said, under greedy and sampled decoding and a tight token budget.
+
+use serde_json::{Value, json};
+use smallfirst_engine::schema::prepare;
+use smallfirst_engine::tools::{self, ToolChoice, ToolDef, ToolSpec};
+use smallfirst_engine::{
+    ChatMessage, Constraint, EngineError, FinishReason, GenerateParams, SamplingParams,
+};
+
+use crate::{engine, greedy, run};
+
+fn constrained(schema: Value, max_tokens: u32, sampling: SamplingParams) -> GenerateParams {
+    GenerateParams {
+        max_tokens: Some(max_tokens),
+        sampling,
+        constraint: Some(Constraint::Json(prepare(&schema, true).expect("supported"))),
+        ..GenerateParams::default()
+    }
+}
+
+fn person() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 40},
+            "age": {"type": "integer", "minimum": 0, "maximum": 130},
+            "mood": {"enum": ["happy", "sad", "neutral"]},
+            "pets": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 3}
+        },
+        "required": ["name", "age", "mood", "pets"]
+    })
+}
+
+fn check_person(text: &str) {
+    let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let o = v.as_object().expect("an object");
+    assert_eq!(o.len(), 4, "strict: exactly the declared keys: {text}");
+    assert!(
+        o["name"].as_str().is_some_and(|s| s.chars().count() <= 40),
+        "{text}"
+    );
+    assert!(
+        o["age"].as_i64().is_some_and(|a| (0..=130).contains(&a)),
+        "{text}"
+    );
+    assert!(
+        ["happy", "sad", "neutral"].contains(&o["mood"].as_str().unwrap_or("")),
+        "{text}"
+    );
+    let pets = o["pets"].as_array().expect("pets is an array");
+    assert!(
+        pets.len() <= 3 && pets.iter().all(Value::is_string),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn json_schema_answer_parses_and_validates() {
+    let out = run(
+        engine(),
+        "Describe a person called Ana who is 31 and has a cat.",
+        constrained(person(), 96, SamplingParams::greedy()),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(out.done.finish, FinishReason::Stop, "{}", out.text);
+    check_person(&out.text);
+    assert_eq!(out.deltas.concat(), out.text);
+}
+
+#[tokio::test]
+async fn sampled_answers_are_valid_too() {
+    for seed in 0..4 {
+        let sampling = SamplingParams {
+            temperature: 1.2,
+            seed: Some(seed),
+            ..SamplingParams::default()
+        };
+        let out = run(
+            engine(),
+            "Invent a person.",
+            constrained(person(), 128, sampling),
+        )
+        .await
+        .expect("runs");
+        check_person(&out.text);
+    }
+}
+
+#[tokio::test]
+async fn a_tight_budget_still_closes_the_answer() {
+    // Unbounded strings and an unbounded array, and a prompt that asks for a lot: without
+    // steering, the answer would be cut mid-string.
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "title": {"type": "string"},
+            "paragraphs": {"type": "array", "items": {"type": "string"}}
+        },
+        "required": ["title", "paragraphs"]
+    });
+    for max_tokens in [40, 64] {
+        let out = run(
+            engine(),
+            "Write a very long story about a lighthouse keeper, with many paragraphs.",
+            constrained(schema.clone(), max_tokens, SamplingParams::greedy()),
+        )
+        .await
+        .expect("runs");
+        assert!(out.done.completion_tokens <= max_tokens);
+        let v: Value = serde_json::from_str(&out.text).unwrap_or_else(|e| {
+            panic!(
+                "max_tokens {max_tokens}: {e}: {:?} {:?}",
+                out.deltas, out.done
+            )
+        });
+        assert!(
+            v["title"].is_string() && v["paragraphs"].is_array(),
+            "{}",
+            out.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn json_object_is_an_object() {
+    let params = GenerateParams {
+        constraint: Some(Constraint::json_object()),
+        ..greedy(64)
+    };
+    let out = run(engine(), "Give me a JSON object about the moon.", params)
+        .await
+        .expect("runs");
+    let v: Value = serde_json::from_str(&out.text).unwrap_or_else(|e| panic!("{e}: {}", out.text));
+    assert!(v.is_object(), "{}", out.text);
+}
+
+fn weather_tools(choice: ToolChoice, parallel: bool) -> ToolSpec {
+    let params = |p: Value| prepare(&p, true).expect("supported");
+    ToolSpec {
+        tools: vec![
+            ToolDef {
+                name: "get_weather".into(),
+                description: Some("Current weather in a city".into()),
+                parameters: params(json!({
+                    "type": "object",
+                    "properties": {
+                        "city": {"type": "string", "maxLength": 40},
+                        "unit": {"enum": ["celsius", "fahrenheit"]}
+                    },
+                    "required": ["city", "unit"]
+                })),
+            },
+            ToolDef {
+                name: "add".into(),
+                description: Some("Adds two integers".into()),
+                parameters: params(json!({
+                    "type": "object",
+                    "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                    "required": ["a", "b"]
+                })),
+            },
+        ],
+        choice,
+        parallel,
+    }
+}
+
+async fn tool_answer(spec: ToolSpec, user: &str) -> String {
+    let described: Vec<Value> = spec
+        .tools
+        .iter()
+        .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
+        .collect();
+    let prompt = engine()
+        .render_with_tools(&[ChatMessage::new("user", user)], &described)
+        .expect("renders");
+    let params = GenerateParams {
+        constraint: Some(Constraint::Tools(spec)),
+        ..greedy(96)
+    };
+    let mut g = engine().generate(prompt, params).await.expect("starts");
+    let mut text = String::new();
+    while let Some(event) = g.events.recv().await {
+        match event {
+            smallfirst_engine::Event::Delta(d) => text.push_str(&d.text),
+            smallfirst_engine::Event::Done(_) => break,
+            smallfirst_engine::Event::Failed(r) => panic!("failed: {r}"),
+        }
+    }
+    text
+}
+
+#[tokio::test]
+async fn required_tool_call_is_a_valid_call() {
+    let text = tool_answer(
+        weather_tools(ToolChoice::Required, false),
+        "What is the weather in Paris in celsius?",
+    )
+    .await;
+    let calls = tools::parse(&text).unwrap_or_else(|| panic!("not a call: {text}"));
+    assert_eq!(calls.len(), 1, "{text}");
+    let args: Value = serde_json::from_str(&calls[0].arguments).expect("arguments are JSON");
+    match calls[0].name.as_str() {
+        "get_weather" => {
+            assert!(args["city"].is_string(), "{text}");
+            assert!(["celsius", "fahrenheit"].contains(&args["unit"].as_str().unwrap_or("")));
+        }
+        "add" => assert!(args["a"].is_i64() && args["b"].is_i64(), "{text}"),
+        other => panic!("unknown function {other}: {text}"),
+    }
+}
+
+#[tokio::test]
+async fn named_tool_choice_calls_that_function() {
+    let text = tool_answer(
+        weather_tools(ToolChoice::Function("add".into()), true),
+        "What is 2 plus 3?",
+    )
+    .await;
+    let calls = tools::parse(&text).unwrap_or_else(|| panic!("not a call: {text}"));
+    assert!(!calls.is_empty(), "{text}");
+    for call in calls {
+        assert_eq!(call.name, "add");
+        let args: Value = serde_json::from_str(&call.arguments).expect("JSON");
+        assert!(args["a"].is_i64() && args["b"].is_i64(), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn tool_choice_none_answers_in_text() {
+    let text = tool_answer(
+        weather_tools(ToolChoice::None, true),
+        "What is the weather in Paris?",
+    )
+    .await;
+    assert_eq!(tools::parse(&text), None, "{text}");
+}
+
+#[tokio::test]
+async fn a_grammar_that_does_not_compile_is_refused_at_start() {
+    let bad = json!({"type": "string", "pattern": "(unclosed"});
+    let params = GenerateParams {
+        constraint: Some(Constraint::Json(bad)),
+        ..greedy(8)
+    };
+    let err = run(engine(), "hi", params).await.err().expect("refused");
+    assert!(matches!(err, EngineError::Grammar(_)), "{err}");
+}
