@@ -195,6 +195,39 @@ impl Guide {
             .map_err(|e| EngineError::Grammar(e.to_string()))
     }
 
+    /// Consumes what the grammar forces next, as tokens from `tokenize` (at most `limit`),
+    /// and returns them; empty when nothing is forced. The last token of the forced text is
+    /// left to the model, since it may merge with what follows (`" "` + `Paris` → `" Paris`).
+    pub(crate) fn forced(
+        &mut self,
+        tokenize: impl Fn(&[u8]) -> Vec<u32>,
+        limit: usize,
+    ) -> Result<Vec<u32>, EngineError> {
+        let bytes = self.matcher.compute_ff_bytes();
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(_) => &bytes[..],
+            Err(e) => &bytes[..e.valid_up_to()],
+        };
+        if text.len() < 2 {
+            return Ok(Vec::new());
+        }
+        let mut tokens = tokenize(text);
+        tokens.pop();
+        tokens.truncate(limit);
+        if tokens.is_empty() {
+            return Ok(tokens);
+        }
+        // A tokenizer that adds a space prefix can disagree with the grammar: keep only what
+        // the grammar accepts.
+        let n = self
+            .matcher
+            .try_consume_tokens(&tokens)
+            .map_err(|e| EngineError::Grammar(e.to_string()))?;
+        tokens.truncate(n);
+        self.mask = None;
+        Ok(tokens)
+    }
+
     /// The grammar is complete and allows nothing more.
     pub(crate) fn is_done(&self) -> bool {
         self.matcher.is_stopped()

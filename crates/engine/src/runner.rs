@@ -283,7 +283,7 @@ impl<'m> Worker<'m> {
         let mut stream = TextStream::new(&params.stop);
         let mut held: VecDeque<(usize, TokenLogprob)> = VecDeque::new();
         let mut generated = 0u32;
-        let finish = loop {
+        let finish = 'generate: loop {
             if generated >= max_tokens {
                 break FinishReason::Length;
             }
@@ -312,11 +312,7 @@ impl<'m> Worker<'m> {
             }
             sampler.accept(token.0 as u32);
             generated += 1;
-            let bytes = self.piece(token);
-            if let Some(entry) = entry {
-                held.push_back((stream.pushed_bytes(), entry));
-            }
-            match send_released(stream.push(&bytes), &stream, &mut held, events) {
+            match self.emit(token, entry, &mut stream, &mut held, events) {
                 Step::Continue => {}
                 Step::Stopped => break FinishReason::Stop,
                 Step::ClientGone => return Ok(None),
@@ -327,8 +323,32 @@ impl<'m> Worker<'m> {
             if pos as u32 >= self.n_ctx {
                 break FinishReason::Length;
             }
-            last = self.decode_one(token, pos)?;
-            pos += 1;
+            // What the grammar forces next (a key, `": "`, a closing brace) is not sampled: it
+            // is tokenized as the model's tokenizer would, and decoded in the same batch.
+            let room = (max_tokens - generated)
+                .min(self.n_ctx.saturating_sub(pos as u32 + 1))
+                .min(self.n_batch as u32 - 1) as usize;
+            let forced = match guide.as_mut() {
+                Some(g) if room > 0 => g.forced(|b| self.tokenize_bytes(b), room)?,
+                _ => Vec::new(),
+            };
+            last = self.decode_step(token, &forced, pos, params.logprobs.is_some())?;
+            pos += 1 + forced.len() as i32;
+            for (i, &f) in forced.iter().enumerate() {
+                let entry = params
+                    .logprobs
+                    .map(|n| self.logprob(self.ctx.get_logits_ith(i as i32), f, n));
+                sampler.accept(f);
+                generated += 1;
+                match self.emit(LlamaToken(f as i32), entry, &mut stream, &mut held, events) {
+                    Step::Continue => {}
+                    Step::Stopped => break 'generate FinishReason::Stop,
+                    Step::ClientGone => return Ok(None),
+                }
+            }
+            if !forced.is_empty() && guide.as_ref().is_some_and(Guide::is_done) {
+                break FinishReason::Stop;
+            }
         };
         if finish == FinishReason::Length || stream.pushed_bytes() > stream.released_bytes() {
             let rest = Released::Text(stream.finish());
@@ -341,6 +361,33 @@ impl<'m> Worker<'m> {
             prompt_tokens: tokens.len() as u32,
             completion_tokens: generated,
         }))
+    }
+
+    /// Streams one generated token's text (and log-probability) to the client.
+    fn emit(
+        &self,
+        token: LlamaToken,
+        entry: Option<TokenLogprob>,
+        stream: &mut TextStream,
+        held: &mut VecDeque<(usize, TokenLogprob)>,
+        events: &tmpsc::Sender<Event>,
+    ) -> Step {
+        let bytes = self.piece(token);
+        if let Some(entry) = entry {
+            held.push_back((stream.pushed_bytes(), entry));
+        }
+        send_released(stream.push(&bytes), stream, held, events)
+    }
+
+    /// Tokens for a piece of generated text (no BOS; special tokens by name, so a forced
+    /// `<tool_call>` is the vocabulary's own token where it has one).
+    fn tokenize_bytes(&self, bytes: &[u8]) -> Vec<u32> {
+        self.model
+            .vocab()
+            .tokenize(bytes, false, true)
+            .into_iter()
+            .map(|t| t.0 as u32)
+            .collect()
     }
 
     fn logprob(&self, logits: &[f32], token: u32, n: usize) -> TokenLogprob {
@@ -378,15 +425,28 @@ impl<'m> Worker<'m> {
         Ok(self.batch.n_tokens() - 1)
     }
 
-    fn decode_one(&mut self, token: LlamaToken, pos: i32) -> Result<i32, EngineError> {
+    /// Decodes `token` at `pos` and the `forced` tokens after it in one batch; returns the batch
+    /// index of the last one's logits. With `all_logits`, every position keeps its logits
+    /// (log-probabilities of forced tokens need them).
+    fn decode_step(
+        &mut self,
+        token: LlamaToken,
+        forced: &[u32],
+        pos: i32,
+        all_logits: bool,
+    ) -> Result<i32, EngineError> {
         self.batch.clear();
-        self.batch
-            .add(token, pos, &[0], true)
-            .map_err(|e| EngineError::Decode(e.to_string()))?;
+        let n = 1 + forced.len();
+        let tokens = std::iter::once(token).chain(forced.iter().map(|&t| LlamaToken(t as i32)));
+        for (i, t) in tokens.enumerate() {
+            self.batch
+                .add(t, pos + i as i32, &[0], all_logits || i + 1 == n)
+                .map_err(|e| EngineError::Decode(e.to_string()))?;
+        }
         self.ctx
             .decode(&mut self.batch)
             .map_err(|e| EngineError::Decode(e.to_string()))?;
-        Ok(0)
+        Ok(n as i32 - 1)
     }
 
     /// `llama-bench`'s pp/tg shape through this engine's decode and sampling path: a prompt of
@@ -423,7 +483,7 @@ impl<'m> Worker<'m> {
             let mut token = self.model.vocab().bos();
             let t = Instant::now();
             for pos in 0..n_gen {
-                let last = self.decode_one(token, pos as i32)?;
+                let last = self.decode_step(token, &[], pos as i32, false)?;
                 token = LlamaToken(sampler.sample(self.ctx.get_logits_ith(last)) as i32);
             }
             let tg = t.elapsed().as_secs_f64();

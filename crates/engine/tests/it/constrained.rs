@@ -100,7 +100,7 @@ async fn a_tight_budget_still_closes_the_answer() {
         },
         "required": ["title", "paragraphs"]
     });
-    for max_tokens in [40, 64] {
+    for max_tokens in [24, 40] {
         let out = run(
             engine(),
             "Write a very long story about a lighthouse keeper, with many paragraphs.",
@@ -247,4 +247,24 @@ async fn a_grammar_that_does_not_compile_is_refused_at_start() {
     };
     let err = run(engine(), "hi", params).await.err().expect("refused");
     assert!(matches!(err, EngineError::Grammar(_)), "{err}");
+}
+
+#[tokio::test]
+async fn forced_tokens_have_logprobs_and_count_as_completion_tokens() {
+    let params = GenerateParams {
+        logprobs: Some(2),
+        ..constrained(person(), 96, SamplingParams::greedy())
+    };
+    let out = run(engine(), "Describe Bo, 40, sad, no pets.", params)
+        .await
+        .expect("runs");
+    check_person(&out.text);
+    assert_eq!(out.logprobs.len() as u32, out.done.completion_tokens);
+    let joined: Vec<u8> = out.logprobs.iter().flat_map(|l| l.bytes.clone()).collect();
+    assert_eq!(String::from_utf8_lossy(&joined), out.text);
+    assert!(
+        out.logprobs
+            .iter()
+            .all(|l| l.logprob <= 0.0 && l.top.len() == 2)
+    );
 }
