@@ -12,16 +12,19 @@ use std::collections::HashMap;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llguidance::api::{GrammarWithLexer, TopLevelGrammar};
-use llguidance::toktrie::SimpleVob;
+use llguidance::toktrie::{SimpleVob, TokEnv};
 use llguidance::{Matcher, ParserFactory, TokenParser};
 use serde_json::Value;
 
 use crate::EngineError;
 use crate::schema;
-use crate::tools::ToolSpec;
+use crate::tools::{CALL_OPEN, ToolChoice, ToolSpec};
 
 /// Compiled grammars kept per model.
 const CACHE: usize = 64;
+
+/// Bytes of an answer's start kept to tell a tool call from text.
+const HEAD: usize = 32;
 
 /// Tokens kept back at the end of a constrained answer's budget for closing it (half of
 /// the budget when that is less); see [`Closers`].
@@ -77,8 +80,11 @@ pub(crate) struct Grammars {
 
 impl Grammars {
     pub(crate) fn new(model: &LlamaModel) -> Result<Self, EngineError> {
-        let env = LlamaSampler::llguidance_tok_env(model);
-        let mut factory = ParserFactory::new_simple(&env)
+        Grammars::from_env(&LlamaSampler::llguidance_tok_env(model))
+    }
+
+    fn from_env(env: &TokEnv) -> Result<Self, EngineError> {
+        let mut factory = ParserFactory::new_simple(env)
             .map_err(|e| EngineError::Grammar(format!("cannot build the token table: {e}")))?;
         // Errors come back as values; nothing should print on its own.
         factory.quiet();
@@ -163,13 +169,46 @@ impl Closers {
 pub(crate) struct Guide {
     matcher: Matcher,
     mask: Option<SimpleVob>,
+    /// The answer may be free text (tools with `auto` / `none`): only an answer that opened a
+    /// call is steered closed when the budget runs low; text is left to end as it ends.
+    text_allowed: bool,
+    /// The answer's first bytes, enough to tell a call from text.
+    head: Vec<u8>,
 }
 
 impl Guide {
-    pub(crate) fn new(matcher: Matcher) -> Self {
+    pub(crate) fn new(matcher: Matcher, constraint: &Constraint) -> Self {
+        let text_allowed = match constraint {
+            Constraint::Json(_) => false,
+            Constraint::Tools(spec) => {
+                !matches!(spec.choice, ToolChoice::Required | ToolChoice::Function(_))
+            }
+        };
         Guide {
             matcher,
             mask: None,
+            text_allowed,
+            head: Vec::new(),
+        }
+    }
+
+    /// Whether running out of budget should steer this answer closed (see [`Closers`]).
+    pub(crate) fn steers_closed(&self) -> bool {
+        !self.text_allowed
+            || self
+                .head
+                .trim_ascii_start()
+                .starts_with(CALL_OPEN.as_bytes())
+    }
+
+    fn remember(&mut self, tokens: &[u32]) {
+        if self.head.len() >= HEAD {
+            return;
+        }
+        if let Ok(env) = self.matcher.tok_env() {
+            for &t in tokens {
+                self.head.extend_from_slice(env.tok_trie().token(t));
+            }
         }
     }
 
@@ -190,6 +229,7 @@ impl Guide {
     /// Advances past `token`, which must have been allowed.
     pub(crate) fn accept(&mut self, token: u32) -> Result<(), EngineError> {
         self.mask = None;
+        self.remember(&[token]);
         self.matcher
             .consume_token(token)
             .map_err(|e| EngineError::Grammar(e.to_string()))
@@ -225,11 +265,164 @@ impl Guide {
             .map_err(|e| EngineError::Grammar(e.to_string()))?;
         tokens.truncate(n);
         self.mask = None;
+        self.remember(&tokens);
         Ok(tokens)
     }
 
     /// The grammar is complete and allows nothing more.
     pub(crate) fn is_done(&self) -> bool {
         self.matcher.is_stopped()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use llguidance::toktrie::ApproximateTokEnv;
+    use serde_json::json;
+
+    use super::*;
+    use crate::schema::prepare;
+    use crate::tools::ToolDef;
+
+    /// A tokenizer with one token per byte: every string is spelled byte by byte.
+    fn grammars() -> Grammars {
+        Grammars::from_env(&ApproximateTokEnv::single_byte_env()).expect("token table")
+    }
+
+    fn accepts(g: &mut Grammars, c: &Constraint, text: &str) -> bool {
+        let mut m = g.matcher(c).expect("compiles");
+        let tokens: Vec<u32> = text.bytes().map(u32::from).collect();
+        m.try_consume_tokens(&tokens)
+            .is_ok_and(|n| n == tokens.len())
+            && m.is_accepting().unwrap_or(false)
+    }
+
+    fn json(schema: serde_json::Value) -> Constraint {
+        Constraint::Json(prepare(&schema, true).expect("supported"))
+    }
+
+    #[test]
+    fn schemas_accept_exactly_their_instances() {
+        let mut g = grammars();
+        let cases = [
+            (
+                json!({"enum": ["red", "green"]}),
+                vec!["\"red\""],
+                vec!["\"blue\"", "red"],
+            ),
+            (
+                json!({"type": "object", "required": ["a"], "properties": {
+                    "a": {"type": "object", "required": ["b"], "properties": {"b": {"type": "integer"}}}}}),
+                vec!["{\"a\": {\"b\": 1}}"],
+                // Strict: no other keys; compact layout: no other whitespace.
+                vec![
+                    "{\"a\": {\"b\": 1, \"c\": 2}}",
+                    "{\"a\":{\"b\":1}}",
+                    "{\"a\": {}}",
+                ],
+            ),
+            (
+                json!({"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 2}),
+                vec!["[1]", "[1, -2]"],
+                vec!["[]", "[1, 2, 3]", "[1.5]"],
+            ),
+            (
+                json!({"anyOf": [{"type": "string"}, {"type": "null"}]}),
+                vec!["\"x\"", "null"],
+                vec!["1"],
+            ),
+            (
+                json!({"$defs": {"P": {"type": "integer", "minimum": 0}}, "type": "object",
+                       "properties": {"p": {"$ref": "#/$defs/P"}}, "required": ["p"]}),
+                vec!["{\"p\": 3}"],
+                vec!["{\"p\": -1}", "{}"],
+            ),
+            (
+                json!({"type": "string", "format": "date"}),
+                vec!["\"2024-02-29\""],
+                vec!["\"2024-13-01\"", "\"yesterday\""],
+            ),
+            (
+                json!({"type": "string", "pattern": "^[A-Z]{2}[0-9]{3}$"}),
+                vec!["\"AB123\""],
+                vec!["\"ab123\"", "\"AB1234\""],
+            ),
+            (
+                json!({"type": "number", "minimum": 0, "maximum": 1}),
+                vec!["0.25", "1"],
+                vec!["1.5", "-0.1"],
+            ),
+        ];
+        for (schema, good, bad) in cases {
+            let c = json(schema.clone());
+            for text in good {
+                assert!(accepts(&mut g, &c, text), "{schema} should accept {text}");
+            }
+            for text in bad {
+                assert!(!accepts(&mut g, &c, text), "{schema} should refuse {text}");
+            }
+        }
+    }
+
+    fn tools(choice: ToolChoice, parallel: bool) -> Constraint {
+        let def = |name: &str, params: serde_json::Value| ToolDef {
+            name: name.into(),
+            description: None,
+            parameters: prepare(&params, true).expect("supported"),
+        };
+        Constraint::Tools(ToolSpec {
+            tools: vec![
+                def(
+                    "add",
+                    json!({"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}),
+                ),
+                def("ping", json!({"type": "object", "properties": {}})),
+            ],
+            choice,
+            parallel,
+        })
+    }
+
+    #[test]
+    fn tool_grammars_follow_tool_choice() {
+        let mut g = grammars();
+        let add = "<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 1}}\n</tool_call>";
+        let ping = "<tool_call>\n{\"name\": \"ping\", \"arguments\": {}}\n</tool_call>";
+        let two = format!("{add}\n{ping}");
+        let auto = tools(ToolChoice::Auto, true);
+        assert!(accepts(&mut g, &auto, "It is sunny."));
+        assert!(accepts(&mut g, &auto, ""));
+        assert!(accepts(&mut g, &auto, add));
+        assert!(accepts(&mut g, &auto, &two));
+        // Arguments follow the schema; names are the offered ones; text never opens a call.
+        assert!(!accepts(&mut g, &auto, &add.replace("1}", "\"x\"}")));
+        assert!(!accepts(&mut g, &auto, &add.replace("add", "sub")));
+        assert!(!accepts(&mut g, &auto, " <tool_call>\nanything"));
+
+        let required = tools(ToolChoice::Required, false);
+        assert!(accepts(&mut g, &required, add));
+        assert!(!accepts(&mut g, &required, "It is sunny."));
+        assert!(!accepts(&mut g, &required, &two), "one call only");
+
+        let named = tools(ToolChoice::Function("ping".into()), true);
+        assert!(accepts(&mut g, &named, ping));
+        assert!(!accepts(&mut g, &named, add));
+
+        let none = tools(ToolChoice::None, true);
+        assert!(accepts(&mut g, &none, "It is sunny."));
+        assert!(!accepts(&mut g, &none, add));
+    }
+
+    #[test]
+    fn compiled_grammars_are_cached_and_bounded() {
+        let mut g = grammars();
+        let c = json(json!({"type": "integer"}));
+        assert!(accepts(&mut g, &c, "42"));
+        assert!(accepts(&mut g, &c, "7"), "a cached grammar starts fresh");
+        assert_eq!(g.cache.len(), 1);
+        for i in 0..CACHE + 3 {
+            let _ = g.matcher(&json(json!({"const": i}))).expect("compiles");
+        }
+        assert_eq!(g.cache.len(), CACHE);
     }
 }

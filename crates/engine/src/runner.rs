@@ -263,7 +263,7 @@ impl<'m> Worker<'m> {
             .grammars
             .as_mut()
             .ok_or_else(|| EngineError::Grammar("no token table".into()))?;
-        Ok(Guide::new(grammars.matcher(constraint)?))
+        Ok(Guide::new(grammars.matcher(constraint)?, constraint))
     }
 
     /// Runs one completion; `Ok(None)` when the client went away mid-way.
@@ -283,6 +283,10 @@ impl<'m> Worker<'m> {
         let mut stream = TextStream::new(&params.stop);
         let mut held: VecDeque<(usize, TokenLogprob)> = VecDeque::new();
         let mut generated = 0u32;
+        // What constrained decoding costs: time in the grammar's mask, over sampled steps.
+        let mut mask_time = std::time::Duration::ZERO;
+        let mut sampled = 0u32;
+        let mut forced_total = 0usize;
         let finish = 'generate: loop {
             if generated >= max_tokens {
                 break FinishReason::Length;
@@ -291,9 +295,13 @@ impl<'m> Worker<'m> {
             let token = match guide.as_mut() {
                 None => sampler.sample(logits),
                 Some(g) => {
+                    let closing = max_tokens - generated <= reserve && g.steers_closed();
+                    let t = Instant::now();
                     let mask = g.mask()?;
+                    mask_time += t.elapsed();
+                    sampled += 1;
                     let allowed = |t: u32| mask.is_allowed(t);
-                    if max_tokens - generated <= reserve {
+                    if closing {
                         self.closers
                             .pick(logits, &allowed)
                             .unwrap_or_else(|| sampler.sample_masked(logits, Some(allowed)))
@@ -334,6 +342,7 @@ impl<'m> Worker<'m> {
             };
             last = self.decode_step(token, &forced, pos, params.logprobs.is_some())?;
             pos += 1 + forced.len() as i32;
+            forced_total += forced.len();
             for (i, &f) in forced.iter().enumerate() {
                 let entry = params
                     .logprobs
@@ -350,6 +359,14 @@ impl<'m> Worker<'m> {
                 break FinishReason::Stop;
             }
         };
+        if sampled > 0 {
+            tracing::debug!(
+                sampled,
+                forced = forced_total,
+                mask_us_per_step = mask_time.as_micros() as u64 / u64::from(sampled),
+                "constrained generation"
+            );
+        }
         if finish == FinishReason::Length || stream.pushed_bytes() > stream.released_bytes() {
             let rest = Released::Text(stream.finish());
             if let Step::ClientGone = send_released(rest, &stream, &mut held, events) {

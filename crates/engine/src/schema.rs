@@ -113,6 +113,23 @@ fn walk(schema: &mut Value, path: &str, strict: bool) -> Result<(), SchemaError>
     }
     check_values(map, path)?;
     if strict && is_object_schema(map) && !map.contains_key("additionalProperties") {
+        // A closed object cannot have a required key it does not define.
+        let defined = |k: &str| map.get("properties").is_some_and(|p| p.get(k).is_some());
+        let required = map.get("required").and_then(Value::as_array);
+        if let Some(missing) = required
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .find(|k| !defined(k))
+        {
+            return Err(invalid(
+                &format!("{path}/required"),
+                format!(
+                    "`{missing}` is required but not in `properties`; strict mode closes objects \
+                     (`additionalProperties: false`), so it could never be given"
+                ),
+            ));
+        }
         map.insert("additionalProperties".into(), Value::Bool(false));
     }
     for (key, value) in map.iter_mut() {
@@ -266,6 +283,15 @@ mod tests {
         assert_eq!(p["$defs"]["D"]["additionalProperties"], json!(false));
         // Non-strict follows JSON Schema: nothing is added.
         assert_eq!(prepare(&s, false).expect("supported"), s);
+    }
+
+    #[test]
+    fn strict_refuses_a_required_key_it_would_close_out() {
+        let s = json!({"type": "object", "properties": {"p": {"type": "object", "required": ["adults"]}}});
+        let e = prepare(&s, true).expect_err("unsatisfiable when closed");
+        assert_eq!(e.path(), "#/properties/p/required");
+        assert!(e.to_string().contains("`adults`"), "{e}");
+        assert!(prepare(&s, false).is_ok(), "open objects can have it");
     }
 
     #[test]
