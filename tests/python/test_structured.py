@@ -211,3 +211,14 @@ def test_bad_schemas_are_400_naming_the_param(server, client, body, param, code)
         assert "uniqueItems" in error["message"] and "#/properties/tags" in error["message"]
     ok = client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     assert ok.choices[0].message.content is not None
+
+
+def test_streamed_text_answer_with_tools_keeps_its_logprobs(client):
+    kwargs = dict(model=MODEL_ID, messages=[{"role": "user", "content": "Say hi."}], tools=[WEATHER],
+                  tool_choice="none", temperature=0, max_tokens=12, logprobs=True)
+    plain = client.chat.completions.create(**kwargs)
+    chunks = list(client.chat.completions.create(stream=True, **kwargs))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    tokens = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert text == plain.choices[0].message.content
+    assert len(tokens) == plain.usage.completion_tokens == len(plain.choices[0].logprobs.content)

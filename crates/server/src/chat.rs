@@ -271,6 +271,7 @@ fn sse(
         // one chunk each, as soon as their block closes.
         let mut scanner = out.calls.then(CallScanner::new);
         let mut n_calls = 0u32;
+        let mut pending = Vec::new();
         let mut shape = |text: String| -> Option<Delta> {
             let Some(scanner) = scanner.as_mut() else {
                 return Some(Delta {
@@ -297,12 +298,14 @@ fn sse(
         loop {
             match generation.events.recv().await {
                 Some(Event::Delta(d)) => {
-                    let logprobs = out.logprobs.then(|| Logprobs {
-                        content: convert::token_logprobs(d.logprobs),
+                    // Log-probabilities go out with the text they belong to; a call has none.
+                    pending.extend(d.logprobs);
+                    let Some(delta) = shape(d.text) else { continue };
+                    let entries = std::mem::take(&mut pending);
+                    let logprobs = (out.logprobs && delta.tool_calls.is_none()).then(|| Logprobs {
+                        content: convert::token_logprobs(entries),
                         refusal: None,
                     });
-                    let Some(delta) = shape(d.text) else { continue };
-                    let logprobs = logprobs.filter(|_| delta.tool_calls.is_none());
                     if !send_chunk(vec![choice(delta, logprobs, None)], usage_field).await {
                         return;
                     }
@@ -315,7 +318,11 @@ fn sse(
                             content: Some(rest),
                             ..Delta::default()
                         };
-                        if !send_chunk(vec![choice(delta, None, None)], usage_field).await {
+                        let logprobs = out.logprobs.then(|| Logprobs {
+                            content: convert::token_logprobs(std::mem::take(&mut pending)),
+                            refusal: None,
+                        });
+                        if !send_chunk(vec![choice(delta, logprobs, None)], usage_field).await {
                             return;
                         }
                     }
