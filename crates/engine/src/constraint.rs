@@ -84,8 +84,8 @@ impl Grammars {
     }
 
     fn from_env(env: &TokEnv) -> Result<Self, EngineError> {
-        let mut factory = ParserFactory::new_simple(env)
-            .map_err(|e| EngineError::Grammar(format!("cannot build the token table: {e}")))?;
+        let mut factory =
+            ParserFactory::new_simple(env).map_err(|e| EngineError::TokenTable(e.to_string()))?;
         // Errors come back as values; nothing should print on its own.
         factory.quiet();
         Ok(Grammars {
@@ -99,15 +99,19 @@ impl Grammars {
     /// with at least one of the three.
     pub(crate) fn closers(&self) -> Closers {
         let trie = self.factory.tok_env().tok_trie();
-        let eog = trie.eos_tokens().to_vec();
-        let tokens = (0..trie.vocab_size() as u32)
-            .filter(|&t| {
-                let bytes = trie.token(t);
-                bytes.iter().any(|b| b"\"}]".contains(b))
-                    && bytes.iter().all(|b| b"\"}] ".contains(b))
-            })
-            .collect();
-        Closers { eog, tokens }
+        let only = |t: u32, set: &[u8], one_of: &[u8]| {
+            let bytes = trie.token(t);
+            bytes.iter().any(|b| one_of.contains(b)) && bytes.iter().all(|b| set.contains(b))
+        };
+        let vocab = 0..trie.vocab_size() as u32;
+        Closers {
+            eog: trie.eos_tokens().to_vec(),
+            close: vocab
+                .clone()
+                .filter(|&t| only(t, b"\"}] ", b"\"}]"))
+                .collect(),
+            next: vocab.filter(|&t| only(t, b"\"}], ", b",")).collect(),
+        }
     }
 
     /// A fresh matcher for `constraint`, compiling its grammar unless it is cached.
@@ -139,29 +143,33 @@ impl Grammars {
     }
 }
 
-/// What a constrained answer is steered to when its budget is nearly spent: the end if the
-/// grammar allows it, else the likeliest allowed token that only closes (`"`, `}`, `]`).
-/// Strings, numbers and arrays then end within a few tokens instead of running into
-/// `max_tokens` unparseable.
+/// What a constrained answer is steered to when its budget is nearly spent, in this order:
+/// the end, if the grammar allows it; the likeliest allowed token that only closes (`"`, `}`,
+/// `]`); the likeliest that moves on to the next required key (`,`, `",`). Strings, numbers and
+/// arrays then end within a few tokens instead of running into `max_tokens` unparseable.
 #[derive(Debug, Default)]
 pub(crate) struct Closers {
     eog: Vec<u32>,
-    tokens: Vec<u32>,
+    close: Vec<u32>,
+    next: Vec<u32>,
 }
 
 impl Closers {
-    /// `None` when nothing closing is allowed (a required key must come first): the caller
+    /// `None` when none of these is allowed (a number's first digit, a key): the caller
     /// samples as usual.
     pub(crate) fn pick(&self, logits: &[f32], allowed: &impl Fn(u32) -> bool) -> Option<u32> {
         if let Some(&end) = self.eog.iter().find(|&&t| allowed(t)) {
             return Some(end);
         }
         let logit = |t: u32| logits.get(t as usize).copied().unwrap_or(f32::NEG_INFINITY);
-        self.tokens
-            .iter()
-            .copied()
-            .filter(|&t| allowed(t))
-            .max_by(|&a, &b| logit(a).total_cmp(&logit(b)))
+        let best = |tokens: &[u32]| {
+            tokens
+                .iter()
+                .copied()
+                .filter(|&t| allowed(t))
+                .max_by(|&a, &b| logit(a).total_cmp(&logit(b)))
+        };
+        best(&self.close).or_else(|| best(&self.next))
     }
 }
 

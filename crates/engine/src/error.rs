@@ -23,6 +23,9 @@ pub enum EngineError {
     },
     #[error("the prompt is empty after tokenization")]
     EmptyPrompt,
+    /// The grammar engine's token table could not be built for this model.
+    #[error("cannot build the token table for constrained decoding: {0}")]
+    TokenTable(String),
     /// The grammar of a constrained request does not compile, or broke mid-way.
     #[error("cannot enforce the requested format: {0}")]
     Grammar(String),

@@ -57,7 +57,9 @@ pub struct ChatTemplate {
     bos_token: String,
     eos_token: String,
     is_fallback: bool,
-    /// The template renders `tools` and tool turns itself (Qwen2.5, Llama 3.1, …).
+    /// The template renders `tools` and tool turns itself, in the `<tool_call>` format the
+    /// grammar enforces (Qwen2.5, Hermes). Templates that teach another format (Llama 3.1's
+    /// `{"name", "parameters"}`) are given the tools the way templates without tools are.
     knows_tools: bool,
 }
 
@@ -78,7 +80,9 @@ impl ChatTemplate {
     ) -> Result<Self, EngineError> {
         let is_fallback = source.is_none();
         let source = source.unwrap_or_else(|| CHATML.to_string());
-        let knows_tools = source.contains("tools") && source.contains("tool_calls");
+        let knows_tools = source.contains("tools")
+            && source.contains("tool_calls")
+            && source.contains(tools::CALL_OPEN);
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -345,7 +349,7 @@ mod tests {
     #[test]
     fn a_template_with_tool_support_gets_the_tools() {
         let src = "{% if tools %}{% for t in tools %}[{{ t.function.name }}]{% endfor %}{% endif %}\
-{% for m in messages %}{{ m.role }}:{{ m.content }}{% if m.tool_calls %}{% for c in m.tool_calls %}<{{ c.function.name }} {{ c.function.arguments | tojson }}>{% endfor %}{% endif %};{% endfor %}";
+{% for m in messages %}{{ m.role }}:{{ m.content }}{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>{{ c.function.name }} {{ c.function.arguments | tojson }}</tool_call>{% endfor %}{% endif %};{% endfor %}";
         let t = ChatTemplate::new(Some(src.into()), "", "").expect("compiles");
         let mut call = ChatMessage::new("assistant", "");
         call.tool_calls =
@@ -360,7 +364,22 @@ mod tests {
                 &[serde_json::json!({"type": "function", "function": {"name": "add"}})],
             )
             .expect("renders");
-        assert_eq!(p, "[add]user:q;assistant:<add {\"a\":1}>;tool:3;");
+        assert_eq!(
+            p,
+            "[add]user:q;assistant:<tool_call>add {\"a\":1}</tool_call>;tool:3;"
+        );
+        // A template that teaches another call format gets the tools the inline way, so the
+        // model is taught the format the grammar enforces.
+        let llama = "{% if tools %}{% for t in tools %}{{ t | tojson }}{% endfor %}{% endif %}\
+{% for m in messages %}{{ m.role }}:{{ m.content }}{% if m.tool_calls %}{\"name\"{% endif %};{% endfor %}";
+        let t = ChatTemplate::new(Some(llama.into()), "", "").expect("compiles");
+        let p = t
+            .render(
+                &[ChatMessage::new("user", "q")],
+                &[serde_json::json!({"type": "function", "function": {"name": "add"}})],
+            )
+            .expect("renders");
+        assert!(p.starts_with("system:# Tools"), "{p}");
     }
 
     #[test]

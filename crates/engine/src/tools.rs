@@ -129,28 +129,35 @@ impl ToolSpec {
     }
 }
 
-/// Reads a finished answer: the calls it makes, or `None` when it is a text answer.
+/// Reads a finished answer: the calls it makes, or `None` when it is a text answer. An answer
+/// is a call list exactly when it starts with the call marker (the grammar lets no text start
+/// that way); a last call cut short by `max_tokens` is left out.
 pub fn parse(text: &str) -> Option<Vec<ToolCall>> {
-    let mut rest = text.trim_start();
-    if !rest.starts_with(CALL_OPEN) {
+    if !text.starts_with(CALL_OPEN) {
         return None;
     }
     let mut calls = Vec::new();
-    while let Some(after) = rest.trim_start().strip_prefix(CALL_OPEN) {
-        let (body, tail) = match after.find(CALL_CLOSE) {
-            Some(end) => (&after[..end], &after[end + CALL_CLOSE.len()..]),
-            None => (after, ""),
-        };
-        if let Some(call) = parse_body(body) {
-            calls.push(call);
-        }
-        rest = tail;
+    let mut rest = text;
+    while let Some((call, used)) = block(rest) {
+        calls.extend(call);
+        rest = rest[used..].strip_prefix('\n').unwrap_or(&rest[used..]);
     }
     Some(calls)
 }
 
-fn parse_body(body: &str) -> Option<ToolCall> {
-    let v: Value = serde_json::from_str(body.trim()).ok()?;
+/// One complete `<tool_call>` block at the start of `text`: its call (if the body names one)
+/// and the bytes it spans; `None` while the block is incomplete. The body is read as one JSON
+/// value, so a `</tool_call>` inside an argument string does not end it.
+fn block(text: &str) -> Option<(Option<ToolCall>, usize)> {
+    let body_start = text.strip_prefix(CALL_OPEN)?.strip_prefix('\n')?;
+    let mut values = serde_json::Deserializer::from_str(body_start).into_iter::<Value>();
+    let value = values.next()?.ok()?;
+    let after = &body_start[values.byte_offset()..];
+    let tail = after.strip_prefix('\n')?.strip_prefix(CALL_CLOSE)?;
+    Some((call_of(&value), text.len() - tail.len()))
+}
+
+fn call_of(v: &Value) -> Option<ToolCall> {
     let name = v.get("name")?.as_str()?.to_string();
     let arguments = v
         .get("arguments")
@@ -199,23 +206,28 @@ impl CallScanner {
     pub fn push(&mut self, piece: &str) -> Option<Scanned> {
         self.buffer.push_str(piece);
         if self.mode.is_none() {
-            let head = self.buffer.trim_start();
-            if head.starts_with(CALL_OPEN) {
+            if self.buffer.starts_with(CALL_OPEN) {
                 self.mode = Some(Mode::Calls);
-            } else if head.is_empty() || CALL_OPEN.starts_with(head) {
+            } else if CALL_OPEN.starts_with(self.buffer.as_str()) {
                 return None;
             } else {
                 self.mode = Some(Mode::Text);
             }
         }
-        match self.mode {
-            Some(Mode::Text) => Some(Scanned::Text(std::mem::take(&mut self.buffer))),
-            _ => {
-                let end = self.buffer.rfind(CALL_CLOSE)? + CALL_CLOSE.len();
-                let done: String = self.buffer.drain(..end).collect();
-                parse(&done).map(Scanned::Calls)
-            }
+        if self.mode == Some(Mode::Text) {
+            return Some(Scanned::Text(std::mem::take(&mut self.buffer)));
         }
+        let mut calls = Vec::new();
+        loop {
+            let rest = self.buffer.strip_prefix('\n').unwrap_or(&self.buffer);
+            let skipped = self.buffer.len() - rest.len();
+            let Some((call, used)) = block(rest) else {
+                break;
+            };
+            calls.extend(call);
+            self.buffer.drain(..skipped + used);
+        }
+        (!calls.is_empty()).then_some(Scanned::Calls(calls))
     }
 
     /// Whatever is left when the answer ends: held text, or a call cut short by `max_tokens`
@@ -330,6 +342,29 @@ mod tests {
             ])
         );
         assert_eq!(parse("It is sunny."), None);
+        // Only an answer that starts with the marker is a call list, as the grammar has it.
+        assert_eq!(
+            parse("\u{3000}<tool_call>\n{\"name\": \"rm\", \"arguments\": {}}\n</tool_call>"),
+            None
+        );
+        // The marker inside an argument string does not end the block.
+        let inner = "<tool_call>\n{\"name\": \"w\", \"arguments\": {\"s\": \"a </tool_call> b\"}}\n</tool_call>";
+        assert_eq!(
+            parse(inner),
+            Some(vec![ToolCall {
+                name: "w".into(),
+                arguments: "{\"s\":\"a </tool_call> b\"}".into()
+            }])
+        );
+        let mut s = CallScanner::new();
+        assert_eq!(s.push(&inner[..60]), None);
+        assert_eq!(
+            s.push(&inner[60..]),
+            Some(Scanned::Calls(vec![ToolCall {
+                name: "w".into(),
+                arguments: "{\"s\":\"a </tool_call> b\"}".into()
+            }]))
+        );
         // Cut short by max_tokens: the incomplete call is not a call.
         assert_eq!(
             parse("<tool_call>\n{\"name\": \"add\", \"argu"),
@@ -340,7 +375,7 @@ mod tests {
     #[test]
     fn scanner_streams_text_and_calls() {
         let mut s = CallScanner::new();
-        assert_eq!(s.push(" <tool"), None);
+        assert_eq!(s.push("<tool"), None);
         assert_eq!(s.push("_call>\n{\"name\": \"add\", "), None);
         assert!(s.is_calls());
         assert_eq!(

@@ -59,6 +59,7 @@ pub(crate) async fn completions(
     let out = Output {
         logprobs,
         calls: structure.calls,
+        must_call: structure.must_call,
     };
     let mut response = if stream {
         sse(generation, meta, include_usage, out).into_response()
@@ -139,6 +140,8 @@ struct Output {
     logprobs: bool,
     /// Tool calls are parsed out of the answer.
     calls: bool,
+    /// The answer can only be calls.
+    must_call: bool,
 }
 
 /// Unique, unpredictable ids (`chatcmpl-…`, `call_…`).
@@ -197,16 +200,15 @@ async fn collect(
             }
         }
     };
-    let calls: Vec<ToolCall> = if out.calls {
-        tools::parse(&text)
-            .unwrap_or_default()
-            .into_iter()
-            .map(wire_call)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let made_calls = !calls.is_empty();
+    // An answer that opened a call is calls only: a last call cut short by `max_tokens` is
+    // dropped, as it is when streaming, and there is no content.
+    let calls: Option<Vec<ToolCall>> = out
+        .calls
+        .then(|| tools::parse(&text))
+        .flatten()
+        .map(|calls| calls.into_iter().map(wire_call).collect());
+    let is_calls = calls.is_some();
+    let made_calls = calls.as_ref().is_some_and(|c| !c.is_empty());
     Ok(ChatCompletion {
         id: meta.id,
         object: "chat.completion".into(),
@@ -216,11 +218,11 @@ async fn collect(
             index: 0,
             message: ResponseMessage {
                 role: Role::Assistant,
-                content: (!made_calls).then_some(text),
+                content: (!is_calls).then_some(text),
                 refusal: None,
-                tool_calls: made_calls.then_some(calls),
+                tool_calls: calls.filter(|c| !c.is_empty()),
             },
-            logprobs: (out.logprobs && !made_calls).then(|| Logprobs {
+            logprobs: (out.logprobs && !is_calls).then(|| Logprobs {
                 content: convert::token_logprobs(entries),
                 refusal: None,
             }),
@@ -258,9 +260,10 @@ fn sse(
             logprobs,
             finish_reason: finish,
         };
+        // An answer that must be calls has no content, not an empty one.
         let first = Delta {
             role: Some(Role::Assistant),
-            content: Some(String::new()),
+            content: (!out.must_call).then(String::new),
             refusal: Some(None),
             ..Delta::default()
         };

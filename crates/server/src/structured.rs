@@ -19,6 +19,8 @@ pub struct Structure {
     pub tools: Vec<Value>,
     /// Whether the answer may hold tool calls to parse out.
     pub calls: bool,
+    /// Whether the answer must be calls (`required`, or a named function).
+    pub must_call: bool,
 }
 
 impl Structure {
@@ -133,6 +135,8 @@ pub fn structure(req: &ChatRequest) -> Result<Structure, ApiError> {
             ToolChoice::Function(name.clone())
         }
     };
+    let calls = choice != ToolChoice::None;
+    let must_call = matches!(choice, ToolChoice::Required | ToolChoice::Function(_));
     Ok(Structure {
         constraint: Some(Constraint::Tools(ToolSpec {
             tools: defs,
@@ -140,7 +144,8 @@ pub fn structure(req: &ChatRequest) -> Result<Structure, ApiError> {
             parallel: req.parallel_tool_calls.unwrap_or(true),
         })),
         tools: described,
-        calls: true,
+        calls,
+        must_call,
     })
 }
 

@@ -44,6 +44,9 @@ fn read_json(path: &Path, what: &str) -> anyhow::Result<serde_json::Value> {
 
 /// The request's shape options as the server would take them, so both refuse alike.
 fn shape(args: &Args) -> anyhow::Result<ChatRequest> {
+    if args.schema.is_some() && args.tools.is_some() {
+        anyhow::bail!("--schema and --tools cannot be combined; give one of them");
+    }
     let response_format = match &args.schema {
         None => None,
         Some(path) => Some(ResponseFormat::JsonSchema {
