@@ -47,3 +47,43 @@ def test_models_json_lists_the_catalog(binary):
     assert r.returncode == 0, r.stderr
     names = {m["name"] for m in json.loads(r.stdout)}
     assert {"smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", "gemma-3-270m"} <= names
+
+
+def test_chat_schema_and_tools(binary, tmp_path):
+    import json
+
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}},
+                                  "required": ["city"]}))
+    r = run(binary, "chat", "--model", model_path(), "--temperature", "0", "--schema", str(schema), "Name a city.")
+    assert r.returncode == 0, r.stderr
+    assert isinstance(json.loads(r.stdout)["city"], str)
+
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps([{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]))
+    r = run(binary, "chat", "--model", model_path(), "--temperature", "0", "--tools", str(tools), "Weather in Oslo?")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+
+    schema.write_text(json.dumps({"type": "array", "uniqueItems": True}))
+    r = run(binary, "chat", "--model", model_path(), "--schema", str(schema), "x")
+    assert r.returncode != 0
+    assert "uniqueItems" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_config_check_explains_mistakes(binary, tmp_path):
+    good = tmp_path / "smallfirst.toml"
+    good.write_text('[tiers.local]\nbackend = "embedded"\n\n[tiers.frontier]\nbackend = "openai"\nmodel = "m"\n'
+                    'base_url = "http://127.0.0.1:9/v1"\ncontext_window = 8192\nfallback = "local"\n')
+    r = run(binary, "config", "check", str(good))
+    assert r.returncode == 0, r.stderr
+    assert "2 tiers" in r.stdout and "falls back to `local`" in r.stdout
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[tiers.local]\nbackend = "embedded"\n\n[tiers.frontier]\nbackend = "openai"\nmodel = "m"\n'
+                   'base_url = "http://127.0.0.1:9/v1"\ncontext_windw = 8192\n')
+    r = run(binary, "config", "check", str(bad))
+    assert r.returncode != 0
+    line = r.stderr.strip()
+    assert line.count("\n") == 0 and f"{bad}:8:" in line and "tiers.frontier.context_windw" in line, line

@@ -31,6 +31,8 @@ enum Command {
     Models(cmd::models::Args),
     /// Measure prompt and decode speed (llama-bench's shape).
     Bench(cmd::bench::Args),
+    /// Check a smallfirst.toml.
+    Config(cmd::config::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Pull(args) => cmd::pull::run(args),
         Command::Models(args) => cmd::models::run(args),
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Config(args) => cmd::config::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

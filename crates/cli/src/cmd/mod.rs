@@ -10,6 +10,7 @@ use crate::env;
 
 pub mod bench;
 pub mod chat;
+pub mod config;
 pub mod models;
 pub mod pull;
 pub mod serve;
@@ -17,9 +18,10 @@ pub mod serve;
 /// Model, threads and context options shared by the commands that load a model.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Catalog name, pulled model name, or path to a GGUF file.
-    #[arg(long, short = 'm', default_value = smallfirst_models::DEFAULT_MODEL)]
-    pub model: String,
+    /// Catalog name, pulled model name, or path to a GGUF file
+    /// [default: smollm2-135m-instruct].
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
     /// Compute threads (default: the cores this process may use).
     #[arg(long, short = 't')]
     pub threads: Option<usize>,
@@ -42,7 +44,11 @@ pub fn puller() -> Puller {
 
 /// Resolves the model (pulling a catalog model if needed) and loads it.
 pub fn load_engine(args: &ModelArgs) -> anyhow::Result<(String, Engine)> {
-    let (name, path) = puller().resolve(&args.model)?;
+    let model = args
+        .model
+        .as_deref()
+        .unwrap_or(smallfirst_models::DEFAULT_MODEL);
+    let (name, path) = puller().resolve(model)?;
     if args.threads == Some(0) {
         anyhow::bail!("--threads must be at least 1");
     }

@@ -1,0 +1,138 @@
+//! `smallfirst.toml`: what a good file becomes, and what every bad one is told.
+
+use smallfirst_router::{BackendConfig, Config};
+
+const GOOD: &str = r#"
+[server]
+port = 9000
+
+[tiers.local]
+backend = "embedded"
+model = "qwen2.5-coder-0.5b-instruct"
+threads = 2
+ctx = 4096
+
+[tiers.mid]
+backend = "openai"
+model = "qwen2.5:7b"
+base_url = "http://127.0.0.1:11434/v1"
+context_window = 32768
+capabilities = ["tools", "json_schema"]
+local = true
+fallback = "frontier"
+
+[tiers.frontier]
+backend = "anthropic"
+model = "claude-sonnet-4-5"
+base_url = "https://api.anthropic.com/v1"
+api_key_env = "ANTHROPIC_API_KEY"
+price = { input = 3.0, cached_input = 0.3, output = 15.0 }
+context_window = 200000
+capabilities = ["tools", "json_schema", "vision"]
+"#;
+
+#[test]
+fn a_good_file_becomes_a_config() {
+    let c = Config::parse(GOOD).expect("valid");
+    assert_eq!(c.server.host, "127.0.0.1");
+    assert_eq!(c.server.port, 9000);
+    let names: Vec<&str> = c.tiers.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["frontier", "local", "mid"]);
+    let local = c.tier("local").expect("local");
+    assert!(local.local && local.capabilities.tools && local.context_window.is_none());
+    assert_eq!(
+        local.backend,
+        BackendConfig::Embedded {
+            model: "qwen2.5-coder-0.5b-instruct".into(),
+            threads: Some(2),
+            ctx: Some(4096)
+        }
+    );
+    let mid = c.tier("mid").expect("mid");
+    assert!(
+        mid.local,
+        "an Ollama on this machine is local when it says so"
+    );
+    assert_eq!(mid.fallback.as_deref(), Some("frontier"));
+    assert_eq!(mid.prices.input, 0.0);
+    let frontier = c.tier("frontier").expect("frontier");
+    assert!(!frontier.local && frontier.capabilities.vision);
+    assert_eq!(frontier.prices.cached_input, 0.3);
+    let BackendConfig::Anthropic(remote) = &frontier.backend else {
+        panic!("anthropic backend")
+    };
+    assert_eq!(remote.api_key_env.as_deref(), Some("ANTHROPIC_API_KEY"));
+    assert_eq!(remote.base_url.as_str(), "https://api.anthropic.com/v1");
+}
+
+#[test]
+fn cached_input_defaults_to_the_input_price() {
+    let c = Config::parse(
+        "[tiers.a]\nbackend = \"openai\"\nmodel = \"m\"\nbase_url = \"https://x.test/v1\"\ncontext_window = 8\nprice = { input = 2.5, output = 10 }\n",
+    )
+    .expect("valid");
+    let a = c.tier("a").expect("a");
+    assert_eq!(
+        (a.prices.input, a.prices.cached_input, a.prices.output),
+        (2.5, 2.5, 10.0)
+    );
+}
+
+/// Each bad file, the path its error must name, the line it must point at, and words the
+/// message must contain.
+#[test]
+fn every_mistake_names_its_field_and_line() {
+    let remote = "backend = \"openai\"\nmodel = \"m\"\nbase_url = \"https://x.test/v1\"\ncontext_window = 8\n";
+    let cases: Vec<(String, &str, Option<usize>, &str)> = vec![
+        ("[tiers.local]\nbakend = \"embedded\"\n".into(), "tiers.local.bakend", Some(2), "unknown field `bakend`"),
+        ("[tiers.local]\nbackend = \"embeded\"\n".into(), "tiers.local.backend", Some(2), "embeded"),
+        ("[server]\nport = \"80\"\n[tiers.l]\nbackend = \"embedded\"\n".into(), "server.port", Some(2), "expected u16"),
+        ("[server]\nport = 70000\n[tiers.l]\nbackend = \"embedded\"\n".into(), "server.port", Some(2), ""),
+        ("[serve]\nport = 1\n".into(), "serve", Some(1), "unknown field `serve`"),
+        ("".into(), "tiers", None, "at least one tier"),
+        ("[tiers.local]\nbackend = \"embedded\"\nbase_url = \"http://x\"\n".into(), "tiers.local.base_url", Some(3), "does not apply to backend `embedded`"),
+        ("[tiers.local]\nbackend = \"embedded\"\nthreads = 0\n".into(), "tiers.local.threads", Some(3), "at least 1"),
+        ("[tiers.f]\nbackend = \"openai\"\nmodel = \"m\"\ncontext_window = 8\n".into(), "tiers.f.base_url", None, "is required"),
+        ("[tiers.f]\nbackend = \"openai\"\nmodel = \"m\"\nbase_url = \"ftp://x\"\ncontext_window = 8\n".into(), "tiers.f.base_url", Some(4), "http"),
+        ("[tiers.f]\nbackend = \"openai\"\nmodel = \"m\"\nbase_url = \"not a url\"\ncontext_window = 8\n".into(), "tiers.f.base_url", Some(4), "not a URL"),
+        ("[tiers.f]\nbackend = \"gemini\"\nbase_url = \"https://x.test\"\ncontext_window = 8\n".into(), "tiers.f.model", None, "is required"),
+        (format!("[tiers.f]\n{remote}api_key_env = \"sk-abc123\"\n"), "tiers.f.api_key_env", Some(6), "never the key itself"),
+        (format!("[tiers.f]\n{remote}price = {{ input = -1 }}\n"), "tiers.f.price.input", Some(6), "non-negative"),
+        (format!("[tiers.f]\n{remote}price = {{ inptu = 1 }}\n"), "tiers.f.price.inptu", Some(6), "unknown field `inptu`"),
+        (format!("[tiers.f]\n{remote}capabilities = [\"tools\", \"telepathy\"]\n"), "tiers.f.capabilities[1]", Some(6), "telepathy"),
+        (format!("[tiers.f]\n{remote}fallback = \"g\"\n"), "tiers.f.fallback", Some(6), "no tier is named `g`"),
+        (format!("[tiers.f]\n{remote}fallback = \"f\"\n"), "tiers.f.fallback", Some(6), "itself"),
+        (format!("[tiers.f]\n{remote}fallback = \"g\"\n[tiers.g]\n{remote}fallback = \"f\"\n"), "tiers.f.fallback", None, "circle: f → g → f"),
+        ("[tiers.f]\nbackend = \"openai\"\nmodel = \"m\"\nbase_url = \"https://x.test\"\n".into(), "tiers.f.context_window", None, "is required"),
+        ("[tiers.a]\nbackend = \"embedded\"\n[tiers.b]\nbackend = \"embedded\"\n".into(), "tiers.b.backend", None, "only one embedded tier"),
+        ("[tiers.\"a b\"]\nbackend = \"embedded\"\n".into(), "tiers.a b", None, "letters, digits"),
+        ("[tiers.local\nbackend = 1\n".into(), "", Some(1), ""),
+    ];
+    for (text, path, line, words) in cases {
+        let e = Config::parse(&text).expect_err(&text);
+        assert_eq!(e.path, path, "{text}\n→ {e}");
+        assert_eq!(e.line, line, "{text}\n→ {e}");
+        assert!(e.message.contains(words), "{text}\n→ {e}");
+        assert!(!e.message.is_empty());
+    }
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let e =
+        Config::load(std::path::Path::new("/nonexistent/smallfirst.toml")).expect_err("missing");
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/smallfirst.toml: cannot read the file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn no_file_means_one_local_embedded_tier() {
+    let c = Config::embedded("smollm2-135m-instruct");
+    assert_eq!(c.tiers.len(), 1);
+    assert_eq!(c.tiers[0].name, "local");
+    assert!(c.tiers[0].local);
+    assert_eq!(c.tiers[0].backend.kind(), "embedded");
+}
