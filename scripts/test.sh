@@ -7,6 +7,11 @@ source "$(dirname "$0")/setup.sh"
 SMALLFIRST_TEST_MODEL=$("$SMALLFIRST" models --json | python3 -c \
   'import json,sys; print(next(m["path"] for m in json.load(sys.stdin) if m["name"] == "smollm2-135m-instruct"))')
 export SMALLFIRST_TEST_MODEL
+# The upstream tier of the gateway tests: a second server on a larger model.
+"$SMALLFIRST" pull qwen2.5-coder-0.5b-instruct
+SMALLFIRST_UPSTREAM_MODEL=$("$SMALLFIRST" models --json | python3 -c \
+  'import json,sys; print(next(m["path"] for m in json.load(sys.stdin) if m["name"] == "qwen2.5-coder-0.5b-instruct"))')
+export SMALLFIRST_UPSTREAM_MODEL
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

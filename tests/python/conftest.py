@@ -38,38 +38,47 @@ def binary() -> Path:
     return BINARY
 
 
-@pytest.fixture(scope="session")
-def server(binary, tmp_path_factory):
+def spawn(binary, args, log_dir):
+    """Starts `smallfirst serve ARGS --port P` and waits until it is healthy; returns the
+    process and its base URL."""
     port = free_port()
-    log = tmp_path_factory.mktemp("server") / "serve.log"
+    log = log_dir / "serve.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(binary), "serve", "--model", model_path(), "--port", str(port), "--threads", "2", "--ctx", "512"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen([str(binary), "serve", *args, "--port", str(port)], stdout=out,
+                                stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while True:
         if proc.poll() is not None:
             pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()}")
         try:
             if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
+                return proc, base
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"server did not become healthy:\n{log.read_text()}")
         time.sleep(0.1)
-    yield base
+
+
+def stop(proc, log_dir):
+    """SIGTERM, and the server must exit cleanly."""
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
         pytest.fail("server did not stop on SIGTERM")
-    assert proc.returncode == 0, log.read_text()
+    assert proc.returncode == 0, (log_dir / "serve.log").read_text()
+
+
+@pytest.fixture(scope="session")
+def server(binary, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("server")
+    proc, base = spawn(binary, ["--model", model_path(), "--threads", "2", "--ctx", "512"], log_dir)
+    yield base
+    stop(proc, log_dir)
 
 
 @pytest.fixture(scope="session")

@@ -55,14 +55,16 @@ def test_chat_schema_and_tools(binary, tmp_path):
     schema = tmp_path / "schema.json"
     schema.write_text(json.dumps({"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}},
                                   "required": ["city"]}))
-    r = run(binary, "chat", "--model", model_path(), "--temperature", "0", "--schema", str(schema), "Name a city.")
+    r = run(binary, "chat", "--model", model_path(), "--temperature", "0", "--max-tokens", "48", "--schema", str(schema),
+            "Name a city.")
     assert r.returncode == 0, r.stderr
     assert isinstance(json.loads(r.stdout)["city"], str)
 
     tools = tmp_path / "tools.json"
     tools.write_text(json.dumps([{"type": "function", "function": {"name": "get_weather", "parameters": {
         "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]))
-    r = run(binary, "chat", "--model", model_path(), "--temperature", "0", "--tools", str(tools), "Weather in Oslo?")
+    r = run(binary, "chat", "--model", model_path(), "--temperature", "0", "--max-tokens", "48", "--tools", str(tools),
+            "Weather in Oslo?")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip()
 

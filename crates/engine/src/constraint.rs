@@ -26,9 +26,10 @@ const CACHE: usize = 64;
 /// Bytes of an answer's start kept to tell a tool call from text.
 const HEAD: usize = 32;
 
-/// Tokens kept back at the end of a constrained answer's budget for closing it (half of
-/// the budget when that is less); see [`Closers`].
-pub(crate) const CLOSING_RESERVE: u32 = 32;
+/// Most tokens kept back at the end of a constrained answer's budget for closing it: each
+/// required key still to come costs its forced key and a short value, about six tokens.
+/// See [`Closers`].
+pub(crate) const CLOSING_RESERVE: u32 = 64;
 
 /// What an answer must follow.
 #[derive(Debug, Clone, PartialEq)]

@@ -275,8 +275,12 @@ impl<'m> Worker<'m> {
         mut guide: Option<Guide>,
         events: &tmpsc::Sender<Event>,
     ) -> Result<Option<Done>, EngineError> {
-        // Past this many tokens left, a constrained answer closes what it has open.
-        let reserve = (max_tokens / 2).min(CLOSING_RESERVE);
+        // Past this many tokens left, a constrained answer closes what it has open: a quarter
+        // of the budget up to CLOSING_RESERVE, but no less than half of it up to 16, so that
+        // small budgets keep room to close too.
+        let reserve = (max_tokens / 4)
+            .min(CLOSING_RESERVE)
+            .max((max_tokens / 2).min(16));
         let mut last = self.prefill(tokens)?;
         let mut pos = tokens.len() as i32;
         let mut sampler = Sampler::new(params.sampling);

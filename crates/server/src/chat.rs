@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::convert::{self, Plan};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, gateway};
 
 /// SSE events buffered toward a slow client.
 const SSE_BUFFER: usize = 32;
@@ -35,6 +35,10 @@ pub(crate) async fn completions(
 ) -> Result<Response, ApiError> {
     let body =
         body.map_err(|e| ApiError::TooLarge(format!("could not read the request body: {e}")))?;
+    // An upstream tier gets the body as it came; only the embedded path reads all of it.
+    if let Some(upstream) = target_model(&body).and_then(|m| state.upstream_for(&m)) {
+        return gateway::forward(upstream, &body).await;
+    }
     let req = parse(&body)?;
     if !state.answers_to(&req.model) {
         return Err(ApiError::ModelNotFound(req.model));
@@ -70,6 +74,15 @@ pub(crate) async fn completions(
         .headers_mut()
         .insert("x-smallfirst-tier", HeaderValue::from_static("local"));
     Ok(response)
+}
+
+/// The `model` a body asks for, read without judging the rest of it.
+fn target_model(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Target {
+        model: String,
+    }
+    serde_json::from_slice::<Target>(body).ok().map(|t| t.model)
 }
 
 /// Parses the body, naming the offending field path on failure.

@@ -31,6 +31,14 @@ pub enum ApiError {
     TooLarge(String),
     #[error("{0}")]
     Internal(String),
+    /// An upstream tier failed or answered without OpenAI's error shape; its status is kept
+    /// where it gave one.
+    #[error("{message}")]
+    Upstream {
+        status: StatusCode,
+        message: String,
+        code: &'static str,
+    },
 }
 
 impl ApiError {
@@ -61,6 +69,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Upstream { status, .. } => *status,
         }
     }
 
@@ -94,6 +103,7 @@ impl ApiError {
                 Some("request_too_large".into()),
             ),
             ApiError::Internal(_) => ("server_error", None, None),
+            ApiError::Upstream { code, .. } => ("upstream_error", None, Some((*code).to_string())),
         };
         ErrorBody::new(self.to_string(), kind, param, code)
     }

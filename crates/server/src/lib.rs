@@ -8,15 +8,18 @@
 //!   uses it too, so both refuse the same schemas the same way).
 //!
 //! Routes: `POST /v1/chat/completions` (JSON or SSE), `GET /v1/models`, `GET /v1/models/{id}`,
-//! `GET /health`. Unknown routes and methods answer in the same error shape.
+//! `GET /health`. Unknown routes and methods answer in the same error shape. A request whose
+//! `model` names an upstream tier ([`Upstream`]) is passed through to it.
 
 mod chat;
 mod convert;
 mod error;
+mod gateway;
 mod observe;
 mod routes;
 pub mod structured;
 
 pub use error::ApiError;
+pub use gateway::Upstream;
 pub use routes::{AppState, app, serve};
 pub use structured::{Structure, structure};

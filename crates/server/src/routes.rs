@@ -13,6 +13,7 @@ use smallfirst_engine::Engine;
 use smallfirst_protocol::{ModelList, ModelObject};
 use tokio::net::TcpListener;
 
+use crate::gateway::Upstream;
 use crate::{ApiError, chat, observe};
 
 /// What every handler shares.
@@ -26,10 +27,21 @@ pub(crate) struct StateInner {
     /// The id `/v1/models` lists and responses carry.
     pub model_id: String,
     pub created: u64,
+    /// Upstream tiers, reached when a request's `model` names one of them.
+    pub upstreams: Vec<Upstream>,
 }
 
 impl AppState {
     pub fn new(engine: Engine, model_id: impl Into<String>) -> Self {
+        AppState::with_upstreams(engine, model_id, Vec::new())
+    }
+
+    /// The embedded engine plus upstream tiers.
+    pub fn with_upstreams(
+        engine: Engine,
+        model_id: impl Into<String>,
+        upstreams: Vec<Upstream>,
+    ) -> Self {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -38,8 +50,18 @@ impl AppState {
                 engine,
                 model_id: model_id.into(),
                 created,
+                upstreams,
             }),
         }
+    }
+
+    /// The upstream tier a request's `model` names, if any. The embedded model's own names
+    /// win over an upstream's.
+    pub(crate) fn upstream_for(&self, model: &str) -> Option<&Upstream> {
+        if self.answers_to(model) {
+            return None;
+        }
+        self.inner.upstreams.iter().find(|u| u.answers_to(model))
     }
 
     /// Whether a request's `model` names what this server answers with: its id, or the
@@ -77,8 +99,23 @@ fn model_object(state: &AppState) -> ModelObject {
     ModelObject::new(state.inner.model_id.clone(), state.inner.created)
 }
 
+/// The embedded model, then each upstream tier by name and by its model.
+fn model_objects(state: &AppState) -> Vec<ModelObject> {
+    let mut list = vec![model_object(state)];
+    for u in &state.inner.upstreams {
+        for id in [u.tier.as_str(), u.backend.model()] {
+            if !list.iter().any(|m| m.id == id) {
+                let mut m = ModelObject::new(id, state.inner.created);
+                m.owned_by = format!("smallfirst:{}", u.tier);
+                list.push(m);
+            }
+        }
+    }
+    list
+}
+
 async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
-    Json(ModelList::new(vec![model_object(&state)]))
+    Json(ModelList::new(model_objects(&state)))
 }
 
 async fn get_model(
@@ -86,10 +123,13 @@ async fn get_model(
     Path(id): Path<String>,
 ) -> Result<Json<ModelObject>, ApiError> {
     if state.answers_to(&id) {
-        Ok(Json(model_object(&state)))
-    } else {
-        Err(ApiError::ModelNotFound(id))
+        return Ok(Json(model_object(&state)));
     }
+    model_objects(&state)
+        .into_iter()
+        .find(|m| m.id == id)
+        .map(Json)
+        .ok_or(ApiError::ModelNotFound(id))
 }
 
 async fn health(State(state): State<AppState>) -> Json<Value> {

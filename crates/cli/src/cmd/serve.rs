@@ -5,8 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use smallfirst_router::{BackendConfig, Config};
-use smallfirst_server::{AppState, serve};
+use smallfirst_router::{BackendConfig, Config, OpenAiUpstream};
+use smallfirst_server::{AppState, Upstream, serve};
 
 use super::ModelArgs;
 
@@ -28,34 +28,56 @@ pub struct Args {
 
 /// The configuration to serve: the file's, else one local embedded tier.
 fn config(args: &Args) -> anyhow::Result<Config> {
-    let Some(path) = &args.config else {
-        return Ok(Config::embedded(smallfirst_models::DEFAULT_MODEL));
-    };
-    let config = Config::load(path)?;
-    if let Some(tier) = config
-        .tiers
-        .iter()
-        .find(|t| !matches!(t.backend, BackendConfig::Embedded { .. }))
-    {
-        anyhow::bail!(
-            "{}: tier `{}` uses backend `{}`; this build serves the embedded tier only, upstream \
-             tiers are not served yet (check the file with `smallfirst config check`)",
-            path.display(),
-            tier.name,
-            tier.backend.kind()
-        );
+    match &args.config {
+        None => Ok(Config::embedded(smallfirst_models::DEFAULT_MODEL)),
+        Some(path) => Ok(Config::load(path)?),
     }
-    Ok(config)
+}
+
+/// The upstream tiers, ready to take requests. The one place a tier's backend kind becomes a
+/// running backend.
+fn upstreams(config: &Config) -> anyhow::Result<Vec<Upstream>> {
+    let mut out = Vec::new();
+    for tier in &config.tiers {
+        let backend = match &tier.backend {
+            BackendConfig::Embedded { .. } => continue,
+            BackendConfig::OpenAi(remote) => OpenAiUpstream::new(&tier.name, remote)?,
+            BackendConfig::Anthropic(_) | BackendConfig::Gemini(_) => anyhow::bail!(
+                "tier `{}` uses backend `{}`, which this build does not serve yet; \
+                 an `openai` tier can reach any OpenAI-compatible server",
+                tier.name,
+                tier.backend.kind()
+            ),
+        };
+        if let Some(fallback) = &tier.fallback {
+            tracing::warn!(
+                tier = %tier.name,
+                %fallback,
+                "failover is not implemented yet: a failing request is not retried on its fallback"
+            );
+        }
+        out.push(Upstream {
+            tier: tier.name.clone(),
+            backend,
+        });
+    }
+    Ok(out)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = config(&args)?;
+    let upstreams = upstreams(&config)?;
     let mut model = args.model.clone();
+    let embedded = config
+        .tiers
+        .iter()
+        .map(|t| &t.backend)
+        .find(|b| matches!(b, BackendConfig::Embedded { .. }));
     if let Some(BackendConfig::Embedded {
         model: m,
         threads,
         ctx,
-    }) = config.tiers.first().map(|t| &t.backend)
+    }) = embedded
     {
         model.model = model.model.or_else(|| Some(m.clone()));
         model.threads = model.threads.or(*threads);
@@ -90,7 +112,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             threads = info.threads,
             "listening on http://{local}/v1"
         );
-        serve(listener, AppState::new(engine, name), shutdown_signal())
+        for u in &upstreams {
+            tracing::info!(tier = %u.tier, model = %u.backend.model(), "upstream tier");
+        }
+        let state = AppState::with_upstreams(engine, name, upstreams);
+        serve(listener, state, shutdown_signal())
             .await
             .context("server failed")
     })
