@@ -49,11 +49,7 @@ impl Constraint {
     fn grammar(&self) -> TopLevelGrammar {
         match self {
             Constraint::Json(schema) => {
-                let mut schema = schema.clone();
-                if let Value::Object(map) = &mut schema {
-                    map.insert("x-guidance".into(), schema::layout());
-                }
-                TopLevelGrammar::from_json_schema(schema)
+                TopLevelGrammar::from_json_schema(schema::with_layout(schema))
             }
             Constraint::Tools(spec) => {
                 let g = spec.grammar();
@@ -77,6 +73,7 @@ pub(crate) struct Grammars {
     factory: ParserFactory,
     cache: HashMap<String, (TokenParser, u64)>,
     clock: u64,
+    closers: Closers,
 }
 
 impl Grammars {
@@ -89,30 +86,18 @@ impl Grammars {
             ParserFactory::new_simple(env).map_err(|e| EngineError::TokenTable(e.to_string()))?;
         // Errors come back as values; nothing should print on its own.
         factory.quiet();
+        let closers = Closers::new(env);
         Ok(Grammars {
             factory,
             cache: HashMap::new(),
             clock: 0,
+            closers,
         })
     }
 
-    /// The end-of-generation tokens, and every token made only of `"`, `}`, `]` and spaces
-    /// with at least one of the three.
-    pub(crate) fn closers(&self) -> Closers {
-        let trie = self.factory.tok_env().tok_trie();
-        let only = |t: u32, set: &[u8], one_of: &[u8]| {
-            let bytes = trie.token(t);
-            bytes.iter().any(|b| one_of.contains(b)) && bytes.iter().all(|b| set.contains(b))
-        };
-        let vocab = 0..trie.vocab_size() as u32;
-        Closers {
-            eog: trie.eos_tokens().to_vec(),
-            close: vocab
-                .clone()
-                .filter(|&t| only(t, b"\"}] ", b"\"}]"))
-                .collect(),
-            next: vocab.filter(|&t| only(t, b"\"}], ", b",")).collect(),
-        }
+    /// What a constrained answer is steered to when its budget runs low.
+    pub(crate) fn closers(&self) -> &Closers {
+        &self.closers
     }
 
     /// A fresh matcher for `constraint`, compiling its grammar unless it is cached.
@@ -148,7 +133,7 @@ impl Grammars {
 /// the end, if the grammar allows it; the likeliest allowed token that only closes (`"`, `}`,
 /// `]`); the likeliest that moves on to the next required key (`,`, `",`). Strings, numbers and
 /// arrays then end within a few tokens instead of running into `max_tokens` unparseable.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Closers {
     eog: Vec<u32>,
     close: Vec<u32>,
@@ -156,6 +141,25 @@ pub(crate) struct Closers {
 }
 
 impl Closers {
+    /// The end-of-generation tokens, every token made only of `"`, `}`, `]` and spaces with at
+    /// least one of the three, and every one made of those and `,` with a `,`.
+    fn new(env: &TokEnv) -> Self {
+        let trie = env.tok_trie();
+        let only = |t: u32, set: &[u8], one_of: &[u8]| {
+            let bytes = trie.token(t);
+            bytes.iter().any(|b| one_of.contains(b)) && bytes.iter().all(|b| set.contains(b))
+        };
+        let vocab = 0..trie.vocab_size() as u32;
+        Closers {
+            eog: trie.eos_tokens().to_vec(),
+            close: vocab
+                .clone()
+                .filter(|&t| only(t, b"\"}] ", b"\"}]"))
+                .collect(),
+            next: vocab.filter(|&t| only(t, b"\"}], ", b",")).collect(),
+        }
+    }
+
     /// `None` when none of these is allowed (a number's first digit, a key): the caller
     /// samples as usual.
     pub(crate) fn pick(&self, logits: &[f32], allowed: &impl Fn(u32) -> bool) -> Option<u32> {
@@ -203,11 +207,7 @@ impl Guide {
 
     /// Whether running out of budget should steer this answer closed (see [`Closers`]).
     pub(crate) fn steers_closed(&self) -> bool {
-        !self.text_allowed
-            || self
-                .head
-                .trim_ascii_start()
-                .starts_with(CALL_OPEN.as_bytes())
+        !self.text_allowed || self.head.starts_with(CALL_OPEN.as_bytes())
     }
 
     fn remember(&mut self, tokens: &[u32]) {

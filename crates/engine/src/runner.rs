@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
-use crate::constraint::{CLOSING_RESERVE, Closers, Grammars, Guide};
+use crate::constraint::{CLOSING_RESERVE, Grammars, Guide};
 use crate::engine::{Job, context_size};
 use crate::text::{Released, TextStream};
 use crate::{
@@ -137,8 +137,6 @@ struct Worker<'m> {
     bos_text: String,
     /// Built on the first constrained request, then kept for the model's lifetime.
     grammars: Option<Grammars>,
-    /// What a constrained answer is steered to when its token budget runs low.
-    closers: Closers,
 }
 
 /// What happened to one generated token's text.
@@ -166,7 +164,6 @@ impl<'m> Worker<'m> {
             n_vocab: model.n_vocab().max(0) as usize,
             bos_text,
             grammars: None,
-            closers: Closers::default(),
         }
     }
 
@@ -252,7 +249,6 @@ impl<'m> Worker<'m> {
         if self.grammars.is_none() {
             let t = Instant::now();
             let grammars = Grammars::new(self.model)?;
-            self.closers = grammars.closers();
             tracing::info!(
                 elapsed_ms = t.elapsed().as_millis() as u64,
                 "built the token table for constrained decoding"
@@ -305,13 +301,12 @@ impl<'m> Worker<'m> {
                     mask_time += t.elapsed();
                     sampled += 1;
                     let allowed = |t: u32| mask.is_allowed(t);
-                    if closing {
-                        self.closers
-                            .pick(logits, &allowed)
-                            .unwrap_or_else(|| sampler.sample_masked(logits, Some(allowed)))
-                    } else {
-                        sampler.sample_masked(logits, Some(allowed))
-                    }
+                    let closer = self
+                        .grammars
+                        .as_ref()
+                        .filter(|_| closing)
+                        .and_then(|g| g.closers().pick(logits, &allowed));
+                    closer.unwrap_or_else(|| sampler.sample_masked(logits, Some(allowed)))
                 }
             };
             let entry = params.logprobs.map(|n| self.logprob(logits, token, n));

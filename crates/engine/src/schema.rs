@@ -90,6 +90,15 @@ pub fn layout() -> Value {
     })
 }
 
+/// `schema` with [`layout`] attached where the grammar compiler reads it (`x-guidance`).
+pub fn with_layout(schema: &Value) -> Value {
+    let mut schema = schema.clone();
+    if let Value::Object(map) = &mut schema {
+        map.insert("x-guidance".into(), layout());
+    }
+    schema
+}
+
 fn invalid(path: &str, reason: impl Into<String>) -> SchemaError {
     SchemaError::Invalid {
         path: path.to_string(),

@@ -90,14 +90,14 @@ impl ToolSpec {
             .collect();
         let mut lark = String::from("%llguidance {}\n");
         // Text that does not open a call (leading whitespace included), or nothing at all.
-        let text = "TEXT: /(.|\\n)+/ & ~/[ \\t\\r\\n]*<tool_call>(.|\\n)*/\n";
+        let text = format!("TEXT: /(.|\\n)+/ & ~/[ \\t\\r\\n]*{CALL_OPEN}(.|\\n)*/\n");
         let start = match self.choice {
             ToolChoice::None => "start: TEXT?\n",
             ToolChoice::Auto => "start: TEXT? | calls\n",
             ToolChoice::Required | ToolChoice::Function(_) => "start: calls\n",
         };
         lark.push_str(start);
-        lark.push_str(text);
+        lark.push_str(&text);
         let mut schemas = Vec::new();
         if self.choice != ToolChoice::None && !callable.is_empty() {
             lark.push_str(if self.parallel {
@@ -105,7 +105,9 @@ impl ToolSpec {
             } else {
                 "calls: call\n"
             });
-            lark.push_str("call: \"<tool_call>\\n\" body \"\\n</tool_call>\"\n");
+            lark.push_str(&format!(
+                "call: \"{CALL_OPEN}\\n\" body \"\\n{CALL_CLOSE}\"\n"
+            ));
             let bodies: Vec<String> = callable.iter().map(|(i, _)| format!("fn_{i}")).collect();
             lark.push_str(&format!("body: {}\n", bodies.join(" | ")));
             for (i, tool) in &callable {
@@ -114,11 +116,7 @@ impl ToolSpec {
                     "fn_{i}: \"{{\\\"name\\\": \\\"{}\\\", \\\"arguments\\\": \" @args_{i} \"}}\"\n",
                     tool.name
                 ));
-                let mut params = tool.parameters.clone();
-                if let Value::Object(map) = &mut params {
-                    map.insert("x-guidance".into(), schema::layout());
-                }
-                schemas.push((format!("args_{i}"), params));
+                schemas.push((format!("args_{i}"), schema::with_layout(&tool.parameters)));
             }
         } else {
             // `calls` must exist for the start rule to compile; with nothing callable it is

@@ -41,15 +41,7 @@ pub fn structure(req: &ChatRequest) -> Result<Structure, ApiError> {
         Some(ResponseFormat::JsonObject) => Some(Constraint::json_object()),
         Some(ResponseFormat::JsonSchema { json_schema }) => {
             let param = "response_format.json_schema";
-            if !tools::valid_name(&json_schema.name) {
-                return Err(ApiError::invalid(
-                    format!("{param}.name"),
-                    format!(
-                        "`{param}.name` must be 1 to 64 letters, digits, `_` or `-`, got `{}`",
-                        json_schema.name
-                    ),
-                ));
-            }
+            check_name(param, &format!("`{param}.name`"), &json_schema.name)?;
             let Some(schema) = &json_schema.schema else {
                 return Err(ApiError::invalid(
                     format!("{param}.schema"),
@@ -85,15 +77,7 @@ pub fn structure(req: &ChatRequest) -> Result<Structure, ApiError> {
     let mut described = Vec::with_capacity(tools.len());
     for (i, Tool::Function { function }) in tools.iter().enumerate() {
         let param = format!("tools[{i}].function");
-        if !tools::valid_name(&function.name) {
-            return Err(ApiError::invalid(
-                format!("{param}.name"),
-                format!(
-                    "function names must be 1 to 64 letters, digits, `_` or `-`, got `{}`",
-                    function.name
-                ),
-            ));
-        }
+        check_name(&param, "function names", &function.name)?;
         if defs.iter().any(|d| d.name == function.name) {
             return Err(ApiError::invalid(
                 format!("{param}.name"),
@@ -147,6 +131,17 @@ pub fn structure(req: &ChatRequest) -> Result<Structure, ApiError> {
         calls,
         must_call,
     })
+}
+
+/// OpenAI's rule for schema and function names, as a 400 on `{param}.name`.
+fn check_name(param: &str, subject: &str, name: &str) -> Result<(), ApiError> {
+    if tools::valid_name(name) {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        format!("{param}.name"),
+        format!("{subject} must be 1 to 64 letters, digits, `_` or `-`, got `{name}`"),
+    ))
 }
 
 fn schema_error(param: &str, e: &SchemaError) -> ApiError {
