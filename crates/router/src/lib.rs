@@ -9,8 +9,10 @@
 
 pub mod config;
 pub mod upstream;
+pub mod wire;
 
 pub use config::{
     BackendConfig, Capabilities, Config, ConfigError, Prices, Remote, ServerConfig, Tier,
 };
 pub use upstream::{OpenAiUpstream, Reply, Secret, UpstreamError};
+pub use wire::{Meta, WireError};
