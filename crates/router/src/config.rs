@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -43,6 +44,45 @@ pub struct Tier {
     pub local: bool,
     /// The tier to try when this one fails after its retries.
     pub fallback: Option<String>,
+    /// How a remote tier's failures are retried, bounded in time and cut off.
+    pub faults: Faults,
+}
+
+/// How a remote tier's failures are handled. Ignored for the embedded tier.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Faults {
+    /// Tries in all, the first included.
+    pub attempts: u32,
+    /// The delay before the first retry; it doubles with each retry, jittered.
+    pub backoff: Duration,
+    /// The longest wait between tries, `Retry-After` included: an upstream that asks for
+    /// longer is given up on (and the fallback tried) rather than waited for.
+    pub max_backoff: Duration,
+    /// Time to open a connection.
+    pub connect_timeout: Duration,
+    /// Time from sending a request to the response head, and between two chunks of a body.
+    pub first_byte_timeout: Duration,
+    /// Time for the whole call, retries and the streamed body included.
+    pub total_timeout: Duration,
+    /// Consecutive failed tries that open the tier's circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses calls before it lets one probe through.
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            attempts: 3,
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(120),
+            total_timeout: Duration::from_secs(600),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(30),
+        }
+    }
 }
 
 /// How a tier is reached. The one place that turns this into a running backend matches on it.
@@ -162,6 +202,7 @@ impl Config {
                 },
                 local: true,
                 fallback: None,
+                faults: Faults::default(),
             }],
         }
     }
@@ -267,6 +308,32 @@ struct RawTier {
     capabilities: Option<Vec<Capability>>,
     local: Option<bool>,
     fallback: Option<Spanned<String>>,
+    retry: Option<Spanned<RawRetry>>,
+    timeouts: Option<Spanned<RawTimeouts>>,
+    breaker: Option<Spanned<RawBreaker>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    attempts: Option<Spanned<u32>>,
+    backoff: Option<Spanned<f64>>,
+    max_backoff: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    connect: Option<Spanned<f64>>,
+    first_byte: Option<Spanned<f64>>,
+    total: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreaker {
+    failures: Option<Spanned<u32>>,
+    cooldown: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -368,6 +435,9 @@ impl RawTier {
             for (field, span) in [
                 ("base_url", self.base_url.as_ref().map(Spanned::span)),
                 ("api_key_env", self.api_key_env.as_ref().map(Spanned::span)),
+                ("retry", self.retry.as_ref().map(Spanned::span)),
+                ("timeouts", self.timeouts.as_ref().map(Spanned::span)),
+                ("breaker", self.breaker.as_ref().map(Spanned::span)),
             ] {
                 if let Some(span) = span {
                     not_for(field, span)?;
@@ -528,6 +598,7 @@ impl RawTier {
             }
             Some(f) => Some(f.into_inner()),
         };
+        let faults = faults(name, self.retry, self.timeouts, self.breaker)?;
         Ok(Tier {
             name: name.to_string(),
             local: self.local.unwrap_or(self.backend == BackendKind::Embedded),
@@ -536,8 +607,86 @@ impl RawTier {
             context_window,
             capabilities,
             fallback,
+            faults,
         })
     }
+}
+
+/// The fault handling a tier's `retry`, `timeouts` and `breaker` tables describe, defaults
+/// filling what they leave out.
+fn faults(
+    name: &str,
+    retry: Option<Spanned<RawRetry>>,
+    timeouts: Option<Spanned<RawTimeouts>>,
+    breaker: Option<Spanned<RawBreaker>>,
+) -> Result<Faults, Invalid> {
+    let mut f = Faults::default();
+    // Seconds, as a positive finite number no larger than a day.
+    let secs = |field: &str, v: Spanned<f64>| -> Result<Duration, Invalid> {
+        let x = *v.get_ref();
+        if x.is_finite() && x > 0.0 && x <= 86_400.0 {
+            Ok(Duration::from_secs_f64(x))
+        } else {
+            invalid(
+                format!("tiers.{name}.{field}"),
+                v.span(),
+                "must be a positive number of seconds (at most 86400)",
+            )
+        }
+    };
+    if let Some(r) = retry.map(Spanned::into_inner) {
+        if let Some(a) = r.attempts {
+            if *a.get_ref() == 0 || *a.get_ref() > 10 {
+                return invalid(
+                    format!("tiers.{name}.retry.attempts"),
+                    a.span(),
+                    "must be 1 to 10 (tries in all, the first included)",
+                );
+            }
+            f.attempts = a.into_inner();
+        }
+        if let Some(b) = r.backoff {
+            f.backoff = secs("retry.backoff", b)?;
+        }
+        if let Some(m) = r.max_backoff {
+            let span = m.span();
+            f.max_backoff = secs("retry.max_backoff", m)?;
+            if f.max_backoff < f.backoff {
+                return invalid(
+                    format!("tiers.{name}.retry.max_backoff"),
+                    span,
+                    "must not be shorter than `retry.backoff`",
+                );
+            }
+        }
+    }
+    if let Some(t) = timeouts.map(Spanned::into_inner) {
+        if let Some(c) = t.connect {
+            f.connect_timeout = secs("timeouts.connect", c)?;
+        }
+        if let Some(b) = t.first_byte {
+            f.first_byte_timeout = secs("timeouts.first_byte", b)?;
+        }
+        if let Some(total) = t.total {
+            f.total_timeout = secs("timeouts.total", total)?;
+        }
+    }
+    if let Some(b) = breaker.map(Spanned::into_inner) {
+        if let Some(n) = b.failures {
+            if *n.get_ref() == 0 {
+                return invalid(
+                    format!("tiers.{name}.breaker.failures"),
+                    n.span(),
+                    "must be at least 1",
+                );
+            }
+            f.breaker_failures = n.into_inner();
+        }
+        if let Some(c) = b.cooldown {
+            f.breaker_cooldown = secs("breaker.cooldown", c)?;
+        }
+    }
+    Ok(f)
 }
 
 /// The model an embedded tier serves when it names none.

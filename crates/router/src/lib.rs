@@ -12,7 +12,7 @@ pub mod upstream;
 pub mod wire;
 
 pub use config::{
-    BackendConfig, Capabilities, Config, ConfigError, Prices, Remote, ServerConfig, Tier,
+    BackendConfig, Capabilities, Config, ConfigError, Faults, Prices, Remote, ServerConfig, Tier,
 };
 pub use upstream::{OpenAiUpstream, Reply, Secret, UpstreamError};
 pub use wire::{Meta, WireError};

@@ -1,6 +1,8 @@
 //! `smallfirst.toml`: what a good file becomes, and what every bad one is told.
 
-use smallfirst_router::{BackendConfig, Config};
+use std::time::Duration;
+
+use smallfirst_router::{BackendConfig, Config, Faults};
 
 const GOOD: &str = r#"
 [server]
@@ -20,6 +22,9 @@ context_window = 32768
 capabilities = ["tools", "json_schema"]
 local = true
 fallback = "frontier"
+retry = { attempts = 2, backoff = 0.05, max_backoff = 1 }
+timeouts = { first_byte = 30, total = 90 }
+breaker = { failures = 3, cooldown = 10 }
 
 [tiers.frontier]
 backend = "anthropic"
@@ -55,6 +60,18 @@ fn a_good_file_becomes_a_config() {
     );
     assert_eq!(mid.fallback.as_deref(), Some("frontier"));
     assert_eq!(mid.prices.input, 0.0);
+    assert_eq!(mid.faults.attempts, 2);
+    assert_eq!(mid.faults.backoff, Duration::from_millis(50));
+    assert_eq!(mid.faults.max_backoff, Duration::from_secs(1));
+    assert_eq!(mid.faults.first_byte_timeout, Duration::from_secs(30));
+    assert_eq!(mid.faults.total_timeout, Duration::from_secs(90));
+    assert_eq!(
+        mid.faults.connect_timeout,
+        Faults::default().connect_timeout,
+        "what a table leaves out keeps its default"
+    );
+    assert_eq!(mid.faults.breaker_failures, 3);
+    assert_eq!(mid.faults.breaker_cooldown, Duration::from_secs(10));
     let frontier = c.tier("frontier").expect("frontier");
     assert!(!frontier.local && frontier.capabilities.vision);
     assert_eq!(frontier.prices.cached_input, 0.3);
@@ -107,6 +124,13 @@ fn every_mistake_names_its_field_and_line() {
         ("[tiers.a]\nbackend = \"embedded\"\n[tiers.b]\nbackend = \"embedded\"\n".into(), "tiers.b.backend", None, "only one embedded tier"),
         ("[tiers.\"a b\"]\nbackend = \"embedded\"\n".into(), "tiers.a b", None, "letters, digits"),
         ("[tiers.local\nbackend = 1\n".into(), "", Some(1), ""),
+        ("[tiers.local]\nbackend = \"embedded\"\nretry = { attempts = 2 }\n".into(), "tiers.local.retry", Some(3), "does not apply to backend `embedded`"),
+        (format!("[tiers.f]\n{remote}retry = {{ attempts = 0 }}\n"), "tiers.f.retry.attempts", Some(6), "1 to 10"),
+        (format!("[tiers.f]\n{remote}retry = {{ tries = 2 }}\n"), "tiers.f.retry.tries", Some(6), "unknown field `tries`"),
+        (format!("[tiers.f]\n{remote}retry = {{ backoff = 2, max_backoff = 1 }}\n"), "tiers.f.retry.max_backoff", Some(6), "shorter than `retry.backoff`"),
+        (format!("[tiers.f]\n{remote}[tiers.f.timeouts]\nconnect = -1\n"), "tiers.f.timeouts.connect", Some(7), "positive number of seconds"),
+        (format!("[tiers.f]\n{remote}timeouts = {{ total = \"10s\" }}\n"), "tiers.f.timeouts.total", Some(6), "expected f64"),
+        (format!("[tiers.f]\n{remote}breaker = {{ failures = 0 }}\n"), "tiers.f.breaker.failures", Some(6), "at least 1"),
     ];
     for (text, path, line, words) in cases {
         let e = Config::parse(&text).expect_err(&text);
