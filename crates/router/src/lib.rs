@@ -3,16 +3,33 @@
 //! # Overview
 //! - [`Config`] ([`config`]): `smallfirst.toml` validated: the server's address and the
 //!   [`Tier`]s, each with its [`BackendConfig`], prices, context window, capabilities, whether
-//!   it is local, and its fallback. Errors ([`ConfigError`]) name the field path and line.
-//! - [`OpenAiUpstream`] ([`upstream`]): an OpenAI-compatible server reached over pooled HTTP,
-//!   requests and answers passed through with only `model` changed.
+//!   it is local, its fallback, and its [`Faults`] (retries, deadlines, breaker). Errors
+//!   ([`ConfigError`]) name the field path and line.
+//! - [`Backend`] ([`backend`]): one try at a chat completion against a provider, answered in
+//!   OpenAI's format ([`Answer`]) or failed with a [`BackendError`] that says whether it is
+//!   retryable. [`OpenAiBackend`] ([`openai`]) passes requests through to any
+//!   OpenAI-compatible server; all backends share the pooled HTTP and deadlines of `http`.
+//! - [`RemoteTier`] ([`remote`]): a backend behind retries with backoff, a [`Breaker`]
+//!   ([`breaker`]) and a total deadline; [`remote::build`] is the one place a backend kind
+//!   becomes a running backend.
+//! - [`sse`]: server-sent events read incrementally; [`wire`]: what provider translations share.
 
+pub mod backend;
+pub mod breaker;
 pub mod config;
-pub mod upstream;
+mod http;
+pub mod openai;
+pub mod remote;
+mod secret;
+pub mod sse;
 pub mod wire;
 
+pub use backend::{Answer, AnswerStream, Backend, BackendError};
+pub use breaker::{Breaker, Circuit};
 pub use config::{
     BackendConfig, Capabilities, Config, ConfigError, Faults, Prices, Remote, ServerConfig, Tier,
 };
-pub use upstream::{OpenAiUpstream, Reply, Secret, UpstreamError};
+pub use openai::OpenAiBackend;
+pub use remote::RemoteTier;
+pub use secret::Secret;
 pub use wire::{Meta, WireError};

@@ -35,12 +35,22 @@ pub(crate) async fn completions(
 ) -> Result<Response, ApiError> {
     let body =
         body.map_err(|e| ApiError::TooLarge(format!("could not read the request body: {e}")))?;
-    // An upstream tier gets the body as it came; only the embedded path reads all of it.
-    if let Some(upstream) = target_model(&body).and_then(|m| state.upstream_for(&m)) {
-        return gateway::forward(upstream, &body).await;
+    // A remote tier gets the body as it came; only the embedded path reads all of it.
+    if let Some(tier) = target_model(&body).and_then(|m| state.remote_for(&m)) {
+        return gateway::forward(&state, tier, &body).await;
     }
-    let req = parse(&body)?;
-    if !state.answers_to(&req.model) {
+    local(&state, &body, false).await
+}
+
+/// The request answered by the embedded model; `fallback` when a remote tier's chain led here,
+/// so the `model` it names is another tier's.
+pub(crate) async fn local(
+    state: &AppState,
+    body: &[u8],
+    fallback: bool,
+) -> Result<Response, ApiError> {
+    let req = parse(body)?;
+    if !fallback && !state.answers_to(&req.model) {
         return Err(ApiError::ModelNotFound(req.model));
     }
     let engine = &state.inner.engine;
@@ -70,9 +80,9 @@ pub(crate) async fn completions(
     } else {
         Json(collect(generation, meta, out).await?).into_response()
     };
-    response
-        .headers_mut()
-        .insert("x-smallfirst-tier", HeaderValue::from_static("local"));
+    if let Ok(tier) = HeaderValue::from_str(&state.inner.local_tier) {
+        response.headers_mut().insert("x-smallfirst-tier", tier);
+    }
     Ok(response)
 }
 

@@ -1,112 +1,183 @@
-//! Requests for an upstream tier: the body goes through as the client sent it (only `model`
-//! becomes the tier's), and the answer, JSON or SSE, streams back as the upstream sends it.
-//! An upstream error that is already in OpenAI's shape keeps its body and status; any other
-//! becomes one, with the upstream's status kept.
+//! Requests for a remote tier. The tier retries what it can ([`RemoteTier::chat`]); when it
+//! still fails in a way another tier may not, the request goes down the tier's fallback chain,
+//! ending at the embedded model if the chain leads there. The answer, JSON or SSE, streams back
+//! as the tier produced it; a stream that breaks after it began ends with an error event.
+
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde_json::Value;
-use smallfirst_router::{OpenAiUpstream, UpstreamError};
+use serde_json::json;
+use smallfirst_router::{Answer, AnswerStream, BackendError, RemoteTier, WireError};
 
-use crate::ApiError;
+use crate::{ApiError, AppState, chat};
 
-/// Most of an upstream's error body that is read to see whether it is OpenAI-shaped.
-const ERROR_BODY_LIMIT: usize = 64 * 1024;
-
-/// An upstream tier the server can send requests to.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    pub tier: String,
-    pub backend: OpenAiUpstream,
-}
-
-impl Upstream {
-    /// Whether a request's `model` means this tier: its name or its model.
-    pub(crate) fn answers_to(&self, model: &str) -> bool {
-        model == self.tier || model == self.backend.model()
-    }
-}
-
-pub(crate) async fn forward(upstream: &Upstream, body: &Bytes) -> Result<Response, ApiError> {
-    let reply = upstream
-        .backend
-        .chat(body)
-        .await
-        .map_err(|e| upstream_error(&e))?;
-    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let tier =
-        HeaderValue::from_str(&upstream.tier).unwrap_or(HeaderValue::from_static("upstream"));
-    if !status.is_success() {
-        let mut bytes = Vec::new();
-        let mut stream = reply.body;
-        while let Some(Ok(chunk)) = stream.next().await {
-            bytes.extend_from_slice(&chunk);
-            if bytes.len() >= ERROR_BODY_LIMIT {
-                break;
+/// Where a request goes: the tier its `model` names, then that tier's fallbacks.
+pub(crate) async fn forward(
+    state: &AppState,
+    first: &Arc<RemoteTier>,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let mut tier = Arc::clone(first);
+    // Tiers that failed on the way, as `name:code`, for the `x-smallfirst-failover` header.
+    let mut failed: Vec<String> = Vec::new();
+    loop {
+        let e = match tier.chat(body).await {
+            Ok(answer) => return Ok(respond(tier.name(), answer, &failed)),
+            Err(e) => e,
+        };
+        let next = if e.fails_over() {
+            tier.fallback()
+        } else {
+            None
+        };
+        let Some(next) = next else {
+            let mut response = error_response(&e);
+            stamp(&mut response, tier.name(), &failed);
+            return Ok(response);
+        };
+        tracing::warn!(tier = %tier.name(), fallback = %next, error = %e, "failing over");
+        failed.push(format!("{}:{}", tier.name(), e.code()));
+        if state.is_local_tier(next) {
+            let mut response = chat::local(state, body, true).await?;
+            stamp(&mut response, next, &failed);
+            return Ok(response);
+        }
+        match state.remote(next) {
+            Some(t) => tier = Arc::clone(t),
+            // Config validation makes every fallback name a tier; keep the error if not.
+            None => {
+                let mut response = error_response(&e);
+                stamp(&mut response, tier.name(), &failed);
+                return Ok(response);
             }
         }
-        let mut response = error_response(&upstream.tier, status, &bytes);
-        response.headers_mut().insert("x-smallfirst-tier", tier);
-        return Ok(response);
     }
-    let mut response = Response::new(Body::from_stream(reply.body));
-    *response.status_mut() = status;
-    if let Some(ct) = reply
-        .content_type
-        .and_then(|c| HeaderValue::from_str(&c).ok())
-    {
-        response.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
-    response.headers_mut().insert("x-smallfirst-tier", tier);
-    Ok(response)
 }
 
-/// An upstream's error answer: passed on when it is OpenAI-shaped, wrapped when not.
-fn error_response(tier: &str, status: StatusCode, body: &[u8]) -> Response {
-    let shaped = serde_json::from_slice::<Value>(body)
-        .ok()
-        .filter(|v| v.get("error").is_some_and(Value::is_object));
-    if shaped.is_some() {
-        return (
-            status,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_vec(),
-        )
-            .into_response();
-    }
-    let text = String::from_utf8_lossy(body);
-    let excerpt: String = text.chars().take(300).collect();
-    ApiError::Upstream {
-        status,
-        message: format!(
-            "tier `{tier}` answered {status} without an OpenAI error body: {}",
-            excerpt.trim()
-        ),
-        code: "upstream_error",
-    }
-    .into_response()
-}
-
-fn upstream_error(e: &UpstreamError) -> ApiError {
-    let (status, code) = match e {
-        UpstreamError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
-        UpstreamError::Body => {
-            return ApiError::InvalidJson(format!("{e}"));
+fn respond(tier: &str, answer: Answer, failed: &[String]) -> Response {
+    let mut response = match answer {
+        Answer::Json(bytes) => {
+            ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
         }
-        _ => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
+        Answer::Stream(stream) => {
+            let mut r = Response::new(Body::from_stream(with_error_event(stream)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r
+        }
     };
-    ApiError::Upstream {
-        status,
-        message: e.to_string(),
-        code,
+    stamp(&mut response, tier, failed);
+    response
+}
+
+/// Marks which tier answered and which failed before it.
+fn stamp(response: &mut Response, tier: &str, failed: &[String]) {
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(tier) {
+        headers.insert("x-smallfirst-tier", v);
+    }
+    if !failed.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&failed.join(", "))
+    {
+        headers.insert("x-smallfirst-failover", v);
+    }
+}
+
+/// The stream's bytes, its failure (if it fails) turned into a last `data: {"error": …}` event
+/// that OpenAI's clients raise as an error, rather than a connection that just ends.
+fn with_error_event(
+    stream: AnswerStream,
+) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    stream.map(|item| {
+        Ok(match item {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream stream broke after it began");
+                let event = json!({"error": {
+                    "message": e.to_string(),
+                    "type": "upstream_error",
+                    "param": null,
+                    "code": e.code(),
+                }});
+                Bytes::from(format!("data: {event}\n\n"))
+            }
+        })
+    })
+}
+
+/// A failed tier's error as the client sees it.
+fn error_response(e: &BackendError) -> Response {
+    match e {
+        BackendError::Status {
+            status,
+            body,
+            retry_after,
+            ..
+        } => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut r = (
+                status,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.clone(),
+            )
+                .into_response();
+            if let Some(after) = retry_after
+                && let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+            {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+        BackendError::Wire {
+            source: WireError::Unsupported { param, message },
+            ..
+        } => ApiError::unsupported(param.clone(), message.clone()).into_response(),
+        BackendError::Body => ApiError::InvalidJson(e.to_string()).into_response(),
+        BackendError::CircuitOpen { retry_in, .. } => {
+            let mut r = ApiError::Upstream {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: e.to_string(),
+                code: e.code(),
+            }
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&retry_in.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+        BackendError::MissingKey { .. } | BackendError::Client { .. } => {
+            ApiError::Internal(e.to_string()).into_response()
+        }
+        BackendError::Timeout { .. } => ApiError::Upstream {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            message: e.to_string(),
+            code: e.code(),
+        }
+        .into_response(),
+        BackendError::Unreachable { .. }
+        | BackendError::Wire { .. }
+        | BackendError::StreamBroken { .. } => ApiError::Upstream {
+            status: StatusCode::BAD_GATEWAY,
+            message: e.to_string(),
+            code: e.code(),
+        }
+        .into_response(),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use http_body_util::BodyExt;
+    use serde_json::Value;
 
     use super::*;
 
@@ -122,32 +193,82 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn openai_shaped_errors_pass_through_with_their_status() {
-        let body = br#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
-        let (status, v) = json(error_response(
-            "frontier",
-            StatusCode::TOO_MANY_REQUESTS,
-            body,
-        ))
-        .await;
+    async fn an_upstream_error_keeps_its_status_body_and_retry_after() {
+        let e = BackendError::Status {
+            tier: "frontier".into(),
+            status: 429,
+            message: "Rate limit reached".into(),
+            body: Bytes::from_static(br#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#),
+            retry_after: Some(Duration::from_secs(7)),
+        };
+        let r = error_response(&e);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "7");
+        let (status, v) = json(r).await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(v["error"]["code"], "rate_limit_exceeded");
     }
 
     #[tokio::test]
-    async fn other_errors_are_wrapped_keeping_the_status() {
-        let (status, v) = json(error_response(
-            "frontier",
-            StatusCode::BAD_GATEWAY,
-            b"<html>502 Bad Gateway</html>",
-        ))
+    async fn failures_of_the_path_name_their_kind() {
+        let cases = [
+            (
+                BackendError::Timeout {
+                    tier: "f".into(),
+                    what: "no response head",
+                    after: Duration::from_secs(1),
+                },
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+            ),
+            (
+                BackendError::CircuitOpen {
+                    tier: "f".into(),
+                    retry_in: Duration::from_secs(3),
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_circuit_open",
+            ),
+            (
+                BackendError::Wire {
+                    tier: "f".into(),
+                    source: WireError::Malformed("x".into()),
+                },
+                StatusCode::BAD_GATEWAY,
+                "upstream_malformed",
+            ),
+        ];
+        for (e, want_status, want_code) in cases {
+            let (status, v) = json(error_response(&e)).await;
+            assert_eq!(status, want_status, "{e}");
+            assert_eq!(v["error"]["code"], want_code, "{e}");
+        }
+        let (status, v) = json(error_response(&BackendError::Wire {
+            tier: "f".into(),
+            source: WireError::Unsupported {
+                param: "n".into(),
+                message: "one choice only".into(),
+            },
+        }))
         .await;
-        assert_eq!(status, StatusCode::BAD_GATEWAY);
-        assert_eq!(v["error"]["code"], "upstream_error");
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("502 Bad Gateway"))
-        );
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(v["error"]["param"], "n");
+    }
+
+    #[tokio::test]
+    async fn a_broken_stream_ends_with_an_error_event() {
+        let stream: AnswerStream = Box::pin(futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"data: {\"choices\":[]}\n\n")),
+            Err(BackendError::StreamBroken {
+                tier: "f".into(),
+                reason: "connection reset".into(),
+            }),
+        ]));
+        let r = respond("f", Answer::Stream(stream), &["g:upstream_timeout".into()]);
+        assert_eq!(r.headers()["x-smallfirst-failover"], "g:upstream_timeout");
+        let bytes = r.into_body().collect().await.expect("body").to_bytes();
+        let text = std::str::from_utf8(&bytes).expect("utf-8");
+        let last = text.trim_end().rsplit("\n\n").next().expect("an event");
+        let v: Value = serde_json::from_str(last.trim_start_matches("data: ")).expect("json event");
+        assert_eq!(v["error"]["code"], "upstream_stream_broken");
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! Routes: `POST /v1/chat/completions` (JSON or SSE), `GET /v1/models`, `GET /v1/models/{id}`,
 //! `GET /health`. Unknown routes and methods answer in the same error shape. A request whose
-//! `model` names an upstream tier ([`Upstream`]) is passed through to it.
+//! `model` names a remote tier goes to it, and down its fallback chain if it fails (`gateway`).
 
 mod chat;
 mod convert;
@@ -20,6 +20,5 @@ mod routes;
 pub mod structured;
 
 pub use error::ApiError;
-pub use gateway::Upstream;
 pub use routes::{AppState, app, serve};
 pub use structured::{Structure, structure};

@@ -13,8 +13,8 @@ use smallfirst_engine::Engine;
 use smallfirst_protocol::{ModelList, ModelObject};
 use tokio::net::TcpListener;
 
-use crate::gateway::Upstream;
 use crate::{ApiError, chat, observe};
+use smallfirst_router::RemoteTier;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -27,20 +27,24 @@ pub(crate) struct StateInner {
     /// The id `/v1/models` lists and responses carry.
     pub model_id: String,
     pub created: u64,
-    /// Upstream tiers, reached when a request's `model` names one of them.
-    pub upstreams: Vec<Upstream>,
+    /// The embedded tier's name in the configuration (`local` without one).
+    pub local_tier: String,
+    /// Remote tiers, reached when a request's `model` names one of them or a fallback leads
+    /// there.
+    pub remotes: Vec<Arc<RemoteTier>>,
 }
 
 impl AppState {
     pub fn new(engine: Engine, model_id: impl Into<String>) -> Self {
-        AppState::with_upstreams(engine, model_id, Vec::new())
+        AppState::with_tiers(engine, model_id, "local", Vec::new())
     }
 
-    /// The embedded engine plus upstream tiers.
-    pub fn with_upstreams(
+    /// The embedded engine as tier `local_tier`, plus remote tiers.
+    pub fn with_tiers(
         engine: Engine,
         model_id: impl Into<String>,
-        upstreams: Vec<Upstream>,
+        local_tier: impl Into<String>,
+        remotes: Vec<RemoteTier>,
     ) -> Self {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -50,24 +54,40 @@ impl AppState {
                 engine,
                 model_id: model_id.into(),
                 created,
-                upstreams,
+                local_tier: local_tier.into(),
+                remotes: remotes.into_iter().map(Arc::new).collect(),
             }),
         }
     }
 
-    /// The upstream tier a request's `model` names, if any. The embedded model's own names
-    /// win over an upstream's.
-    pub(crate) fn upstream_for(&self, model: &str) -> Option<&Upstream> {
+    /// The remote tier a request's `model` names (the tier's name or its model), if any.
+    /// The embedded model's own names win.
+    pub(crate) fn remote_for(&self, model: &str) -> Option<&Arc<RemoteTier>> {
         if self.answers_to(model) {
             return None;
         }
-        self.inner.upstreams.iter().find(|u| u.answers_to(model))
+        self.inner
+            .remotes
+            .iter()
+            .find(|t| t.name() == model || t.model() == model)
     }
 
-    /// Whether a request's `model` names what this server answers with: its id, or the
-    /// tier words `local` and `auto`.
+    /// The remote tier named `name`.
+    pub(crate) fn remote(&self, name: &str) -> Option<&Arc<RemoteTier>> {
+        self.inner.remotes.iter().find(|t| t.name() == name)
+    }
+
+    pub(crate) fn is_local_tier(&self, name: &str) -> bool {
+        name == self.inner.local_tier
+    }
+
+    /// Whether a request's `model` names what this server answers with: its id, the embedded
+    /// tier's name, or the tier words `local` and `auto`.
     pub(crate) fn answers_to(&self, model: &str) -> bool {
-        model == self.inner.model_id || model == "local" || model == "auto"
+        model == self.inner.model_id
+            || model == self.inner.local_tier
+            || model == "local"
+            || model == "auto"
     }
 }
 
@@ -102,11 +122,11 @@ fn model_object(state: &AppState) -> ModelObject {
 /// The embedded model, then each upstream tier by name and by its model.
 fn model_objects(state: &AppState) -> Vec<ModelObject> {
     let mut list = vec![model_object(state)];
-    for u in &state.inner.upstreams {
-        for id in [u.tier.as_str(), u.backend.model()] {
+    for t in &state.inner.remotes {
+        for id in [t.name(), t.model()] {
             if !list.iter().any(|m| m.id == id) {
                 let mut m = ModelObject::new(id, state.inner.created);
-                m.owned_by = format!("smallfirst:{}", u.tier);
+                m.owned_by = format!("smallfirst:{}", t.name());
                 list.push(m);
             }
         }

@@ -5,8 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use smallfirst_router::{BackendConfig, Config, OpenAiUpstream};
-use smallfirst_server::{AppState, Upstream, serve};
+use smallfirst_router::{BackendConfig, Config, RemoteTier, remote};
+use smallfirst_server::{AppState, serve};
 
 use super::ModelArgs;
 
@@ -34,50 +34,31 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     }
 }
 
-/// The upstream tiers, ready to take requests. The one place a tier's backend kind becomes a
-/// running backend.
-fn upstreams(config: &Config) -> anyhow::Result<Vec<Upstream>> {
+/// The remote tiers, ready to take requests.
+fn remotes(config: &Config) -> anyhow::Result<Vec<RemoteTier>> {
     let mut out = Vec::new();
     for tier in &config.tiers {
-        let backend = match &tier.backend {
-            BackendConfig::Embedded { .. } => continue,
-            BackendConfig::OpenAi(remote) => OpenAiUpstream::new(&tier.name, remote)?,
-            BackendConfig::Anthropic(_) | BackendConfig::Gemini(_) => anyhow::bail!(
-                "tier `{}` uses backend `{}`, which this build does not serve yet; \
-                 an `openai` tier can reach any OpenAI-compatible server",
-                tier.name,
-                tier.backend.kind()
-            ),
-        };
-        if let Some(fallback) = &tier.fallback {
-            tracing::warn!(
-                tier = %tier.name,
-                %fallback,
-                "failover is not implemented yet: a failing request is not retried on its fallback"
-            );
+        if let Some(remote) = remote::build(tier)? {
+            out.push(remote);
         }
-        out.push(Upstream {
-            tier: tier.name.clone(),
-            backend,
-        });
     }
     Ok(out)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = config(&args)?;
-    let upstreams = upstreams(&config)?;
+    let remotes = remotes(&config)?;
     let mut model = args.model.clone();
     let embedded = config
         .tiers
         .iter()
-        .map(|t| &t.backend)
-        .find(|b| matches!(b, BackendConfig::Embedded { .. }));
+        .find(|t| matches!(t.backend, BackendConfig::Embedded { .. }));
+    let local_tier = embedded.map_or("local".to_string(), |t| t.name.clone());
     if let Some(BackendConfig::Embedded {
         model: m,
         threads,
         ctx,
-    }) = embedded
+    }) = embedded.map(|t| &t.backend)
     {
         model.model = model.model.or_else(|| Some(m.clone()));
         model.threads = model.threads.or(*threads);
@@ -112,10 +93,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             threads = info.threads,
             "listening on http://{local}/v1"
         );
-        for u in &upstreams {
-            tracing::info!(tier = %u.tier, model = %u.backend.model(), "upstream tier");
+        for t in &remotes {
+            tracing::info!(tier = %t.name(), model = %t.model(), fallback = ?t.fallback(), "remote tier");
         }
-        let state = AppState::with_upstreams(engine, name, upstreams);
+        let state = AppState::with_tiers(engine, name, local_tier, remotes);
         serve(listener, state, shutdown_signal())
             .await
             .context("server failed")

@@ -1,0 +1,279 @@
+//! The `openai` backend: any OpenAI-compatible server (OpenAI, Ollama, vLLM, llama.cpp server,
+//! another smallfirst). The request goes through as the client sent it, with only `model`
+//! replaced by the tier's and spliced in without re-serializing the rest; the answer comes
+//! back as the upstream sent it, checked but not rebuilt.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use url::Url;
+
+use crate::Secret;
+use crate::backend::{Answer, AnswerStream, Backend, BackendError, BoxFuture, primed};
+use crate::config::{Faults, Remote};
+use crate::http::{Http, endpoint};
+use crate::wire::WireError;
+
+#[derive(Debug)]
+pub struct OpenAiBackend {
+    model: String,
+    endpoint: Url,
+    key: Option<Secret>,
+    http: Http,
+}
+
+impl OpenAiBackend {
+    pub fn new(tier: &str, remote: &Remote, faults: &Faults) -> Result<Self, BackendError> {
+        Ok(OpenAiBackend {
+            model: remote.model.clone(),
+            endpoint: endpoint(&remote.base_url, "chat/completions"),
+            key: Secret::from_env(tier, remote.api_key_env.as_deref())?,
+            http: Http::new(tier, faults)?,
+        })
+    }
+
+    async fn try_chat(&self, request: &Bytes, deadline: Instant) -> Result<Answer, BackendError> {
+        let body = with_model(request, &self.model)?;
+        let mut post = self
+            .http
+            .post(self.endpoint.clone())
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(key) = &self.key {
+            post = post.bearer_auth(key.expose());
+        }
+        let response = self.http.send(post, deadline, error_from_wire).await?;
+        let sse = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        if sse {
+            let chunks = self.http.chunks(response, deadline);
+            return primed(self.http.tier(), until_done(self.http.tier(), chunks)).await;
+        }
+        let body = self.http.body(response, deadline).await?;
+        // Checked, not rebuilt: a truncated or garbled answer is a failed try.
+        if let Err(e) = serde_json::from_slice::<IgnoredAny>(&body) {
+            return Err(BackendError::Wire {
+                tier: self.http.tier().into(),
+                source: WireError::Malformed(format!("not JSON: {e}")),
+            });
+        }
+        Ok(Answer::Json(body))
+    }
+}
+
+impl Backend for OpenAiBackend {
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn chat<'a>(
+        &'a self,
+        request: &'a Bytes,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<Answer, BackendError>> {
+        Box::pin(self.try_chat(request, deadline))
+    }
+}
+
+/// The upstream's SSE bytes, passed on as they come, with an error at the end when the stream
+/// stopped before `data: [DONE]`.
+fn until_done(tier: &str, chunks: crate::http::Chunks) -> AnswerStream {
+    const DONE: &[u8] = b"data: [DONE]";
+    struct State {
+        chunks: crate::http::Chunks,
+        /// The last bytes seen, enough to spot `data: [DONE]` across chunk boundaries.
+        tail: Vec<u8>,
+        tier: String,
+        over: bool,
+    }
+    let state = State {
+        chunks,
+        tail: Vec::with_capacity(64),
+        tier: tier.into(),
+        over: false,
+    };
+    Box::pin(futures::stream::unfold(state, |mut s| async move {
+        if s.over {
+            return None;
+        }
+        match s.chunks.next().await {
+            Some(Ok(chunk)) => {
+                s.tail
+                    .extend_from_slice(&chunk[chunk.len().saturating_sub(64)..]);
+                let cut = s.tail.len().saturating_sub(64);
+                s.tail.drain(..cut);
+                Some((Ok(chunk), s))
+            }
+            Some(Err(e)) => {
+                s.over = true;
+                Some((Err(e), s))
+            }
+            None => {
+                let end = s.tail.trim_ascii_end();
+                if end.ends_with(DONE) {
+                    return None;
+                }
+                s.over = true;
+                let e = BackendError::StreamBroken {
+                    tier: s.tier.clone(),
+                    reason: "it ended before `data: [DONE]`".into(),
+                };
+                Some((Err(e), s))
+            }
+        }
+    }))
+}
+
+/// An upstream error body as OpenAI's error object: kept as it is when it already has that
+/// shape, wrapped when not.
+pub(crate) fn error_from_wire(status: u16, body: &[u8]) -> Value {
+    if let Ok(v) = serde_json::from_slice::<Value>(body)
+        && v.get("error").is_some_and(Value::is_object)
+    {
+        return v;
+    }
+    let text = String::from_utf8_lossy(body);
+    let excerpt: String = text.chars().take(300).collect();
+    json!({"error": {
+        "message": format!("the upstream answered {status} without an OpenAI error body: {}", excerpt.trim()),
+        "type": "upstream_error",
+        "param": null,
+        "code": "upstream_error",
+    }})
+}
+
+/// The request with `model` replaced. Other members are copied as raw text, in order, never
+/// parsed into values or re-serialized.
+pub(crate) fn with_model(body: &[u8], model: &str) -> Result<Vec<u8>, BackendError> {
+    let members = Members::parse(body).ok_or(BackendError::Body)?;
+    let mut out = Vec::with_capacity(body.len() + model.len());
+    out.push(b'{');
+    let model_json = serde_json::to_vec(model).map_err(|_| BackendError::Body)?;
+    let mut placed = false;
+    for (i, (key, value)) in members.0.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, key.as_ref()).map_err(|_| BackendError::Body)?;
+        out.push(b':');
+        if key == "model" {
+            out.extend_from_slice(&model_json);
+            placed = true;
+        } else {
+            out.extend_from_slice(value.get().as_bytes());
+        }
+    }
+    if !placed {
+        if !members.0.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"model\":");
+        out.extend_from_slice(&model_json);
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+/// A JSON object's members, values left as raw text.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Members<'a> {
+    fn parse(body: &'a [u8]) -> Option<Self> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let members = de.deserialize_map(MembersVisitor).ok()?;
+        de.end().ok()?;
+        Some(members)
+    }
+}
+
+struct MembersVisitor;
+
+impl<'de> Visitor<'de> for MembersVisitor {
+    type Value = Members<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let value: &'de RawValue = map.next_value()?;
+            out.push((key, value));
+        }
+        Ok(Members(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_model_changes() {
+        let body = br#"{"model":"frontier","messages":[{"role":"user","content":"hi \"there\""}],"stream":true,"x_extra":{"cache_control":{"type":"ephemeral"}}}"#;
+        let out = with_model(body, "gpt-4o-mini").expect("object");
+        assert_eq!(
+            std::str::from_utf8(&out).expect("utf-8"),
+            r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi \"there\""}],"stream":true,"x_extra":{"cache_control":{"type":"ephemeral"}}}"#,
+            "every other byte as sent"
+        );
+        let out =
+            with_model(br#" { "messages" : [ ] , "m\u00f6del" : 1 } "#, "a\"b").expect("object");
+        let v: Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["model"], "a\"b");
+        assert_eq!(
+            v["mödel"], 1,
+            "escaped keys are written back escaped or not, equal"
+        );
+        assert!(with_model(b"[1]", "m").is_err());
+        assert!(with_model(b"{\"a\":1} x", "m").is_err());
+        assert!(with_model(b"{\"a\":", "m").is_err());
+    }
+
+    #[test]
+    fn errors_keep_an_openai_body_and_wrap_others() {
+        let body = br#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+        assert_eq!(
+            error_from_wire(429, body)["error"]["code"],
+            "rate_limit_exceeded"
+        );
+        let v = error_from_wire(502, b"<html>502 Bad Gateway</html>");
+        assert_eq!(v["error"]["code"], "upstream_error");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("502 Bad Gateway"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_done_ends_in_an_error() {
+        async fn run(parts: &[&'static str]) -> Vec<Result<Bytes, String>> {
+            let chunks: crate::http::Chunks = Box::pin(futures::stream::iter(
+                parts
+                    .iter()
+                    .map(|p| Ok(Bytes::from_static(p.as_bytes())))
+                    .collect::<Vec<_>>(),
+            ));
+            until_done("t", chunks)
+                .map(|r| r.map_err(|e| e.code().to_string()))
+                .collect()
+                .await
+        }
+        let whole = run(&["data: {}\n\n", "data: [DO", "NE]\n\n"]).await;
+        assert!(whole.iter().all(Result::is_ok) && whole.len() == 3);
+        let cut = run(&["data: {}\n\n", "data: {\"choices\""]).await;
+        assert_eq!(cut.len(), 3);
+        assert_eq!(cut[2], Err("upstream_stream_broken".to_string()));
+    }
+}

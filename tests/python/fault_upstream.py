@@ -1,0 +1,149 @@
+"""A fault-injecting OpenAI-compatible upstream on loopback, for the gateway's retry, failover,
+breaker and deadline tests. Each tier's `base_url` is `http://127.0.0.1:PORT/<key>/v1`; the
+upstream answers the n-th request for `<key>` with the n-th step of that key's script (the last
+step repeats) and records every request it gets."""
+
+import json
+import socket
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def completion(key):
+    return {"id": f"chatcmpl-{key}", "object": "chat.completion", "created": 1767225600, "model": f"mock-{key}",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": f"answer from {key}",
+                                                 "refusal": None},
+                         "logprobs": None, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+
+
+def chunk(key, delta, finish=None):
+    c = {"id": f"chatcmpl-{key}", "object": "chat.completion.chunk", "created": 1767225600, "model": f"mock-{key}",
+         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return f"data: {json.dumps(c)}\n\n".encode()
+
+
+class Upstream:
+    def __init__(self, scripts):
+        self.scripts = scripts
+        self.log = []  # (key, monotonic time, parsed body)
+        self.lock = threading.Lock()
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                key = self.path.strip("/").split("/")[0]
+                with upstream.lock:
+                    n = sum(1 for k, _, _ in upstream.log if k == key)
+                    upstream.log.append((key, time.monotonic(), json.loads(body or b"null")))
+                script = upstream.scripts.get(key, ["ok"])
+                step = script[min(n, len(script) - 1)]
+                getattr(self, "step_" + step)(key)
+
+            def send(self, status, body, ctype="application/json", headers=()):
+                self.send_response(status)
+                self.send_header("content-type", ctype)
+                self.send_header("content-length", str(len(body)))
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def stream_head(self):
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("connection", "close")
+                self.end_headers()
+                self.close_connection = True
+
+            def step_ok(self, key):
+                self.send(200, json.dumps(completion(key)).encode())
+
+            def step_ok_stream(self, key):
+                self.stream_head()
+                for part in [chunk(key, {"role": "assistant", "content": ""}), chunk(key, {"content": "answer "}),
+                             chunk(key, {"content": f"from {key}"}), chunk(key, {}, "stop"), b"data: [DONE]\n\n"]:
+                    self.wfile.write(part)
+                    self.wfile.flush()
+
+            def step_500(self, key):
+                self.send(500, b"internal error", "text/plain")
+
+            def step_429(self, key):
+                err = {"error": {"message": "Rate limit reached", "type": "requests", "param": None,
+                                 "code": "rate_limit_exceeded"}}
+                self.send(429, json.dumps(err).encode(), headers=[("retry-after", "1")])
+
+            def step_429_long(self, key):
+                err = {"error": {"message": "Try tomorrow", "type": "requests", "param": None,
+                                 "code": "rate_limit_exceeded"}}
+                self.send(429, json.dumps(err).encode(), headers=[("retry-after", "120")])
+
+            def step_400(self, key):
+                err = {"error": {"message": "temperature is too high", "type": "invalid_request_error",
+                                 "param": "temperature", "code": None}}
+                self.send(400, json.dumps(err).encode())
+
+            def step_hang(self, key):
+                time.sleep(10)
+                self.close_connection = True
+
+            def step_reset(self, key):
+                # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
+                self.connection.close()
+
+            def step_garbled(self, key):
+                self.send(200, b'{"id": "chatcmpl-x", "choices": [{"index": 0, "mess')
+
+            def step_sse_cut(self, key):
+                self.stream_head()
+                for part in [chunk(key, {"role": "assistant", "content": ""}), chunk(key, {"content": "partial "})]:
+                    self.wfile.write(part)
+                    self.wfile.flush()
+
+            def step_sse_stall(self, key):
+                self.stream_head()
+                self.wfile.write(chunk(key, {"role": "assistant", "content": "partial "}))
+                self.wfile.flush()
+                time.sleep(10)
+
+            def step_sse_trickle(self, key):
+                self.stream_head()
+                self.wfile.write(chunk(key, {"role": "assistant", "content": ""}))
+                for _ in range(40):
+                    time.sleep(0.25)
+                    try:
+                        self.wfile.write(chunk(key, {"content": "more "}))
+                        self.wfile.flush()
+                    except OSError:
+                        return
+
+            def step_sse_early(self, key):
+                self.stream_head()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def base(self, key):
+        return f"http://127.0.0.1:{self.port}/{key}/v1"
+
+    def requests(self, key):
+        with self.lock:
+            return [(t, body) for k, t, body in self.log if k == key]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
