@@ -47,6 +47,7 @@ class Upstream:
                     upstream.log.append((key, time.monotonic(), json.loads(body or b"null")))
                 script = upstream.scripts.get(key, ["ok"])
                 step = script[min(n, len(script) - 1)]
+                self.streaming = bool((json.loads(body or b"{}") or {}).get("stream"))
                 getattr(self, "step_" + step)(key)
 
             def send(self, status, body, ctype="application/json", headers=()):
@@ -66,9 +67,10 @@ class Upstream:
                 self.close_connection = True
 
             def step_ok(self, key):
-                self.send(200, json.dumps(completion(key)).encode())
-
-            def step_ok_stream(self, key):
+                """A completion, streamed when the request asks for a stream."""
+                if not self.streaming:
+                    self.send(200, json.dumps(completion(key)).encode())
+                    return
                 self.stream_head()
                 for part in [chunk(key, {"role": "assistant", "content": ""}), chunk(key, {"content": "answer "}),
                              chunk(key, {"content": f"from {key}"}), chunk(key, {}, "stop"), b"data: [DONE]\n\n"]:

@@ -17,7 +17,7 @@ HELLO = [{"role": "user", "content": "Say hello."}]
 
 # key: (script, tier settings)
 TIERS = {
-    "backup": (["ok", "ok_stream"], ""),
+    "backup": (["ok"], ""),
     "flaky": (["500", "ok"], 'retry = { attempts = 3, backoff = 0.05 }'),
     "limited": (["429", "ok"], 'retry = { attempts = 2, backoff = 0.05, max_backoff = 2 }'),
     "slowdown": (["429_long"], 'retry = { attempts = 3, backoff = 0.05 }\nfallback = "backup"'),
@@ -30,7 +30,7 @@ TIERS = {
     "cut": (["sse_cut"], 'retry = { attempts = 3, backoff = 0.05 }\nfallback = "backup"'),
     "stall": (["sse_stall"], 'retry = { attempts = 1 }\ntimeouts = { first_byte = 0.5 }'),
     "trickle": (["sse_trickle"], 'retry = { attempts = 1 }\ntimeouts = { first_byte = 1, total = 1.5 }'),
-    "early": (["sse_early", "ok_stream"], 'retry = { attempts = 2, backoff = 0.05 }'),
+    "early": (["sse_early", "ok"], 'retry = { attempts = 2, backoff = 0.05 }'),
 }
 
 
@@ -176,3 +176,24 @@ def test_a_stream_that_breaks_before_its_first_event_is_retried(client, upstream
     chunks = list(client.chat.completions.create(model="early", messages=HELLO, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "answer from early"
     assert len(upstream.requests("early")) == 2
+
+
+def test_a_configuration_of_remote_tiers_only_loads_no_model(binary, tmp_path, upstream):
+    config = tmp_path / "smallfirst.toml"
+    config.write_text(f'[tiers.backup]\nbackend = "openai"\nmodel = "mock-backup"\n'
+                      f'base_url = "{upstream.base("backup")}"\ncontext_window = 4096\n')
+    proc, base = spawn(binary, ["--config", str(config)], tmp_path)
+    try:
+        health = httpx.get(f"{base}/health").json()
+        assert health["model"] is None
+        assert health["remotes"] == [{"tier": "backup", "model": "mock-backup", "circuit": "closed"}]
+        c = OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=30)
+        assert [m.id for m in c.models.list()] == ["backup", "mock-backup"]
+        assert c.chat.completions.create(model="backup", messages=HELLO).choices[0].message.content
+        with pytest.raises(openai.NotFoundError):
+            c.chat.completions.create(model="local", messages=HELLO)
+        rss_kib = int(next(line.split()[1] for line in open(f"/proc/{proc.pid}/status")
+                           if line.startswith("VmRSS:")))
+        assert rss_kib < 100 * 1024, f"a gateway without a model holds {rss_kib} KiB"
+    finally:
+        stop(proc, tmp_path)

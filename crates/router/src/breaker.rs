@@ -43,6 +43,16 @@ pub enum Circuit {
     HalfOpen,
 }
 
+impl Circuit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Circuit::Closed => "closed",
+            Circuit::Open => "open",
+            Circuit::HalfOpen => "half_open",
+        }
+    }
+}
+
 impl Breaker {
     pub fn new(failures: u32, cooldown: Duration) -> Self {
         Breaker {

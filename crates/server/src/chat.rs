@@ -50,10 +50,11 @@ pub(crate) async fn local(
     fallback: bool,
 ) -> Result<Response, ApiError> {
     let req = parse(body)?;
-    if !fallback && !state.answers_to(&req.model) {
-        return Err(ApiError::ModelNotFound(req.model));
-    }
-    let engine = &state.inner.engine;
+    let local = match &state.inner.local {
+        Some(l) if fallback || state.answers_to(&req.model) => l,
+        _ => return Err(ApiError::ModelNotFound(req.model)),
+    };
+    let engine = &local.engine;
     let plan = convert::plan(&req, engine.info().n_vocab)?;
     let prompt = engine.render_with_tools(&plan.messages, &plan.structure.tools)?;
     let Plan {
@@ -69,7 +70,7 @@ pub(crate) async fn local(
         EngineError::Grammar(_) => ApiError::invalid(structure.param(), e.to_string()),
         other => other.into(),
     })?;
-    let meta = Meta::new(state.inner.model_id.clone());
+    let meta = Meta::new(local.model_id.clone());
     let out = Output {
         logprobs,
         calls: structure.calls,
@@ -80,7 +81,7 @@ pub(crate) async fn local(
     } else {
         Json(collect(generation, meta, out).await?).into_response()
     };
-    if let Ok(tier) = HeaderValue::from_str(&state.inner.local_tier) {
+    if let Ok(tier) = HeaderValue::from_str(&local.name) {
         response.headers_mut().insert("x-smallfirst-tier", tier);
     }
     Ok(response)

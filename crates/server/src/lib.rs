@@ -20,5 +20,5 @@ mod routes;
 pub mod structured;
 
 pub use error::ApiError;
-pub use routes::{AppState, app, serve};
+pub use routes::{AppState, LocalTier, app, serve};
 pub use structured::{Structure, structure};

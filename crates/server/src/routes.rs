@@ -23,38 +23,43 @@ pub struct AppState {
 }
 
 pub(crate) struct StateInner {
-    pub engine: Engine,
-    /// The id `/v1/models` lists and responses carry.
-    pub model_id: String,
+    /// The embedded model, when a tier runs one.
+    pub local: Option<LocalTier>,
     pub created: u64,
-    /// The embedded tier's name in the configuration (`local` without one).
-    pub local_tier: String,
     /// Remote tiers, reached when a request's `model` names one of them or a fallback leads
     /// there.
     pub remotes: Vec<Arc<RemoteTier>>,
 }
 
+/// The tier the embedded engine serves.
+pub struct LocalTier {
+    pub engine: Engine,
+    /// The id `/v1/models` lists and responses carry.
+    pub model_id: String,
+    /// The tier's name in the configuration (`local` without one).
+    pub name: String,
+}
+
 impl AppState {
+    /// The embedded engine alone, as tier `local`.
     pub fn new(engine: Engine, model_id: impl Into<String>) -> Self {
-        AppState::with_tiers(engine, model_id, "local", Vec::new())
+        let local = LocalTier {
+            engine,
+            model_id: model_id.into(),
+            name: "local".into(),
+        };
+        AppState::with_tiers(Some(local), Vec::new())
     }
 
-    /// The embedded engine as tier `local_tier`, plus remote tiers.
-    pub fn with_tiers(
-        engine: Engine,
-        model_id: impl Into<String>,
-        local_tier: impl Into<String>,
-        remotes: Vec<RemoteTier>,
-    ) -> Self {
+    /// The embedded tier, if one is configured, plus remote tiers.
+    pub fn with_tiers(local: Option<LocalTier>, remotes: Vec<RemoteTier>) -> Self {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         AppState {
             inner: Arc::new(StateInner {
-                engine,
-                model_id: model_id.into(),
+                local,
                 created,
-                local_tier: local_tier.into(),
                 remotes: remotes.into_iter().map(Arc::new).collect(),
             }),
         }
@@ -78,16 +83,15 @@ impl AppState {
     }
 
     pub(crate) fn is_local_tier(&self, name: &str) -> bool {
-        name == self.inner.local_tier
+        self.inner.local.as_ref().is_some_and(|l| l.name == name)
     }
 
     /// Whether a request's `model` names what this server answers with: its id, the embedded
     /// tier's name, or the tier words `local` and `auto`.
     pub(crate) fn answers_to(&self, model: &str) -> bool {
-        model == self.inner.model_id
-            || model == self.inner.local_tier
-            || model == "local"
-            || model == "auto"
+        self.inner.local.as_ref().is_some_and(|l| {
+            model == l.model_id || model == l.name || model == "local" || model == "auto"
+        })
     }
 }
 
@@ -115,13 +119,17 @@ pub async fn serve(
         .await
 }
 
-fn model_object(state: &AppState) -> ModelObject {
-    ModelObject::new(state.inner.model_id.clone(), state.inner.created)
+fn model_object(state: &AppState) -> Option<ModelObject> {
+    let local = state.inner.local.as_ref()?;
+    Some(ModelObject::new(
+        local.model_id.clone(),
+        state.inner.created,
+    ))
 }
 
 /// The embedded model, then each upstream tier by name and by its model.
 fn model_objects(state: &AppState) -> Vec<ModelObject> {
-    let mut list = vec![model_object(state)];
+    let mut list: Vec<ModelObject> = model_object(state).into_iter().collect();
     for t in &state.inner.remotes {
         for id in [t.name(), t.model()] {
             if !list.iter().any(|m| m.id == id) {
@@ -142,8 +150,10 @@ async fn get_model(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelObject>, ApiError> {
-    if state.answers_to(&id) {
-        return Ok(Json(model_object(&state)));
+    if state.answers_to(&id)
+        && let Some(m) = model_object(&state)
+    {
+        return Ok(Json(m));
     }
     model_objects(&state)
         .into_iter()
@@ -153,13 +163,23 @@ async fn get_model(
 }
 
 async fn health(State(state): State<AppState>) -> Json<Value> {
-    let info = state.inner.engine.info();
+    let tiers: Vec<Value> = state
+        .inner
+        .remotes
+        .iter()
+        .map(|t| json!({"tier": t.name(), "model": t.model(), "circuit": t.circuit().as_str()}))
+        .collect();
+    let Some(local) = &state.inner.local else {
+        return Json(json!({"status": "ok", "model": null, "remotes": tiers}));
+    };
+    let info = local.engine.info();
     Json(json!({
         "status": "ok",
-        "model": state.inner.model_id,
+        "model": local.model_id,
         "architecture": info.architecture,
         "n_ctx": info.n_ctx,
         "threads": info.threads,
+        "remotes": tiers,
     }))
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use smallfirst_router::{BackendConfig, Config, RemoteTier, remote};
-use smallfirst_server::{AppState, serve};
+use smallfirst_server::{AppState, LocalTier, serve};
 
 use super::ModelArgs;
 
@@ -71,11 +71,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })?,
     };
     let port = args.port.unwrap_or(config.server.port);
-    let (name, engine) = super::load_engine(&model)?;
-    let info = engine.info().clone();
-    if engine.template().is_fallback() {
-        tracing::warn!(model = %name, "the model has no chat template; prompts use ChatML");
-    }
+    // A configuration of remote tiers only loads no model, unless one is asked for here.
+    let wants_engine = args.config.is_none() || embedded.is_some() || args.model.model.is_some();
+    let local = if wants_engine {
+        let (name, engine) = super::load_engine(&model)?;
+        if engine.template().is_fallback() {
+            tracing::warn!(model = %name, "the model has no chat template; prompts use ChatML");
+        }
+        Some(LocalTier {
+            engine,
+            model_id: name,
+            name: local_tier,
+        })
+    } else {
+        None
+    };
     if !host.is_loopback() {
         tracing::warn!(host = %host, "binding a non-loopback address: the API has no authentication yet");
     }
@@ -85,18 +95,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        let local = listener.local_addr().context("no local address")?;
-        tracing::info!(
-            model = %name,
-            arch = %info.architecture,
-            n_ctx = info.n_ctx,
-            threads = info.threads,
-            "listening on http://{local}/v1"
-        );
+        let addr = listener.local_addr().context("no local address")?;
+        match &local {
+            Some(l) => {
+                let info = l.engine.info();
+                tracing::info!(
+                    tier = %l.name,
+                    model = %l.model_id,
+                    arch = %info.architecture,
+                    n_ctx = info.n_ctx,
+                    threads = info.threads,
+                    "listening on http://{addr}/v1"
+                );
+            }
+            None => tracing::info!("listening on http://{addr}/v1 (no embedded model)"),
+        }
         for t in &remotes {
             tracing::info!(tier = %t.name(), model = %t.model(), fallback = ?t.fallback(), "remote tier");
         }
-        let state = AppState::with_tiers(engine, name, local_tier, remotes);
+        let state = AppState::with_tiers(local, remotes);
         serve(listener, state, shutdown_signal())
             .await
             .context("server failed")
