@@ -6,8 +6,13 @@
 //!   it is local, and its fallback. Errors ([`ConfigError`]) name the field path and line.
 //! - [`OpenAiUpstream`] ([`upstream`]): an OpenAI-compatible server reached over pooled HTTP,
 //!   requests and answers passed through with only `model` changed.
+//! - [`anthropic`] and [`gemini`]: Anthropic's Messages API and Google's Gemini API, each with
+//!   its `wire` translation (`to_wire`, `from_wire`, a `Stream` of chunks, `error_from_wire`)
+//!   between their formats and OpenAI's. [`Meta`] and [`WireError`] ([`wire`]) are shared.
 
+pub mod anthropic;
 pub mod config;
+pub mod gemini;
 pub mod upstream;
 pub mod wire;
 
