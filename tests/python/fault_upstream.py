@@ -4,11 +4,20 @@ upstream answers the n-th request for `<key>` with the n-th step of that key's s
 step repeats) and records every request it gets."""
 
 import json
+import os
 import socket
 import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "router", "tests", "fixtures")
+
+
+def fixture(provider, name):
+    with open(os.path.join(FIXTURES, provider, name), "rb") as f:
+        return f.read()
 
 
 def completion(key):
@@ -29,6 +38,7 @@ class Upstream:
     def __init__(self, scripts):
         self.scripts = scripts
         self.log = []  # (key, monotonic time, parsed body)
+        self.seen = []  # (key, path, headers)
         self.lock = threading.Lock()
         upstream = self
 
@@ -45,6 +55,7 @@ class Upstream:
                 with upstream.lock:
                     n = sum(1 for k, _, _ in upstream.log if k == key)
                     upstream.log.append((key, time.monotonic(), json.loads(body or b"null")))
+                    upstream.seen.append((key, self.path, dict(self.headers)))
                 script = upstream.scripts.get(key, ["ok"])
                 step = script[min(n, len(script) - 1)]
                 self.streaming = bool((json.loads(body or b"{}") or {}).get("stream"))
@@ -134,6 +145,33 @@ class Upstream:
             def step_sse_early(self, key):
                 self.stream_head()
 
+            def replay(self, provider, name, streaming):
+                """A provider's documented answer, from the translation fixtures."""
+                if streaming:
+                    self.stream_head()
+                    self.wfile.write(fixture(provider, f"{name}.sse"))
+                else:
+                    self.send(200, fixture(provider, f"{name}.wire-response.json"))
+
+            def step_anthropic(self, key):
+                tools = bool(upstream.log[-1][2].get("tools"))
+                self.replay("anthropic", "tool_use" if tools else ("text" if self.streaming else "basic"),
+                            self.streaming)
+
+            def step_anthropic_overloaded(self, key):
+                self.send(529, b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}')
+
+            def step_anthropic_error_event(self, key):
+                self.stream_head()
+                self.wfile.write(fixture("anthropic", "error.sse"))
+
+            def step_gemini(self, key):
+                tools = bool(upstream.log[-1][2].get("tools"))
+                self.replay("gemini", "function_call" if tools else "text", ":streamGenerateContent" in self.path)
+
+            def step_gemini_exhausted(self, key):
+                self.send(429, fixture("gemini", "resource_exhausted.wire-error.json"))
+
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
@@ -145,6 +183,13 @@ class Upstream:
     def requests(self, key):
         with self.lock:
             return [(t, body) for k, t, body in self.log if k == key]
+
+    def last(self, key):
+        """The path, headers and body of the last request for `key`."""
+        with self.lock:
+            path, headers = next((p, h) for k, p, h in reversed(self.seen) if k == key)
+            body = next(b for k, _, b in reversed(self.log) if k == key)
+        return path, {k.lower(): v for k, v in headers.items()}, body
 
     def close(self):
         self.server.shutdown()

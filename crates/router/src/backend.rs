@@ -143,6 +143,10 @@ impl BackendError {
                 source: WireError::Unsupported { .. },
                 ..
             } => "unsupported_value",
+            BackendError::Wire {
+                source: WireError::Upstream { .. },
+                ..
+            } => "upstream_error",
             BackendError::Wire { .. } => "upstream_malformed",
             BackendError::StreamBroken { .. } => "upstream_stream_broken",
             BackendError::CircuitOpen { .. } => "upstream_circuit_open",

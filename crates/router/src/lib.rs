@@ -8,27 +8,35 @@
 //! - [`Backend`] ([`backend`]): one try at a chat completion against a provider, answered in
 //!   OpenAI's format ([`Answer`]) or failed with a [`BackendError`] that says whether it is
 //!   retryable. [`OpenAiBackend`] ([`openai`]) passes requests through to any
-//!   OpenAI-compatible server; all backends share the pooled HTTP and deadlines of `http`.
+//!   OpenAI-compatible server; [`anthropic`] and [`gemini`] translate with their `wire`
+//!   modules (`to_wire`, `from_wire`, a `Stream` of chunks, `error_from_wire`), pure and
+//!   tested against fixtures. All backends share the pooled HTTP and deadlines of `http`.
 //! - [`RemoteTier`] ([`remote`]): a backend behind retries with backoff, a [`Breaker`]
 //!   ([`breaker`]) and a total deadline; [`remote::build`] is the one place a backend kind
 //!   becomes a running backend.
-//! - [`sse`]: server-sent events read incrementally; [`wire`]: what provider translations share.
+//! - [`sse`]: server-sent events read incrementally; [`wire`]: what translations share
+//!   ([`Meta`], [`WireError`]).
 
+pub mod anthropic;
 pub mod backend;
 pub mod breaker;
 pub mod config;
+pub mod gemini;
 mod http;
 pub mod openai;
 pub mod remote;
 mod secret;
 pub mod sse;
+mod translated;
 pub mod wire;
 
+pub use anthropic::AnthropicBackend;
 pub use backend::{Answer, AnswerStream, Backend, BackendError};
 pub use breaker::{Breaker, Circuit};
 pub use config::{
     BackendConfig, Capabilities, Config, ConfigError, Faults, Prices, Remote, ServerConfig, Tier,
 };
+pub use gemini::GeminiBackend;
 pub use openai::OpenAiBackend;
 pub use remote::RemoteTier;
 pub use secret::Secret;

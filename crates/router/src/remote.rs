@@ -11,9 +11,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use crate::anthropic::AnthropicBackend;
 use crate::backend::{Answer, Backend, BackendError};
 use crate::breaker::{Breaker, Circuit};
 use crate::config::{BackendConfig, Faults, Tier};
+use crate::gemini::GeminiBackend;
 use crate::openai::OpenAiBackend;
 
 /// A remote tier, ready to take requests.
@@ -33,12 +35,8 @@ pub fn build(tier: &Tier) -> Result<Option<RemoteTier>, BackendError> {
     let backend: Arc<dyn Backend> = match &tier.backend {
         BackendConfig::Embedded { .. } => return Ok(None),
         BackendConfig::OpenAi(r) => Arc::new(OpenAiBackend::new(&tier.name, r, f)?),
-        BackendConfig::Anthropic(_) | BackendConfig::Gemini(_) => {
-            return Err(BackendError::Client {
-                tier: tier.name.clone(),
-                reason: format!("backend `{}` is not served yet", tier.backend.kind()),
-            });
-        }
+        BackendConfig::Anthropic(r) => Arc::new(AnthropicBackend::new(&tier.name, r, f)?),
+        BackendConfig::Gemini(r) => Arc::new(GeminiBackend::new(&tier.name, r, f)?),
     };
     Ok(Some(RemoteTier::new(tier, backend)))
 }

@@ -5,6 +5,8 @@
 //! provider's response or stream event in, OpenAI objects out (`from_wire`). HTTP, retries and
 //! deadlines are elsewhere, so each translation is tested offline against documented examples.
 
+use serde_json::{Value, json};
+
 /// Why a translation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -27,4 +29,136 @@ pub struct Meta {
     pub id: String,
     /// Unix seconds.
     pub created: u64,
+}
+
+/// A `data:` URL's media type and base64 payload; `None` for any other URL, and for a `data:`
+/// URL whose payload is not marked base64 (both providers take only base64 inline data).
+pub(crate) fn data_url(url: &str) -> Option<(&str, &str)> {
+    let (head, data) = url.strip_prefix("data:")?.split_once(',')?;
+    let head = head.strip_suffix(";base64")?;
+    let mime = head.split(';').next().unwrap_or(head);
+    Some((mime, data))
+}
+
+/// An OpenAI error body.
+pub(crate) fn error_body(message: &str, kind: &str, code: Value) -> Value {
+    json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+}
+
+/// An OpenAI error body for an answer not in the provider's error shape (a proxy's HTML page,
+/// an empty body): the status, its OpenAI error type, and the start of what came.
+pub(crate) fn unrecognised_error(status: u16, body: &[u8]) -> Value {
+    const EXCERPT_CHARS: usize = 300;
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let message = if text.is_empty() {
+        format!("the upstream answered HTTP {status} with an empty body")
+    } else if text.chars().count() > EXCERPT_CHARS {
+        let excerpt: String = text.chars().take(EXCERPT_CHARS - 1).collect();
+        format!("the upstream answered HTTP {status}: {excerpt}…")
+    } else {
+        format!("the upstream answered HTTP {status}: {text}")
+    };
+    error_body(&message, status_kind(status), Value::Null)
+}
+
+/// OpenAI's error type for an HTTP status.
+fn status_kind(status: u16) -> &'static str {
+    match status {
+        400 | 413 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        500..=599 => "api_error",
+        _ => "upstream_error",
+    }
+}
+
+/// An OpenAI assistant message: `content` is null when the model wrote no text, and
+/// `tool_calls` is left out when it called nothing.
+pub(crate) fn assistant_message(content: Option<String>, tool_calls: Vec<Value>) -> Value {
+    let mut message = json!({"role": "assistant", "content": content});
+    if !tool_calls.is_empty() {
+        message["tool_calls"] = Value::Array(tool_calls);
+    }
+    message["refusal"] = Value::Null;
+    message
+}
+
+/// An OpenAI tool call; `arguments` is a JSON text, as OpenAI sends it.
+pub(crate) fn tool_call(id: &str, name: &str, arguments: String) -> Value {
+    json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})
+}
+
+/// What every chunk of one streamed completion shares.
+#[derive(Debug, Clone)]
+pub(crate) struct ChunkHead {
+    pub(crate) id: String,
+    pub(crate) created: u64,
+    pub(crate) model: String,
+}
+
+impl ChunkHead {
+    /// A `chat.completion.chunk` with one choice.
+    pub(crate) fn choice(&self, index: u64, delta: Value, finish_reason: Option<&str>) -> Value {
+        self.chunk(json!([{
+            "index": index,
+            "delta": delta,
+            "logprobs": null,
+            "finish_reason": finish_reason,
+        }]))
+    }
+
+    /// The last chunk of a stream whose client asked for usage: no choices.
+    pub(crate) fn usage(&self, usage: Value) -> Value {
+        let mut chunk = self.chunk(json!([]));
+        chunk["usage"] = usage;
+        chunk
+    }
+
+    fn chunk(&self, choices: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_urls_give_their_type_and_payload() {
+        assert_eq!(
+            data_url("data:image/png;base64,iVBO"),
+            Some(("image/png", "iVBO"))
+        );
+        assert_eq!(
+            data_url("data:image/svg+xml;charset=utf-8;base64,PHN2"),
+            Some(("image/svg+xml", "PHN2"))
+        );
+        assert_eq!(data_url("data:text/plain,hello"), None);
+        assert_eq!(data_url("https://example.com/a.png"), None);
+    }
+
+    #[test]
+    fn an_unrecognised_error_keeps_the_status_and_a_short_excerpt() {
+        let body = "x".repeat(1000);
+        let error = unrecognised_error(502, body.as_bytes());
+        let message = error["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("the upstream answered HTTP 502: xxx"));
+        assert!(message.chars().count() < 300 + 40);
+        assert_eq!(error["error"]["type"], "api_error");
+        let empty = unrecognised_error(429, b"");
+        assert_eq!(
+            empty["error"]["message"],
+            "the upstream answered HTTP 429 with an empty body"
+        );
+        assert_eq!(empty["error"]["type"], "rate_limit_error");
+    }
 }

@@ -1,0 +1,105 @@
+//! Anthropic's Messages API as a tier: a client speaks OpenAI Chat Completions, Claude answers.
+//!
+//! [`wire`] translates requests, responses, stream events and error bodies; this module sends
+//! them (`POST {base_url}/messages`, `x-api-key`, `anthropic-version`).
+
+pub mod wire;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::time::Instant;
+use url::Url;
+
+use crate::Secret;
+use crate::backend::{Answer, Backend, BackendError, BoxFuture, primed};
+use crate::config::{Faults, Remote};
+use crate::http::{Http, endpoint};
+use crate::sse::SseEvent;
+use crate::translated::{self, Events};
+use crate::wire::WireError;
+
+/// The API version the translation is written against.
+const VERSION: &str = "2023-06-01";
+
+#[derive(Debug)]
+pub struct AnthropicBackend {
+    model: String,
+    endpoint: Url,
+    key: Option<Secret>,
+    http: Http,
+}
+
+impl AnthropicBackend {
+    pub fn new(tier: &str, remote: &Remote, faults: &Faults) -> Result<Self, BackendError> {
+        Ok(AnthropicBackend {
+            model: remote.model.clone(),
+            endpoint: endpoint(&remote.base_url, "messages"),
+            key: Secret::from_env(tier, remote.api_key_env.as_deref())?,
+            http: Http::new(tier, faults)?,
+        })
+    }
+
+    async fn try_chat(&self, request: &Bytes, deadline: Instant) -> Result<Answer, BackendError> {
+        let tier = self.http.tier();
+        let (request, stream, include_usage) = translated::read_request(request)?;
+        let body = wire::to_wire(&request, &self.model).map_err(|source| BackendError::Wire {
+            tier: tier.into(),
+            source,
+        })?;
+        let mut post = self
+            .http
+            .post(self.endpoint.clone())
+            .header("content-type", "application/json")
+            .header("anthropic-version", VERSION)
+            .body(translated::to_bytes(tier, &body)?);
+        if let Some(key) = &self.key {
+            post = post.header("x-api-key", key.expose());
+        }
+        let response = self
+            .http
+            .send(post, deadline, wire::error_from_wire)
+            .await?;
+        let meta = translated::meta();
+        if stream {
+            let chunks = self.http.chunks(response, deadline);
+            let events = StreamEvents(wire::Stream::new(meta, include_usage));
+            return primed(tier, translated::stream(tier, chunks, events)).await;
+        }
+        let answer = translated::parse_answer(tier, &self.http.body(response, deadline).await?)?;
+        let completion = wire::from_wire(&answer, &meta).map_err(|source| BackendError::Wire {
+            tier: tier.into(),
+            source,
+        })?;
+        Ok(Answer::Json(translated::to_bytes(tier, &completion)?))
+    }
+}
+
+impl Backend for AnthropicBackend {
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn chat<'a>(
+        &'a self,
+        request: &'a Bytes,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<Answer, BackendError>> {
+        Box::pin(self.try_chat(request, deadline))
+    }
+}
+
+struct StreamEvents(wire::Stream);
+
+impl Events for StreamEvents {
+    fn event(&mut self, event: &SseEvent) -> Result<Vec<Value>, WireError> {
+        let data: Value = serde_json::from_str(&event.data)
+            .map_err(|e| WireError::Malformed(format!("an event that is not JSON: {e}")))?;
+        // The event's name is in `event:` and repeated in the data's `type`.
+        let name = event
+            .name
+            .as_deref()
+            .or_else(|| data["type"].as_str())
+            .unwrap_or("");
+        self.0.event(name, &data)
+    }
+}
