@@ -200,7 +200,9 @@ mod tests {
                     message: "Overloaded".into(),
                 }),
                 "stop" => Ok(vec![json!({"choices": [{"finish_reason": "stop"}]})]),
-                "role" => Ok(vec![json!({"choices": [{"delta": {"role": "assistant", "content": ""}, "finish_reason": null}]})]),
+                "role" => Ok(vec![
+                    json!({"choices": [{"delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}),
+                ]),
                 text => Ok(vec![
                     json!({"choices": [{"delta": {"content": text}, "finish_reason": null}]}),
                 ]),
@@ -246,13 +248,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_failure_before_any_content_lets_nothing_out() {
-        for parts in [&["data: role\n\n", "data: bad\n\n"][..], &["data: role\n\n"][..]] {
+        for parts in [
+            &["data: role\n\n", "data: bad\n\n"][..],
+            &["data: role\n\n"][..],
+        ] {
             let (text, err) = run(parts).await;
             assert!(text.is_empty(), "{text}");
             assert!(err.is_some());
         }
         let (text, err) = run(&["data: role\n\ndata: x\n\n", "data: stop\n\n"]).await;
         assert_eq!(err, None);
-        assert!(text.starts_with("data: {\"choices\":[{\"delta\":{\"role\""), "{text}");
+        assert!(
+            text.starts_with("data: {\"choices\":[{\"delta\":{\"role\""),
+            "{text}"
+        );
     }
 }
