@@ -1,5 +1,6 @@
 """The CLI as a user meets it: one-line errors with a hint, non-zero exit."""
 
+import json
 import socket
 import subprocess
 
@@ -77,10 +78,15 @@ def test_chat_schema_and_tools(binary, tmp_path):
 def test_config_check_explains_mistakes(binary, tmp_path):
     good = tmp_path / "smallfirst.toml"
     good.write_text('[tiers.local]\nbackend = "embedded"\n\n[tiers.frontier]\nbackend = "openai"\nmodel = "m"\n'
-                    'base_url = "http://127.0.0.1:9/v1"\ncontext_window = 8192\nfallback = "local"\n')
+                    'base_url = "http://127.0.0.1:9/v1"\ncontext_window = 8192\nfallback = "local"\n'
+                    'retry = { attempts = 2 }\ntimeouts = { first_byte = 30 }\n')
     r = run(binary, "config", "check", str(good))
     assert r.returncode == 0, r.stderr
     assert "2 tiers" in r.stdout and "falls back to `local`" in r.stdout
+    assert "2 tries, deadlines 10/30/600 s" in r.stdout, r.stdout
+    r = run(binary, "config", "check", str(good), "--json")
+    frontier = next(t for t in json.loads(r.stdout)["tiers"] if t["name"] == "frontier")
+    assert frontier["faults"]["retry"]["attempts"] == 2 and frontier["faults"]["timeouts"]["first_byte"] == 30
 
     bad = tmp_path / "bad.toml"
     bad.write_text('[tiers.local]\nbackend = "embedded"\n\n[tiers.frontier]\nbackend = "openai"\nmodel = "m"\n'
@@ -89,3 +95,10 @@ def test_config_check_explains_mistakes(binary, tmp_path):
     assert r.returncode != 0
     line = r.stderr.strip()
     assert line.count("\n") == 0 and f"{bad}:8:" in line and "tiers.frontier.context_windw" in line, line
+
+    bad.write_text('[tiers.frontier]\nbackend = "anthropic"\nmodel = "m"\nbase_url = "https://x.test/v1"\n'
+                   'context_window = 8192\n\n[tiers.frontier.breaker]\nfailures = 3\ncooldown = 0\n')
+    r = run(binary, "config", "check", str(bad))
+    line = r.stderr.strip()
+    assert r.returncode != 0 and f"{bad}:9:" in line and "tiers.frontier.breaker.cooldown" in line, line
+    assert "positive number of seconds" in line, line

@@ -3,6 +3,7 @@ retries with backoff and `Retry-After`, failover down the fallback chain (to the
 too), the circuit breaker, and the connect / first-byte / total deadlines — through the `openai`
 SDK where a client would see them."""
 
+import socket
 import time
 
 import httpx
@@ -42,13 +43,28 @@ def upstream():
 
 
 @pytest.fixture(scope="module")
-def gateway(binary, tmp_path_factory, upstream):
+def blackhole():
+    """A loopback port that never completes a connection: its listen queue (backlog 0) is
+    already full, so the kernel drops further SYNs."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    filler = socket.create_connection(srv.getsockname())
+    yield srv.getsockname()[1]
+    filler.close()
+    srv.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(binary, tmp_path_factory, upstream, blackhole):
     log_dir = tmp_path_factory.mktemp("faults")
     config = log_dir / "smallfirst.toml"
     text = f'[tiers.local]\nbackend = "embedded"\nmodel = "{model_path()}"\nthreads = 1\nctx = 512\n'
     for key, (_, extra) in TIERS.items():
         text += (f'\n[tiers.{key}]\nbackend = "openai"\nmodel = "mock-{key}"\nbase_url = "{upstream.base(key)}"\n'
                  f'context_window = 4096\n{extra}\n')
+    text += (f'\n[tiers.unanswered]\nbackend = "openai"\nmodel = "m"\nbase_url = "http://127.0.0.1:{blackhole}/v1"\n'
+             f'context_window = 4096\nretry = {{ attempts = 1 }}\ntimeouts = {{ connect = 0.5 }}\n')
     config.write_text(text)
     proc, base = spawn(binary, ["--config", str(config)], log_dir)
     yield base
@@ -113,6 +129,16 @@ def test_an_open_circuit_lets_a_probe_through_after_its_cooldown(gateway, upstre
     ok = httpx.post(url, json=body)
     assert ok.status_code == 200, ok.text
     assert len(upstream.requests("probed")) == 3
+
+
+def test_a_connection_that_never_opens_hits_the_connect_deadline(client):
+    start = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model="unanswered", messages=HELLO)
+    assert e.value.status_code == 504
+    assert e.value.body["code"] == "upstream_timeout"
+    assert "no connection" in e.value.body["message"]
+    assert time.monotonic() - start < 3
 
 
 def test_a_hung_upstream_hits_the_first_byte_deadline(client):

@@ -106,6 +106,14 @@ def test_structured_output_and_tools_pass_through(gw_client):
     jsonschema.validate(json.loads(r.choices[0].message.tool_calls[0].function.arguments), schema)
 
 
+def test_logprobs_pass_through(gw_client):
+    r = gw_client.chat.completions.create(model="frontier", messages=HELLO, max_tokens=4, temperature=0,
+                                          logprobs=True, top_logprobs=2)
+    content = r.choices[0].logprobs.content
+    assert content and all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in content)
+    assert "".join(t.token for t in content) == r.choices[0].message.content
+
+
 def test_upstream_errors_keep_their_shape_and_status(gw_client):
     with pytest.raises(openai.BadRequestError) as e:
         gw_client.chat.completions.create(model="frontier", messages=HELLO, temperature=9)

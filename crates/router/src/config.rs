@@ -137,6 +137,16 @@ impl BackendConfig {
         }
     }
 
+    /// Where and how an upstream tier is reached; `None` for the embedded one.
+    pub fn remote(&self) -> Option<&Remote> {
+        match self {
+            BackendConfig::Embedded { .. } => None,
+            BackendConfig::OpenAi(r) | BackendConfig::Anthropic(r) | BackendConfig::Gemini(r) => {
+                Some(r)
+            }
+        }
+    }
+
     /// The model the tier answers with.
     pub fn model(&self) -> &str {
         match self {

@@ -27,6 +27,7 @@ pub(crate) type ErrorMapper = fn(u16, &[u8]) -> serde_json::Value;
 pub(crate) struct Http {
     tier: String,
     client: reqwest::Client,
+    connect: Duration,
     first_byte: Duration,
 }
 
@@ -47,6 +48,7 @@ impl Http {
         Ok(Http {
             tier: tier.into(),
             client,
+            connect: faults.connect_timeout,
             first_byte: faults.first_byte_timeout,
         })
     }
@@ -72,10 +74,16 @@ impl Http {
         let response = tokio::time::timeout(limit, self.client.execute(request))
             .await
             .map_err(|_| self.timeout(what, limit))?
-            .map_err(|e| BackendError::Unreachable {
-                tier: self.tier.clone(),
-                url,
-                reason: error_chain(&e),
+            .map_err(|e| {
+                if e.is_connect() && e.is_timeout() {
+                    self.timeout("no connection", self.connect)
+                } else {
+                    BackendError::Unreachable {
+                        tier: self.tier.clone(),
+                        url,
+                        reason: error_chain(&e),
+                    }
+                }
             })?;
         let status = response.status().as_u16();
         if response.status().is_success() {

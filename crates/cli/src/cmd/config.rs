@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use smallfirst_router::{BackendConfig, Config, Tier};
+use smallfirst_router::{Config, Tier};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -54,21 +54,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn api_key_env(tier: &Tier) -> Option<&str> {
-    match &tier.backend {
-        BackendConfig::Embedded { .. } => None,
-        BackendConfig::OpenAi(r) | BackendConfig::Anthropic(r) | BackendConfig::Gemini(r) => {
-            r.api_key_env.as_deref()
-        }
-    }
+    tier.backend.remote()?.api_key_env.as_deref()
 }
 
 fn describe(tier: &Tier) -> String {
-    let place = match &tier.backend {
-        BackendConfig::Embedded { .. } => "in-process".to_string(),
-        BackendConfig::OpenAi(r) | BackendConfig::Anthropic(r) | BackendConfig::Gemini(r) => {
-            r.base_url.to_string()
-        }
-    };
+    let place = tier
+        .backend
+        .remote()
+        .map_or("in-process".to_string(), |r| r.base_url.to_string());
     let mut s = format!(
         "{}: {} `{}` ({place}), {}",
         tier.name,
@@ -89,6 +82,19 @@ fn describe(tier: &Tier) -> String {
     if let Some(f) = &tier.fallback {
         s.push_str(&format!(", falls back to `{f}`"));
     }
+    if tier.backend.remote().is_some() {
+        let f = &tier.faults;
+        s.push_str(&format!(
+            "; {} tr{}, deadlines {}/{}/{} s (connect/first byte/total), circuit opens after {} failures for {} s",
+            f.attempts,
+            if f.attempts == 1 { "y" } else { "ies" },
+            f.connect_timeout.as_secs_f64(),
+            f.first_byte_timeout.as_secs_f64(),
+            f.total_timeout.as_secs_f64(),
+            f.breaker_failures,
+            f.breaker_cooldown.as_secs_f64(),
+        ));
+    }
     s
 }
 
@@ -97,12 +103,17 @@ fn to_json(config: &Config) -> serde_json::Value {
         .tiers
         .iter()
         .map(|t| {
-            let (base_url, api_key_env) = match &t.backend {
-                BackendConfig::Embedded { .. } => (None, None),
-                BackendConfig::OpenAi(r) | BackendConfig::Anthropic(r) | BackendConfig::Gemini(r) => {
-                    (Some(r.base_url.to_string()), r.api_key_env.clone())
-                }
-            };
+            let remote = t.backend.remote();
+            let base_url = remote.map(|r| r.base_url.to_string());
+            let api_key_env = remote.and_then(|r| r.api_key_env.clone());
+            let f = &t.faults;
+            let faults = remote.map(|_| {
+                serde_json::json!({
+                    "retry": {"attempts": f.attempts, "backoff": f.backoff.as_secs_f64(), "max_backoff": f.max_backoff.as_secs_f64()},
+                    "timeouts": {"connect": f.connect_timeout.as_secs_f64(), "first_byte": f.first_byte_timeout.as_secs_f64(), "total": f.total_timeout.as_secs_f64()},
+                    "breaker": {"failures": f.breaker_failures, "cooldown": f.breaker_cooldown.as_secs_f64()},
+                })
+            });
             serde_json::json!({
                 "name": t.name,
                 "backend": t.backend.kind(),
@@ -114,6 +125,7 @@ fn to_json(config: &Config) -> serde_json::Value {
                 "prices": {"input": t.prices.input, "cached_input": t.prices.cached_input, "output": t.prices.output},
                 "capabilities": {"tools": t.capabilities.tools, "json_schema": t.capabilities.json_schema, "vision": t.capabilities.vision},
                 "fallback": t.fallback,
+                "faults": faults,
             })
         })
         .collect();
