@@ -11,8 +11,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::backend::{AnswerStream, BackendError};
-use crate::http::Chunks;
+use tokio::time::Instant;
+
+use crate::backend::{Answer, AnswerStream, BackendError, primed};
+use crate::http::{Chunks, Http};
 use crate::sse::{SseEvent, SseParser};
 use crate::wire::{Meta, WireError};
 
@@ -53,14 +55,6 @@ pub(crate) fn read_request(request: &[u8]) -> Result<(Value, bool, bool), Backen
     Ok((v, stream, usage))
 }
 
-/// A whole provider answer parsed, or the try fails as malformed.
-pub(crate) fn parse_answer(tier: &str, body: &[u8]) -> Result<Value, BackendError> {
-    serde_json::from_slice(body).map_err(|e| BackendError::Wire {
-        tier: tier.into(),
-        source: WireError::Malformed(format!("not JSON: {e}")),
-    })
-}
-
 pub(crate) fn to_bytes(tier: &str, value: &Value) -> Result<Bytes, BackendError> {
     serde_json::to_vec(value)
         .map(Bytes::from)
@@ -68,6 +62,32 @@ pub(crate) fn to_bytes(tier: &str, value: &Value) -> Result<Bytes, BackendError>
             tier: tier.into(),
             source: WireError::Malformed(e.to_string()),
         })
+}
+
+/// A provider's successful response as an OpenAI answer: a stream translated event by event
+/// (`events`), or a whole answer translated by `whole`.
+pub(crate) async fn answer<E: Events>(
+    http: &Http,
+    response: reqwest::Response,
+    deadline: Instant,
+    stream: Option<E>,
+    whole: impl FnOnce(&Value) -> Result<Value, WireError>,
+) -> Result<Answer, BackendError> {
+    let tier = http.tier();
+    if let Some(events) = stream {
+        let chunks = http.chunks(response, deadline);
+        return primed(tier, self::stream(tier, chunks, events)).await;
+    }
+    let body = http.body(response, deadline).await?;
+    let answer: Value = serde_json::from_slice(&body).map_err(|e| BackendError::Wire {
+        tier: tier.into(),
+        source: WireError::Malformed(format!("not JSON: {e}")),
+    })?;
+    let completion = whole(&answer).map_err(|source| BackendError::Wire {
+        tier: tier.into(),
+        source,
+    })?;
+    Ok(Answer::Json(to_bytes(tier, &completion)?))
 }
 
 /// The provider's SSE bytes as OpenAI SSE bytes, ending in `data: [DONE]` when a choice

@@ -128,6 +128,81 @@ impl ChunkHead {
     }
 }
 
+/// A string member of a JSON object.
+pub(crate) fn str_field<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    value.get(key).and_then(Value::as_str)
+}
+
+/// A request member the provider cannot express.
+pub(crate) fn unsupported(param: impl Into<String>, message: impl Into<String>) -> WireError {
+    WireError::Unsupported {
+        param: param.into(),
+        message: message.into(),
+    }
+}
+
+pub(crate) fn malformed(what: impl Into<String>) -> WireError {
+    WireError::Malformed(what.into())
+}
+
+/// A token count in a provider's usage object (`object` names it in errors); absent and null
+/// are the same.
+pub(crate) fn count(usage: &Value, object: &str, key: &str) -> Result<Option<u64>, WireError> {
+    match usage.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| malformed(format!("`{object}.{key}` is not a count"))),
+    }
+}
+
+/// One function tool of a request's `tools`, checked: its name, description and parameters.
+pub(crate) struct FunctionTool<'a> {
+    pub tool: &'a Value,
+    pub name: &'a str,
+    pub description: Option<&'a str>,
+    pub parameters: Option<&'a Value>,
+}
+
+/// A request's `tools`, each a function tool with a name, or an error naming the one that is
+/// not (`provider` says who refuses it).
+pub(crate) fn function_tools<'a>(
+    tools: &'a Value,
+    provider: &str,
+) -> Result<Vec<FunctionTool<'a>>, WireError> {
+    let tools = tools
+        .as_array()
+        .ok_or_else(|| unsupported("tools", "`tools` must be an array"))?;
+    tools
+        .iter()
+        .enumerate()
+        .map(|(k, tool)| {
+            if str_field(tool, "type").is_some_and(|t| t != "function") {
+                return Err(unsupported(
+                    format!("tools[{k}].type"),
+                    format!("{provider} takes only function tools here"),
+                ));
+            }
+            let function = tool.get("function");
+            let name = function.and_then(|f| str_field(f, "name")).ok_or_else(|| {
+                unsupported(
+                    format!("tools[{k}].function.name"),
+                    "a tool needs a function name",
+                )
+            })?;
+            Ok(FunctionTool {
+                tool,
+                name,
+                description: function.and_then(|f| str_field(f, "description")),
+                parameters: function
+                    .and_then(|f| f.get("parameters"))
+                    .filter(|p| !p.is_null()),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::Secret;
-use crate::backend::{Answer, Backend, BackendError, BoxFuture, primed};
+use crate::backend::{Answer, Backend, BackendError, BoxFuture};
 use crate::config::{Faults, Remote};
 use crate::http::{Http, endpoint};
 use crate::sse::SseEvent;
@@ -60,17 +60,11 @@ impl AnthropicBackend {
             .send(post, deadline, wire::error_from_wire)
             .await?;
         let meta = translated::meta();
-        if stream {
-            let chunks = self.http.chunks(response, deadline);
-            let events = StreamEvents(wire::Stream::new(meta, include_usage));
-            return primed(tier, translated::stream(tier, chunks, events)).await;
-        }
-        let answer = translated::parse_answer(tier, &self.http.body(response, deadline).await?)?;
-        let completion = wire::from_wire(&answer, &meta).map_err(|source| BackendError::Wire {
-            tier: tier.into(),
-            source,
-        })?;
-        Ok(Answer::Json(translated::to_bytes(tier, &completion)?))
+        let events = stream.then(|| StreamEvents(wire::Stream::new(meta.clone(), include_usage)));
+        translated::answer(&self.http, response, deadline, events, |answer| {
+            wire::from_wire(answer, &meta)
+        })
+        .await
     }
 }
 

@@ -11,7 +11,7 @@
 
 use serde_json::{Value, json};
 
-use crate::wire::{self, Meta, WireError};
+use crate::wire::{self, Meta, WireError, malformed, str_field, unsupported};
 
 mod request;
 mod stream;
@@ -114,16 +114,16 @@ impl Usage {
         if !usage.is_object() {
             return Err(malformed("`usage` is not an object"));
         }
-        if let Some(n) = count(usage, "input_tokens")? {
+        if let Some(n) = wire::count(usage, "usage", "input_tokens")? {
             self.input = n;
         }
-        if let Some(n) = count(usage, "output_tokens")? {
+        if let Some(n) = wire::count(usage, "usage", "output_tokens")? {
             self.output = n;
         }
-        if let Some(n) = count(usage, "cache_read_input_tokens")? {
+        if let Some(n) = wire::count(usage, "usage", "cache_read_input_tokens")? {
             self.cache_read = Some(n);
         }
-        if let Some(n) = count(usage, "cache_creation_input_tokens")? {
+        if let Some(n) = wire::count(usage, "usage", "cache_creation_input_tokens")? {
             self.cache_creation = Some(n);
         }
         Ok(())
@@ -148,30 +148,4 @@ impl Usage {
         }
         usage
     }
-}
-
-/// A count in a usage object; absent and null are the same.
-fn count(usage: &Value, key: &str) -> Result<Option<u64>, WireError> {
-    match usage.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| malformed(format!("`usage.{key}` is not a count"))),
-    }
-}
-
-fn str_field<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
-    value.get(key).and_then(Value::as_str)
-}
-
-fn unsupported(param: impl Into<String>, message: impl Into<String>) -> WireError {
-    WireError::Unsupported {
-        param: param.into(),
-        message: message.into(),
-    }
-}
-
-fn malformed(what: impl Into<String>) -> WireError {
-    WireError::Malformed(what.into())
 }

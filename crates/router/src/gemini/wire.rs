@@ -13,7 +13,7 @@
 
 use serde_json::{Value, json};
 
-use crate::wire::{self, Meta, WireError};
+use crate::wire::{self, Meta, WireError, malformed, str_field, unsupported};
 
 mod request;
 mod stream;
@@ -204,11 +204,13 @@ fn usage(metadata: Option<&Value>) -> Result<Value, WireError> {
         Some(m) if m.is_object() => m,
         Some(_) => return Err(malformed("`usageMetadata` is not an object")),
     };
-    let prompt = count(metadata, "promptTokenCount")?.unwrap_or(0);
-    let thoughts = count(metadata, "thoughtsTokenCount")?;
-    let completion = count(metadata, "candidatesTokenCount")?.unwrap_or(0) + thoughts.unwrap_or(0);
-    let total = count(metadata, "totalTokenCount")?.unwrap_or(prompt + completion);
-    let cached = count(metadata, "cachedContentTokenCount")?.unwrap_or(0);
+    let prompt = wire::count(metadata, "usageMetadata", "promptTokenCount")?.unwrap_or(0);
+    let thoughts = wire::count(metadata, "usageMetadata", "thoughtsTokenCount")?;
+    let completion = wire::count(metadata, "usageMetadata", "candidatesTokenCount")?.unwrap_or(0)
+        + thoughts.unwrap_or(0);
+    let total =
+        wire::count(metadata, "usageMetadata", "totalTokenCount")?.unwrap_or(prompt + completion);
+    let cached = wire::count(metadata, "usageMetadata", "cachedContentTokenCount")?.unwrap_or(0);
     let mut usage = json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -219,29 +221,4 @@ fn usage(metadata: Option<&Value>) -> Result<Value, WireError> {
         usage["completion_tokens_details"] = json!({"reasoning_tokens": thoughts});
     }
     Ok(usage)
-}
-
-fn count(metadata: &Value, key: &str) -> Result<Option<u64>, WireError> {
-    match metadata.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| malformed(format!("`usageMetadata.{key}` is not a count"))),
-    }
-}
-
-fn str_field<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
-    value.get(key).and_then(Value::as_str)
-}
-
-fn unsupported(param: impl Into<String>, message: impl Into<String>) -> WireError {
-    WireError::Unsupported {
-        param: param.into(),
-        message: message.into(),
-    }
-}
-
-fn malformed(what: impl Into<String>) -> WireError {
-    WireError::Malformed(what.into())
 }

@@ -329,39 +329,24 @@ fn collapse(blocks: Vec<Value>) -> Value {
 }
 
 fn wire_tools(tools: &Value) -> Result<Vec<Value>, WireError> {
-    let tools = tools
-        .as_array()
-        .ok_or_else(|| unsupported("tools", "`tools` must be an array"))?;
-    let mut out = Vec::with_capacity(tools.len());
-    for (k, tool) in tools.iter().enumerate() {
-        if str_field(tool, "type").is_some_and(|t| t != "function") {
-            return Err(unsupported(
-                format!("tools[{k}].type"),
-                "Anthropic takes only function tools here",
-            ));
-        }
-        let function = tool.get("function");
-        let name = function.and_then(|f| str_field(f, "name")).ok_or_else(|| {
-            unsupported(
-                format!("tools[{k}].function.name"),
-                "a tool needs a function name",
-            )
-        })?;
-        let mut wired = json!({"name": name});
-        if let Some(description) = function.and_then(|f| str_field(f, "description")) {
-            wired["description"] = description.into();
-        }
-        wired["input_schema"] = function
-            .and_then(|f| f.get("parameters"))
-            .filter(|p| !p.is_null())
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        if let Some(mark) = marker(tool).or_else(|| function.and_then(marker)) {
-            wired["cache_control"] = mark.clone();
-        }
-        out.push(wired);
-    }
-    Ok(out)
+    let tools = wire::function_tools(tools, "Anthropic")?;
+    Ok(tools
+        .into_iter()
+        .map(|t| {
+            let mut wired = json!({"name": t.name});
+            if let Some(description) = t.description {
+                wired["description"] = description.into();
+            }
+            wired["input_schema"] = t
+                .parameters
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+            if let Some(mark) = marker(t.tool).or_else(|| t.tool.get("function").and_then(marker)) {
+                wired["cache_control"] = mark.clone();
+            }
+            wired
+        })
+        .collect())
 }
 
 fn tool_choice(choice: Option<&Value>, parallel: Option<bool>) -> Result<Option<Value>, WireError> {

@@ -269,37 +269,20 @@ fn function_response(
 }
 
 fn function_declarations(tools: &Value) -> Result<Vec<Value>, WireError> {
-    let tools = tools
-        .as_array()
-        .ok_or_else(|| unsupported("tools", "`tools` must be an array"))?;
-    let mut declarations = Vec::with_capacity(tools.len());
-    for (k, tool) in tools.iter().enumerate() {
-        if str_field(tool, "type").is_some_and(|t| t != "function") {
-            return Err(unsupported(
-                format!("tools[{k}].type"),
-                "Gemini takes only function tools here",
-            ));
-        }
-        let function = tool.get("function");
-        let name = function.and_then(|f| str_field(f, "name")).ok_or_else(|| {
-            unsupported(
-                format!("tools[{k}].function.name"),
-                "a tool needs a function name",
-            )
-        })?;
-        let mut declaration = json!({"name": name});
-        if let Some(description) = function.and_then(|f| str_field(f, "description")) {
-            declaration["description"] = description.into();
-        }
-        if let Some(parameters) = function
-            .and_then(|f| f.get("parameters"))
-            .filter(|p| !p.is_null())
-        {
-            declaration["parametersJsonSchema"] = parameters.clone();
-        }
-        declarations.push(declaration);
-    }
-    Ok(declarations)
+    let tools = wire::function_tools(tools, "Gemini")?;
+    Ok(tools
+        .into_iter()
+        .map(|t| {
+            let mut declaration = json!({"name": t.name});
+            if let Some(description) = t.description {
+                declaration["description"] = description.into();
+            }
+            if let Some(parameters) = t.parameters {
+                declaration["parametersJsonSchema"] = parameters.clone();
+            }
+            declaration
+        })
+        .collect())
 }
 
 fn tool_config(choice: Option<&Value>) -> Result<Option<Value>, WireError> {
