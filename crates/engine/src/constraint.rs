@@ -38,6 +38,8 @@ pub enum Constraint {
     Json(Value),
     /// Text or tool calls, as the [`ToolSpec`] allows.
     Tools(ToolSpec),
+    /// Exactly one of these strings (a classification's labels), nothing around it.
+    Choice(Vec<String>),
 }
 
 impl Constraint {
@@ -50,6 +52,14 @@ impl Constraint {
         match self {
             Constraint::Json(schema) => {
                 TopLevelGrammar::from_json_schema(schema::with_layout(schema))
+            }
+            Constraint::Choice(options) => {
+                // Lark string literals take JSON's escapes.
+                let alternatives: Vec<String> = options
+                    .iter()
+                    .map(|o| serde_json::to_string(o).unwrap_or_default())
+                    .collect();
+                TopLevelGrammar::from_lark(format!("start: {}", alternatives.join(" | ")))
             }
             Constraint::Tools(spec) => {
                 let g = spec.grammar();
@@ -192,7 +202,7 @@ pub(crate) struct Guide {
 impl Guide {
     pub(crate) fn new(matcher: Matcher, constraint: &Constraint) -> Self {
         let text_allowed = match constraint {
-            Constraint::Json(_) => false,
+            Constraint::Json(_) | Constraint::Choice(_) => false,
             Constraint::Tools(spec) => {
                 !matches!(spec.choice, ToolChoice::Required | ToolChoice::Function(_))
             }

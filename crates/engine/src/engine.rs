@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, mpsc};
 use std::thread;
 
+use llama_cpp_2::model::LlamaModel;
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use crate::runner::Runner;
@@ -53,8 +54,10 @@ pub struct GenerateParams {
     pub stop: Vec<String>,
     /// `Some(n)`: report each token's log-probability and the `n` most likely alternatives.
     pub logprobs: Option<usize>,
-    /// A grammar the answer must follow (JSON schema, tool calls).
+    /// A grammar the answer must follow (JSON schema, tool calls, a choice of labels).
     pub constraint: Option<Constraint>,
+    /// Record, for each sampled token, its probability and the runner-up's ([`Done::trace`]).
+    pub confidence: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,11 +83,26 @@ pub struct Delta {
     pub logprobs: Vec<TokenLogprob>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Done {
     pub finish: FinishReason,
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
+    /// With [`GenerateParams::confidence`]: one entry per sampled token, in order.
+    pub trace: Vec<StepProb>,
+}
+
+/// One sampled token under the model's own distribution (raw logits, before penalties and
+/// temperature), renormalized over the tokens the constraint allowed at that step. Tokens the
+/// constraint forced are not sampled and have no entry: given the constraint they were certain.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepProb {
+    /// Where the token's text starts in the generated text, in bytes.
+    pub offset: u32,
+    /// The chosen token's probability.
+    pub p: f32,
+    /// The most likely other allowed token's probability (0 when none was allowed).
+    pub runner_up: f32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +162,10 @@ struct Inner {
     jobs: mpsc::Sender<Job>,
     info: ModelInfo,
     template: ChatTemplate,
+    /// For counting tokens without queueing behind generation on the engine thread.
+    model: Arc<LlamaModel>,
+    /// The BOS token's text when the model adds one, to avoid counting it twice.
+    bos_text: String,
 }
 
 impl Engine {
@@ -163,14 +185,32 @@ impl Engine {
                 path: PathBuf::new(),
                 reason: format!("cannot spawn the engine thread: {e}"),
             })?;
-        let (info, template) = ready_rx.recv().map_err(|_| EngineError::Stopped)??;
+        let (info, template, model) = ready_rx.recv().map_err(|_| EngineError::Stopped)??;
+        let vocab = model.vocab();
+        let bos_text = if vocab.should_add_bos() {
+            String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None)).into_owned()
+        } else {
+            String::new()
+        };
         Ok(Engine {
             inner: Arc::new(Inner {
                 jobs,
                 info,
                 template,
+                model,
+                bos_text,
             }),
         })
+    }
+
+    /// The tokens `prompt` (already rendered) takes, counted on the caller's thread.
+    pub fn count_tokens(&self, prompt: &str) -> usize {
+        let add_bos = self.inner.bos_text.is_empty() || !prompt.starts_with(&self.inner.bos_text);
+        self.inner
+            .model
+            .vocab()
+            .tokenize(prompt.as_bytes(), add_bos, true)
+            .len()
     }
 
     pub fn info(&self) -> &ModelInfo {

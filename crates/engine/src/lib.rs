@@ -26,7 +26,7 @@ pub mod tools;
 pub use constraint::Constraint;
 pub use engine::{
     BenchReport, BenchRun, Delta, Done, Engine, EngineConfig, Event, FinishReason, GenerateParams,
-    Generation, ModelInfo, TokenLogprob, default_threads,
+    Generation, ModelInfo, StepProb, TokenLogprob, default_threads,
 };
 pub use error::EngineError;
 pub use sampling::{Sampler, SamplingParams};

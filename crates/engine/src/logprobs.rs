@@ -8,6 +8,44 @@
 const LANES: usize = 16;
 
 /// `ln(sum(exp(x)))` over all of `x`, stable for any magnitude.
+/// The probability of `token` and of the most likely other token, over the tokens `allowed`
+/// (all, when `None`): the model's distribution renormalized to what a constraint lets through.
+pub fn choice_probs(
+    logits: &[f32],
+    token: usize,
+    allowed: Option<&dyn Fn(u32) -> bool>,
+) -> (f32, f32) {
+    let ok = |i: usize| allowed.is_none_or(|a| a(i as u32));
+    let mut max = f32::NEG_INFINITY;
+    let mut other = f32::NEG_INFINITY;
+    for (i, &l) in logits.iter().enumerate() {
+        if !ok(i) {
+            continue;
+        }
+        max = max.max(l);
+        if i != token {
+            other = other.max(l);
+        }
+    }
+    if !max.is_finite() {
+        return (1.0, 0.0);
+    }
+    let mut sum = 0.0f32;
+    for (i, &l) in logits.iter().enumerate() {
+        if ok(i) {
+            sum += (l - max).exp();
+        }
+    }
+    let lse = max + sum.ln();
+    let chosen = logits.get(token).map_or(0.0, |&l| (l - lse).exp());
+    let runner_up = if other.is_finite() {
+        (other - lse).exp()
+    } else {
+        0.0
+    };
+    (chosen, runner_up)
+}
+
 pub fn log_sum_exp(x: &[f32]) -> f32 {
     let m = max(x);
     if !m.is_finite() {

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::sync::{OnceLock, mpsc};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Instant;
 
 use llama_cpp_2::context::LlamaContext;
@@ -21,7 +21,7 @@ use crate::engine::{Job, context_size};
 use crate::text::{Released, TextStream};
 use crate::{
     BenchReport, BenchRun, ChatTemplate, Delta, Done, EngineConfig, EngineError, Event,
-    FinishReason, GenerateParams, ModelInfo, Sampler, SamplingParams, TokenLogprob,
+    FinishReason, GenerateParams, ModelInfo, Sampler, SamplingParams, StepProb, TokenLogprob,
     default_threads, logprobs,
 };
 
@@ -37,7 +37,7 @@ fn backend() -> Option<&'static LlamaBackend> {
         .as_ref()
 }
 
-type Ready = mpsc::SyncSender<Result<(ModelInfo, ChatTemplate), EngineError>>;
+type Ready = mpsc::SyncSender<Result<(ModelInfo, ChatTemplate, Arc<LlamaModel>), EngineError>>;
 
 pub(crate) struct Runner;
 
@@ -54,12 +54,15 @@ impl Runner {
             )));
             return;
         };
+        // Shared with the engine's handles, which tokenize with it from other threads: the
+        // model is immutable once loaded (llama-cpp-2 marks it `Send + Sync`); only the
+        // context is this thread's.
         let model = match LlamaModel::load_from_file(
             backend,
             &config.model_path,
             &LlamaModelParams::default(),
         ) {
-            Ok(m) => m,
+            Ok(m) => Arc::new(m),
             Err(e) => {
                 let _ = ready.send(Err(load_err(e.to_string())));
                 return;
@@ -82,7 +85,7 @@ impl Runner {
                 return;
             }
         };
-        let mut worker = Worker::new(&model, ctx, n_ctx);
+        let mut worker = Worker::new(&*model, ctx, n_ctx);
         let template = match worker.template() {
             Ok(t) => t,
             Err(e) => {
@@ -103,7 +106,10 @@ impl Runner {
             size_bytes: model.size(),
             threads,
         };
-        if ready.send(Ok((info, template))).is_err() {
+        if ready
+            .send(Ok((info, template, Arc::clone(&model))))
+            .is_err()
+        {
             return;
         }
         for job in jobs {
@@ -287,13 +293,26 @@ impl<'m> Worker<'m> {
         let mut mask_time = std::time::Duration::ZERO;
         let mut sampled = 0u32;
         let mut forced_total = 0usize;
+        let mut trace = Vec::new();
         let finish = 'generate: loop {
             if generated >= max_tokens {
                 break FinishReason::Length;
             }
             let logits = self.ctx.get_logits_ith(last);
+            let offset = stream.pushed_bytes() as u32;
             let token = match guide.as_mut() {
-                None => sampler.sample(logits),
+                None => {
+                    let token = sampler.sample(logits);
+                    if params.confidence {
+                        let (p, runner_up) = logprobs::choice_probs(logits, token as usize, None);
+                        trace.push(StepProb {
+                            offset,
+                            p,
+                            runner_up,
+                        });
+                    }
+                    token
+                }
                 Some(g) => {
                     let closing = max_tokens - generated <= reserve && g.steers_closed();
                     let t = Instant::now();
@@ -306,7 +325,18 @@ impl<'m> Worker<'m> {
                         .as_ref()
                         .filter(|_| closing)
                         .and_then(|g| g.closers().pick(logits, &allowed));
-                    closer.unwrap_or_else(|| sampler.sample_masked(logits, Some(allowed)))
+                    let token =
+                        closer.unwrap_or_else(|| sampler.sample_masked(logits, Some(allowed)));
+                    if params.confidence {
+                        let (p, runner_up) =
+                            logprobs::choice_probs(logits, token as usize, Some(&allowed));
+                        trace.push(StepProb {
+                            offset,
+                            p,
+                            runner_up,
+                        });
+                    }
+                    token
                 }
             };
             let entry = params.logprobs.map(|n| self.logprob(logits, token, n));
@@ -376,6 +406,7 @@ impl<'m> Worker<'m> {
             finish,
             prompt_tokens: tokens.len() as u32,
             completion_tokens: generated,
+            trace,
         }))
     }
 

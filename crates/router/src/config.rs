@@ -15,12 +15,17 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
+use crate::policy::PolicyConfig;
+use crate::policy_config::{RawPolicy, RawTask};
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: ServerConfig,
     /// In name order; names are unique.
     pub tiers: Vec<Tier>,
+    /// How `model: "auto"` requests are routed between the tiers.
+    pub policy: PolicyConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -214,6 +219,10 @@ impl Config {
                 fallback: None,
                 faults: Faults::default(),
             }],
+            policy: PolicyConfig {
+                threshold: crate::policy::DEFAULT_THRESHOLD,
+                ..PolicyConfig::default()
+            },
         }
     }
 
@@ -285,6 +294,10 @@ struct RawConfig {
     server: RawServer,
     #[serde(default)]
     tiers: BTreeMap<String, RawTier>,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    tasks: BTreeMap<String, RawTask>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -363,9 +376,9 @@ enum Capability {
 }
 
 /// A validation failure: field path, where it is, what is wrong.
-type Invalid = (String, Option<std::ops::Range<usize>>, String);
+pub(crate) type Invalid = (String, Option<std::ops::Range<usize>>, String);
 
-fn invalid<T>(
+pub(crate) fn invalid<T>(
     path: String,
     span: std::ops::Range<usize>,
     message: impl Into<String>,
@@ -421,7 +434,12 @@ impl RawConfig {
             ));
         }
         check_fallbacks(&tiers)?;
-        Ok(Config { server, tiers })
+        let policy = crate::policy_config::validate(self.policy, self.tasks, &names)?;
+        Ok(Config {
+            server,
+            tiers,
+            policy,
+        })
     }
 }
 

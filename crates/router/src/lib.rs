@@ -14,16 +14,24 @@
 //! - [`RemoteTier`] ([`remote`]): a backend behind retries with backoff, a [`Breaker`]
 //!   ([`breaker`]) and a total deadline; [`remote::build`] is the one place a backend kind
 //!   becomes a running backend.
+//! - [`Policy`] ([`policy`]): `decide(&Features) -> Route`, pure: which tier answers a
+//!   `model: "auto"` request first, whether and where to escalate, and why ([`Reason`]);
+//!   [`features`] reads a request's task, size, needs and privacy; [`confidence`] turns the
+//!   local answer's token probabilities into a number in [0, 1].
 //! - [`sse`]: server-sent events read incrementally; [`wire`]: what translations share
 //!   ([`Meta`], [`WireError`]).
 
 pub mod anthropic;
 pub mod backend;
 pub mod breaker;
+pub mod confidence;
 pub mod config;
+pub mod features;
 pub mod gemini;
 mod http;
 pub mod openai;
+pub mod policy;
+mod policy_config;
 pub mod remote;
 mod secret;
 pub mod sse;
@@ -36,8 +44,10 @@ pub use breaker::{Breaker, Circuit};
 pub use config::{
     BackendConfig, Capabilities, Config, ConfigError, Faults, Prices, Remote, ServerConfig, Tier,
 };
+pub use features::{Features, Hints};
 pub use gemini::GeminiBackend;
 pub use openai::OpenAiBackend;
+pub use policy::{NoRoute, Policy, PolicyConfig, Reason, Route};
 pub use remote::RemoteTier;
 pub use secret::Secret;
 pub use wire::{Meta, WireError};

@@ -104,6 +104,7 @@ pub(crate) fn plan(req: &ChatRequest, n_vocab: usize) -> Result<Plan, ApiError> 
             stop,
             logprobs: logprobs.then(|| req.top_logprobs.unwrap_or(0) as usize),
             constraint: structure.constraint.clone(),
+            confidence: false,
         },
         stream: req.is_stream(),
         include_usage: req.include_usage(),

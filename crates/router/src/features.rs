@@ -1,0 +1,373 @@
+//! What the policy decides on: a request's task, size, needs and privacy, read from the request
+//! in microseconds (the task is inferred when the client does not say it).
+
+use serde_json::Value;
+
+/// Tasks with closed outputs, where the local answer's confidence is a reliable check.
+pub const NARROW_TASKS: [&str; 4] = ["classify", "extract", "route", "tool_call"];
+/// Tasks the default policy sends to the frontier tier when there is one.
+pub const OPEN_TASKS: [&str; 2] = ["open_ended", "code"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Features {
+    /// `classify`, `extract`, `summarize`, `route`, `tool_call`, `code`, `open_ended`, `chat`,
+    /// or a task named in the configuration.
+    pub task: String,
+    pub task_source: TaskSource,
+    /// The prompt's tokens as the local model counts them (rendered with its template).
+    pub input_tokens: u32,
+    /// `max_completion_tokens` / `max_tokens`, when the request gives one.
+    pub max_output_tokens: Option<u32>,
+    pub needs: Needs,
+    /// `x-smallfirst-privacy: local-only`: never leaves the machine.
+    pub local_only: bool,
+    /// A classification's label set, from `metadata.labels`.
+    pub labels: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskSource {
+    /// `x-smallfirst-task`.
+    Header,
+    /// `metadata.task`.
+    Metadata,
+    /// Read from the request's shape and words.
+    Inferred,
+}
+
+impl TaskSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskSource::Header => "header",
+            TaskSource::Metadata => "metadata",
+            TaskSource::Inferred => "inferred",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub tools: bool,
+    pub json_schema: bool,
+    pub vision: bool,
+}
+
+/// What the client said outside the body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hints<'a> {
+    pub task: Option<&'a str>,
+    pub privacy: Option<&'a str>,
+}
+
+/// Features of `request` (a chat completion body); `input_tokens` as counted by the caller.
+pub fn extract(request: &Value, hints: Hints<'_>, input_tokens: u32) -> Features {
+    let metadata = &request["metadata"];
+    let labels = metadata["labels"].as_array().map(|a| {
+        a.iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    });
+    let labels = labels.filter(|l| !l.is_empty());
+    let (task, task_source) = match (hints.task, metadata["task"].as_str()) {
+        (Some(t), _) if !t.trim().is_empty() => (t.trim().to_string(), TaskSource::Header),
+        (_, Some(t)) if !t.trim().is_empty() => (t.trim().to_string(), TaskSource::Metadata),
+        _ => (
+            infer_task(request, labels.is_some()).to_string(),
+            TaskSource::Inferred,
+        ),
+    };
+    let max_output_tokens = request["max_completion_tokens"]
+        .as_u64()
+        .or_else(|| request["max_tokens"].as_u64())
+        .map(|n| n.min(u64::from(u32::MAX)) as u32);
+    let tools = request["tools"].as_array().is_some_and(|t| !t.is_empty())
+        && request["tool_choice"] != "none";
+    let json_schema = request["response_format"]["type"] == "json_schema";
+    let vision = messages(request).any(|m| {
+        m["content"]
+            .as_array()
+            .is_some_and(|parts| parts.iter().any(|p| p["type"] == "image_url"))
+    });
+    let local_only = hints
+        .privacy
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("local-only"));
+    Features {
+        task,
+        task_source,
+        input_tokens,
+        max_output_tokens,
+        needs: Needs {
+            tools,
+            json_schema,
+            vision,
+        },
+        local_only,
+        labels,
+    }
+}
+
+fn messages(request: &Value) -> impl Iterator<Item = &Value> {
+    request["messages"].as_array().into_iter().flatten()
+}
+
+/// The task a request is for, from its shape first (a label set, a schema, tools) and then from
+/// the words of its last user turn and system prompt. Checked in order; `chat` when nothing
+/// says otherwise.
+pub fn infer_task(request: &Value, has_labels: bool) -> &'static str {
+    if has_labels {
+        return "classify";
+    }
+    let format = &request["response_format"];
+    if format["type"] == "json_schema" {
+        return if enum_only(&format["json_schema"]["schema"]) {
+            "classify"
+        } else {
+            "extract"
+        };
+    }
+    if request["tools"].as_array().is_some_and(|t| !t.is_empty())
+        && request["tool_choice"] != "none"
+    {
+        return "tool_call";
+    }
+    let mut text = String::new();
+    for m in messages(request) {
+        if matches!(m["role"].as_str(), Some("system" | "developer")) {
+            push_text(&mut text, &m["content"]);
+        }
+    }
+    if let Some(user) = messages(request).filter(|m| m["role"] == "user").last() {
+        push_text(&mut text, &user["content"]);
+    }
+    let lower = text.to_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
+    if has(&[
+        "classify",
+        "categorize",
+        "categorise",
+        "which category",
+        "what category",
+        "label the",
+        "one of the following",
+        "one of these",
+        "intent",
+        "sentiment",
+        "is this spam",
+    ]) {
+        return "classify";
+    }
+    if has(&[
+        "extract",
+        "pull out",
+        "named entit",
+        "list all the",
+        "fill in the fields",
+    ]) || format["type"] == "json_object"
+    {
+        return "extract";
+    }
+    if has(&[
+        "summarize",
+        "summarise",
+        "summary",
+        "tl;dr",
+        "tldr",
+        "in a few words",
+        "condense",
+    ]) {
+        return "summarize";
+    }
+    if has(&[
+        "route this",
+        "which team",
+        "which department",
+        "forward to",
+        "assign to",
+    ]) {
+        return "route";
+    }
+    if lower.contains("```")
+        || has(&[
+            "write a function",
+            "write code",
+            "implement",
+            "refactor",
+            "debug",
+            "stack trace",
+            "compile",
+            "python",
+            "javascript",
+            "typescript",
+            "rust ",
+            "sql",
+        ])
+    {
+        return "code";
+    }
+    if has(&[
+        "write an essay",
+        "write a story",
+        "write a poem",
+        "brainstorm",
+        "explain in detail",
+        "step by step",
+        "plan a",
+        "design a",
+        "compare and contrast",
+        "pros and cons",
+    ]) {
+        return "open_ended";
+    }
+    "chat"
+}
+
+fn push_text(out: &mut String, content: &Value) {
+    match content {
+        Value::String(s) => {
+            out.push_str(s);
+            out.push('\n');
+        }
+        Value::Array(parts) => {
+            for p in parts {
+                if let Some(t) = p["text"].as_str() {
+                    out.push_str(t);
+                    out.push('\n');
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A schema whose answer is a closed choice: an enum, a const, a boolean, or an object of
+/// such (one level deep or more).
+pub fn enum_only(schema: &Value) -> bool {
+    if schema.get("enum").is_some() || schema.get("const").is_some() {
+        return true;
+    }
+    match schema["type"].as_str() {
+        Some("boolean") => true,
+        Some("object") => schema["properties"]
+            .as_object()
+            .is_some_and(|p| !p.is_empty() && p.values().all(enum_only)),
+        _ => false,
+    }
+}
+
+/// The enum of an enum-only schema's single choice: the schema's own, or its one property's.
+pub fn label_set(schema: &Value) -> Option<Vec<String>> {
+    let strings = |v: &Value| -> Option<Vec<String>> {
+        v["enum"].as_array().map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+    };
+    if let Some(l) = strings(schema) {
+        return Some(l);
+    }
+    let props = schema["properties"].as_object()?;
+    match props.values().collect::<Vec<_>>().as_slice() {
+        [only] => strings(only),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn user(text: &str) -> Value {
+        json!({"model": "auto", "messages": [{"role": "user", "content": text}]})
+    }
+
+    #[test]
+    fn the_client_names_the_task_first() {
+        let mut r = user("Summarize this.");
+        r["metadata"] = json!({"task": "triage"});
+        let hinted = extract(
+            &r,
+            Hints {
+                task: Some("billing"),
+                privacy: None,
+            },
+            5,
+        );
+        assert_eq!(
+            (hinted.task.as_str(), hinted.task_source),
+            ("billing", TaskSource::Header)
+        );
+        let f = extract(&r, Hints::default(), 5);
+        assert_eq!(
+            (f.task.as_str(), f.task_source),
+            ("triage", TaskSource::Metadata)
+        );
+    }
+
+    #[test]
+    fn the_shape_then_the_words_say_what_a_request_is() {
+        let mut labeled = user("I lost my card");
+        labeled["metadata"] = json!({"labels": ["lost_card", "refund"]});
+        let f = extract(&labeled, Hints::default(), 5);
+        assert_eq!(f.task, "classify");
+        assert_eq!(
+            f.labels.as_deref(),
+            Some(&["lost_card".to_string(), "refund".to_string()][..])
+        );
+        let mut schema = user("Receipt: ACME, 12.50");
+        schema["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "r",
+            "schema": {"type": "object", "properties": {"total": {"type": "number"}}}}});
+        assert_eq!(infer_task(&schema, false), "extract");
+        schema["response_format"]["json_schema"]["schema"] =
+            json!({"type": "object", "properties": {"label": {"enum": ["a", "b"]}}});
+        assert_eq!(infer_task(&schema, false), "classify");
+        let mut tools = user("Weather in Paris?");
+        tools["tools"] = json!([{"type": "function", "function": {"name": "w"}}]);
+        assert_eq!(infer_task(&tools, false), "tool_call");
+        for (text, task) in [
+            ("Classify the sentiment of: great product", "classify"),
+            ("Extract the names from this email", "extract"),
+            ("Summarize the following dialogue", "summarize"),
+            ("Write a function that reverses a list in Python", "code"),
+            ("Write an essay about the sea", "open_ended"),
+            ("Hi there!", "chat"),
+        ] {
+            assert_eq!(infer_task(&user(text), false), task, "{text}");
+        }
+    }
+
+    #[test]
+    fn needs_privacy_and_length() {
+        let mut r = json!({"model": "auto", "max_tokens": 30, "messages": [{"role": "user",
+            "content": [{"type": "text", "text": "what is this"},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}]});
+        r["tools"] = json!([{"type": "function", "function": {"name": "w"}}]);
+        let f = extract(
+            &r,
+            Hints {
+                task: None,
+                privacy: Some("Local-Only"),
+            },
+            42,
+        );
+        assert!(f.needs.vision && f.needs.tools && !f.needs.json_schema);
+        assert!(f.local_only);
+        assert_eq!((f.input_tokens, f.max_output_tokens), (42, Some(30)));
+        r["tool_choice"] = json!("none");
+        assert!(!extract(&r, Hints::default(), 1).needs.tools);
+    }
+
+    #[test]
+    fn label_sets_come_from_enum_schemas() {
+        let s = json!({"type": "object", "properties": {"intent": {"type": "string", "enum": ["a", "b"]}}});
+        assert_eq!(label_set(&s), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(label_set(&json!({"enum": ["x"]})), Some(vec!["x".into()]));
+        let two =
+            json!({"type": "object", "properties": {"a": {"enum": ["x"]}, "b": {"enum": ["y"]}}});
+        assert!(enum_only(&two) && label_set(&two).is_none());
+    }
+}

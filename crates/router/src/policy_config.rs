@@ -1,0 +1,168 @@
+//! `[policy]`, `[[policy.rules]]` and `[tasks.<name>]` in `smallfirst.toml`, parsed raw and
+//! validated against the tiers into a [`PolicyConfig`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::{Invalid, invalid};
+use crate::policy::{DEFAULT_THRESHOLD, LowConfidence, PolicyConfig, Rule, TaskPolicy};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPolicy {
+    local: Option<Spanned<String>>,
+    frontier: Option<Spanned<String>>,
+    threshold: Option<Spanned<f64>>,
+    local_only_low_confidence: Option<RawLowConfidence>,
+    #[serde(default)]
+    aliases: Vec<String>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawLowConfidence {
+    Answer,
+    Refuse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Need {
+    Vision,
+    Tools,
+    JsonSchema,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    task: Option<String>,
+    min_tokens: Option<u32>,
+    #[serde(default)]
+    needs: Vec<Need>,
+    tier: Spanned<String>,
+    #[serde(default)]
+    escalate: Vec<Spanned<String>>,
+    threshold: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Privacy {
+    LocalOnly,
+    Any,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTask {
+    tier: Option<Spanned<String>>,
+    escalate: Option<Vec<Spanned<String>>>,
+    threshold: Option<Spanned<f64>>,
+    privacy: Option<Privacy>,
+    labels: Option<Spanned<Vec<String>>>,
+}
+
+/// Validates the policy tables against the tier names.
+pub(crate) fn validate(
+    policy: RawPolicy,
+    tasks: BTreeMap<String, RawTask>,
+    names: &[String],
+) -> Result<PolicyConfig, Invalid> {
+    let tier = |path: String, t: Spanned<String>| -> Result<String, Invalid> {
+        if names.contains(t.get_ref()) {
+            Ok(t.into_inner())
+        } else {
+            invalid(
+                path,
+                t.span(),
+                format!(
+                    "no tier is named `{}` (tiers: {})",
+                    t.get_ref(),
+                    names.join(", ")
+                ),
+            )
+        }
+    };
+    let threshold = |path: String, t: Spanned<f64>| -> Result<f64, Invalid> {
+        let v = *t.get_ref();
+        if (0.0..=1.0).contains(&v) {
+            Ok(v)
+        } else {
+            invalid(path, t.span(), "must be a confidence between 0 and 1")
+        }
+    };
+    let chain = |path: &str, list: Vec<Spanned<String>>| -> Result<Vec<String>, Invalid> {
+        list.into_iter()
+            .enumerate()
+            .map(|(i, t)| tier(format!("{path}[{i}]"), t))
+            .collect()
+    };
+    let mut out = PolicyConfig {
+        local: policy
+            .local
+            .map(|t| tier("policy.local".into(), t))
+            .transpose()?,
+        frontier: policy
+            .frontier
+            .map(|t| tier("policy.frontier".into(), t))
+            .transpose()?,
+        threshold: policy
+            .threshold
+            .map(|t| threshold("policy.threshold".into(), t))
+            .transpose()?
+            .unwrap_or(DEFAULT_THRESHOLD),
+        local_only_low_confidence: match policy.local_only_low_confidence {
+            Some(RawLowConfidence::Refuse) => LowConfidence::Refuse,
+            _ => LowConfidence::Answer,
+        },
+        aliases: policy.aliases,
+        rules: Vec::new(),
+        tasks: BTreeMap::new(),
+    };
+    for (i, r) in policy.rules.into_iter().enumerate() {
+        let path = |f: &str| format!("policy.rules[{i}].{f}");
+        out.rules.push(Rule {
+            task: r.task,
+            min_tokens: r.min_tokens,
+            needs_vision: r.needs.contains(&Need::Vision),
+            needs_tools: r.needs.contains(&Need::Tools),
+            needs_json_schema: r.needs.contains(&Need::JsonSchema),
+            tier: tier(path("tier"), r.tier)?,
+            escalate: chain(&path("escalate"), r.escalate)?,
+            threshold: r
+                .threshold
+                .map(|t| threshold(path("threshold"), t))
+                .transpose()?,
+        });
+    }
+    for (name, t) in tasks {
+        let path = |f: &str| format!("tasks.{name}.{f}");
+        let labels = match t.labels {
+            Some(l) if l.get_ref().is_empty() => {
+                return invalid(path("labels"), l.span(), "must list at least one label");
+            }
+            Some(l) => Some(l.into_inner()),
+            None => None,
+        };
+        let policy = TaskPolicy {
+            tier: t.tier.map(|x| tier(path("tier"), x)).transpose()?,
+            escalate: t
+                .escalate
+                .map(|e| chain(&path("escalate"), e))
+                .transpose()?,
+            threshold: t
+                .threshold
+                .map(|x| threshold(path("threshold"), x))
+                .transpose()?,
+            local_only: t.privacy == Some(Privacy::LocalOnly),
+            labels,
+        };
+        out.tasks.insert(name, policy);
+    }
+    Ok(out)
+}
