@@ -229,6 +229,10 @@ pub struct ChatCompletion {
     pub usage: Usage,
     #[serde(default)]
     pub system_fingerprint: Option<String>,
+    /// How smallfirst answered (tier, reason, confidence, label), when it judged the answer.
+    /// OpenAI's SDKs keep unknown fields (`completion.model_extra["smallfirst"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smallfirst: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -401,15 +401,24 @@ escalate = ["mid", "frontier"]
             route(&features("open_ended", 100)),
             (vec!["frontier"], None, "task=open_ended".into())
         );
-        assert_eq!(route(&features("chat", 100)), (vec!["local"], None, "default".into()));
+        assert_eq!(
+            route(&features("chat", 100)),
+            (vec!["local"], None, "default".into())
+        );
         let p = policy();
         assert!(p.decides_for("auto") && p.decides_for("smart") && !p.decides_for("local"));
     }
 
     #[test]
     fn rules_then_tasks_then_defaults() {
-        assert_eq!(route(&features("summarize", 1500)), (vec!["mid"], None, "rule=1".into()));
-        assert_eq!(route(&features("summarize", 10)), (vec!["local"], None, "default".into()));
+        assert_eq!(
+            route(&features("summarize", 1500)),
+            (vec!["mid"], None, "rule=1".into())
+        );
+        assert_eq!(
+            route(&features("summarize", 10)),
+            (vec!["local"], None, "default".into())
+        );
         let banking = policy().decide(&features("banking", 50)).expect("route");
         assert_eq!(banking.tiers, ["local", "frontier"]);
         assert_eq!(banking.threshold, Some(0.6));
@@ -420,8 +429,15 @@ escalate = ["mid", "frontier"]
     #[test]
     fn what_does_not_fit_the_local_window_skips_to_a_tier_it_fits() {
         let (tiers, threshold, code) = route(&features("classify", 5000));
-        assert_eq!((tiers, code.as_str()), (vec!["frontier"], "context>local_window"));
-        assert_eq!(threshold, Some(0.7), "kept, though nothing is left to escalate to");
+        assert_eq!(
+            (tiers, code.as_str()),
+            (vec!["frontier"], "context>local_window")
+        );
+        assert_eq!(
+            threshold,
+            Some(0.7),
+            "kept, though nothing is left to escalate to"
+        );
         let mut f = features("chat", 2000);
         f.max_output_tokens = Some(100);
         assert_eq!(route(&f).2, "context>local_window", "the output counts too");
@@ -450,6 +466,9 @@ escalate = ["mid", "frontier"]
         assert!(e.0.contains("local-only"), "{e}");
         f.input_tokens = 5_000;
         let r = policy().decide(&f).expect("mid fits");
-        assert_eq!((r.tiers[0].as_str(), r.reason.code.as_str()), ("mid", "context>local_window"));
+        assert_eq!(
+            (r.tiers[0].as_str(), r.reason.code.as_str()),
+            ("mid", "context>local_window")
+        );
     }
 }

@@ -26,6 +26,8 @@ pub struct RemoteTier {
     faults: Faults,
     breaker: Breaker,
     fallback: Option<String>,
+    /// Whether the tier runs on this machine.
+    local: bool,
 }
 
 /// The tier's backend, or `None` for the embedded tier, which the server runs itself. The one
@@ -49,7 +51,12 @@ impl RemoteTier {
             faults: tier.faults,
             breaker: Breaker::new(tier.faults.breaker_failures, tier.faults.breaker_cooldown),
             fallback: tier.fallback.clone(),
+            local: tier.local,
         }
+    }
+
+    pub fn is_local(&self) -> bool {
+        self.local
     }
 
     pub fn name(&self) -> &str {

@@ -10,11 +10,11 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::HeaderValue;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use smallfirst_engine::tools::{self, CallScanner, Scanned};
-use smallfirst_engine::{EngineError, Event, Generation};
+use smallfirst_engine::{ChatMessage, Constraint, EngineError, Event, Generation, StepProb};
 use smallfirst_protocol::{
     ChatCompletion, ChatCompletionChunk, ChatRequest, Choice, ChunkChoice, Delta, FinishReason,
     FunctionCall, FunctionCallDelta, FunctionKind, Logprobs, ResponseMessage, Role, ToolCall,
@@ -24,22 +24,54 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::convert::{self, Plan};
-use crate::{ApiError, AppState, gateway};
+use crate::routes::LocalTier;
+use crate::{ApiError, AppState, gateway, routing};
+use smallfirst_router::Reason;
 
 /// SSE events buffered toward a slow client.
 const SSE_BUFFER: usize = 32;
 
 pub(crate) async fn completions(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body =
         body.map_err(|e| ApiError::TooLarge(format!("could not read the request body: {e}")))?;
-    // A remote tier gets the body as it came; only the embedded path reads all of it.
-    if let Some(tier) = target_model(&body).and_then(|m| state.remote_for(&m)) {
-        return gateway::forward(&state, tier, &body).await;
+    let model = target_model(&body);
+    if model
+        .as_deref()
+        .is_some_and(|m| state.inner.policy.decides_for(m))
+    {
+        return routing::auto(&state, &headers, &body).await;
     }
-    local(&state, &body, false).await
+    let local_only = routing::hints(&headers)
+        .privacy
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("local-only"));
+    let named = Reason {
+        code: format!("model={}", model.as_deref().unwrap_or("")),
+        words: "the request named this tier".into(),
+    };
+    // A remote tier gets the body as it came; only the embedded path reads all of it.
+    if let Some(tier) = model.as_deref().and_then(|m| state.remote_for(m)) {
+        if local_only && !tier.is_local() {
+            return Err(ApiError::InvalidRequest {
+                message: format!(
+                    "this request is local-only (`{}`), and tier `{}` is not on this machine",
+                    routing::PRIVACY_HEADER,
+                    tier.name()
+                ),
+                param: Some("model".into()),
+                code: Some("local_only"),
+            });
+        }
+        let mut response = gateway::forward(&state, tier, &body, local_only).await?;
+        routing::mark(&mut response, None, &named, None, false);
+        return Ok(response);
+    }
+    let mut response = local(&state, &body, false).await?;
+    routing::mark(&mut response, None, &named, None, false);
+    Ok(response)
 }
 
 /// The request answered by the embedded model; `fallback` when a remote tier's chain led here,
@@ -79,12 +111,184 @@ pub(crate) async fn local(
     let mut response = if stream {
         sse(generation, meta, include_usage, out).into_response()
     } else {
-        Json(collect(generation, meta, out).await?).into_response()
+        Json(collect(generation, meta, out).await?.0).into_response()
     };
     if let Ok(tier) = HeaderValue::from_str(&local.name) {
         response.headers_mut().insert("x-smallfirst-tier", tier);
     }
     Ok(response)
+}
+
+/// A local answer held whole, to be judged before it is sent.
+pub(crate) struct Held {
+    pub completion: ChatCompletion,
+    /// Each sampled token's probability and the runner-up's.
+    pub trace: Vec<StepProb>,
+    /// The generated text when it may hold tool calls (the completion shows them parsed).
+    pub raw_text: String,
+    /// How the answer was constrained, which says how to read its confidence.
+    pub kind: AnswerKind,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AnswerKind {
+    /// One of a label set, or JSON whose every leaf is a closed choice.
+    Choice,
+    Tools,
+    Text,
+}
+
+/// The request answered by the embedded model in full, with its confidence trace. With
+/// `labels` (and no `response_format` or `tools` of its own), the answer is exactly one label;
+/// the labels are listed to the model in a system line when its messages do not name them all.
+pub(crate) async fn held(
+    local: &LocalTier,
+    body: &[u8],
+    labels: Option<&[String]>,
+) -> Result<Held, ApiError> {
+    let req = parse(body)?;
+    let engine = &local.engine;
+    let mut plan = convert::plan(&req, engine.info().n_vocab)?;
+    let mut kind = if plan.structure.calls {
+        AnswerKind::Tools
+    } else if req
+        .response_format
+        .as_ref()
+        .and_then(|f| serde_json::to_value(f).ok())
+        .is_some_and(|f| smallfirst_router::features::enum_only(&f["json_schema"]["schema"]))
+    {
+        AnswerKind::Choice
+    } else {
+        AnswerKind::Text
+    };
+    if let Some(labels) = labels
+        && plan.params.constraint.is_none()
+    {
+        let all_named = labels
+            .iter()
+            .all(|l| plan.messages.iter().any(|m| m.content.contains(l.as_str())));
+        if !all_named {
+            plan.messages.insert(
+                0,
+                ChatMessage {
+                    role: "system".into(),
+                    content: format!(
+                        "Answer with exactly one of these labels: {}.",
+                        labels.join(", ")
+                    ),
+                    tool_calls: Vec::new(),
+                    tool_call_id: None,
+                },
+            );
+        }
+        plan.params.constraint = Some(Constraint::Choice(labels.to_vec()));
+        kind = AnswerKind::Choice;
+    }
+    plan.params.confidence = true;
+    let prompt = engine.render_with_tools(&plan.messages, &plan.structure.tools)?;
+    let generation = engine
+        .generate(prompt, plan.params)
+        .await
+        .map_err(|e| match e {
+            EngineError::Grammar(_) => ApiError::invalid(plan.structure.param(), e.to_string()),
+            other => other.into(),
+        })?;
+    let out = Output {
+        logprobs: plan.logprobs,
+        calls: plan.structure.calls,
+        must_call: plan.structure.must_call,
+    };
+    let (completion, trace, raw_text) =
+        collect(generation, Meta::new(local.model_id.clone()), out).await?;
+    Ok(Held {
+        completion,
+        trace,
+        raw_text,
+        kind,
+        stream: plan.stream,
+        include_usage: plan.include_usage,
+    })
+}
+
+/// The tokens the request's prompt takes on the local model, when it can render it.
+pub(crate) fn count_prompt_tokens(local: &LocalTier, body: &[u8]) -> Option<u32> {
+    let req = parse(body).ok()?;
+    let plan = convert::plan(&req, local.engine.info().n_vocab).ok()?;
+    let prompt = local
+        .engine
+        .render_with_tools(&plan.messages, &plan.structure.tools)
+        .ok()?;
+    Some(local.engine.count_tokens(&prompt) as u32)
+}
+
+/// A held answer sent as it would have streamed: a role delta, the content or calls, the
+/// finish, usage when asked, `[DONE]`.
+pub(crate) fn replay(completion: ChatCompletion, include_usage: bool) -> Response {
+    let meta = Meta {
+        id: completion.id.clone(),
+        created: completion.created,
+        model: completion.model.clone(),
+    };
+    let usage_field = include_usage.then_some(None);
+    let mut chunks = Vec::new();
+    for c in completion.choices {
+        let m = c.message;
+        let first = Delta {
+            role: Some(Role::Assistant),
+            content: Some(String::new()).filter(|_| m.tool_calls.is_none()),
+            refusal: Some(None),
+            ..Delta::default()
+        };
+        let choice = |delta: Delta, logprobs: Option<Logprobs>, finish| ChunkChoice {
+            index: c.index,
+            delta,
+            logprobs,
+            finish_reason: finish,
+        };
+        chunks.push(meta.chunk(vec![choice(first, None, None)], usage_field));
+        if let Some(text) = m.content.filter(|t| !t.is_empty()) {
+            let delta = Delta {
+                content: Some(text),
+                ..Delta::default()
+            };
+            chunks.push(meta.chunk(vec![choice(delta, c.logprobs.clone(), None)], usage_field));
+        }
+        for (i, call) in m.tool_calls.into_iter().flatten().enumerate() {
+            let delta = Delta {
+                tool_calls: Some(vec![ToolCallDelta {
+                    index: i as u32,
+                    id: Some(call.id),
+                    kind: Some(FunctionKind::Function),
+                    function: FunctionCallDelta {
+                        name: Some(call.function.name),
+                        arguments: Some(call.function.arguments),
+                    },
+                }]),
+                ..Delta::default()
+            };
+            chunks.push(meta.chunk(vec![choice(delta, None, None)], usage_field));
+        }
+        chunks.push(meta.chunk(
+            vec![choice(Delta::default(), None, Some(c.finish_reason))],
+            usage_field,
+        ));
+    }
+    if include_usage {
+        chunks.push(meta.chunk(Vec::new(), Some(Some(completion.usage))));
+    }
+    let events = chunks
+        .into_iter()
+        .map(|c| {
+            Ok::<_, Infallible>(
+                SseEvent::default()
+                    .json_data(&c)
+                    .unwrap_or_else(|_| SseEvent::default().data("{}")),
+            )
+        })
+        .chain(std::iter::once(Ok(SseEvent::default().data("[DONE]"))));
+    Sse::new(futures::stream::iter(events)).into_response()
 }
 
 /// The `model` a body asks for, read without judging the rest of it.
@@ -206,7 +410,7 @@ async fn collect(
     mut generation: Generation,
     meta: Meta,
     out: Output,
-) -> Result<ChatCompletion, ApiError> {
+) -> Result<(ChatCompletion, Vec<StepProb>, String), ApiError> {
     let mut text = String::new();
     let mut entries = Vec::new();
     let done = loop {
@@ -231,9 +435,10 @@ async fn collect(
         .then(|| tools::parse(&text))
         .flatten()
         .map(|calls| calls.into_iter().map(wire_call).collect());
+    let raw = out.calls.then(|| text.clone()).unwrap_or_default();
     let is_calls = calls.is_some();
     let made_calls = calls.as_ref().is_some_and(|c| !c.is_empty());
-    Ok(ChatCompletion {
+    let completion = ChatCompletion {
         id: meta.id,
         object: "chat.completion".into(),
         created: meta.created,
@@ -254,7 +459,9 @@ async fn collect(
         }],
         usage: Usage::new(done.prompt_tokens, done.completion_tokens),
         system_fingerprint: Some(fingerprint()),
-    })
+        smallfirst: None,
+    };
+    Ok((completion, done.trace, raw))
 }
 
 /// Streams the generation as OpenAI does: a role delta first, content deltas, a final delta

@@ -15,10 +15,12 @@ use smallfirst_router::{Answer, AnswerStream, BackendError, RemoteTier, WireErro
 use crate::{ApiError, AppState, chat};
 
 /// Where a request goes: the tier its `model` names, then that tier's fallbacks.
+/// With `local_only`, the chain stops before any tier that is not on this machine.
 pub(crate) async fn forward(
     state: &AppState,
     first: &Arc<RemoteTier>,
     body: &Bytes,
+    local_only: bool,
 ) -> Result<Response, ApiError> {
     let mut tier = Arc::clone(first);
     // Tiers that failed on the way, as `name:code`, for the `x-smallfirst-failover` header.
@@ -33,6 +35,9 @@ pub(crate) async fn forward(
         } else {
             None
         };
+        let next = next.filter(|n| {
+            !local_only || state.is_local_tier(n) || state.remote(n).is_some_and(|t| t.is_local())
+        });
         let Some(next) = next else {
             let mut response = error_response(&e);
             stamp(&mut response, tier.name(), &failed);

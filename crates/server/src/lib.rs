@@ -17,6 +17,7 @@ mod error;
 mod gateway;
 mod observe;
 mod routes;
+mod routing;
 pub mod structured;
 
 pub use error::ApiError;

@@ -14,7 +14,7 @@ use smallfirst_protocol::{ModelList, ModelObject};
 use tokio::net::TcpListener;
 
 use crate::{ApiError, chat, observe};
-use smallfirst_router::RemoteTier;
+use smallfirst_router::{Policy, RemoteTier};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -26,6 +26,8 @@ pub(crate) struct StateInner {
     /// The embedded model, when a tier runs one.
     pub local: Option<LocalTier>,
     pub created: u64,
+    /// How `model: "auto"` requests are routed.
+    pub policy: Policy,
     /// Remote tiers, reached when a request's `model` names one of them or a fallback leads
     /// there.
     pub remotes: Vec<Arc<RemoteTier>>,
@@ -48,11 +50,13 @@ impl AppState {
             model_id: model_id.into(),
             name: "local".into(),
         };
-        AppState::with_tiers(Some(local), Vec::new())
+        let window = local.engine.info().n_ctx;
+        let config = smallfirst_router::Config::embedded(&local.model_id);
+        AppState::with_tiers(Some(local), Vec::new(), Policy::new(&config, Some(window)))
     }
 
-    /// The embedded tier, if one is configured, plus remote tiers.
-    pub fn with_tiers(local: Option<LocalTier>, remotes: Vec<RemoteTier>) -> Self {
+    /// The embedded tier, if one is configured, plus remote tiers, routed by `policy`.
+    pub fn with_tiers(local: Option<LocalTier>, remotes: Vec<RemoteTier>, policy: Policy) -> Self {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -60,6 +64,7 @@ impl AppState {
             inner: Arc::new(StateInner {
                 local,
                 created,
+                policy,
                 remotes: remotes.into_iter().map(Arc::new).collect(),
             }),
         }
@@ -89,9 +94,10 @@ impl AppState {
     /// Whether a request's `model` names what this server answers with: its id, the embedded
     /// tier's name, or the tier words `local` and `auto`.
     pub(crate) fn answers_to(&self, model: &str) -> bool {
-        self.inner.local.as_ref().is_some_and(|l| {
-            model == l.model_id || model == l.name || model == "local" || model == "auto"
-        })
+        self.inner
+            .local
+            .as_ref()
+            .is_some_and(|l| model == l.model_id || model == l.name || model == "local")
     }
 }
 

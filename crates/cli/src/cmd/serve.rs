@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use smallfirst_router::{BackendConfig, Config, RemoteTier, remote};
+use smallfirst_router::{BackendConfig, Config, Policy, RemoteTier, remote};
 use smallfirst_server::{AppState, LocalTier, serve};
 
 use super::ModelArgs;
@@ -113,7 +113,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for t in &remotes {
             tracing::info!(tier = %t.name(), model = %t.model(), fallback = ?t.fallback(), "remote tier");
         }
-        let state = AppState::with_tiers(local, remotes);
+        let window = local.as_ref().map(|l| l.engine.info().n_ctx);
+        let policy = Policy::new(&config, window);
+        let state = AppState::with_tiers(local, remotes, policy);
         serve(listener, state, shutdown_signal())
             .await
             .context("server failed")
