@@ -39,6 +39,7 @@ class Upstream:
         self.scripts = scripts
         self.log = []  # (key, monotonic time, parsed body)
         self.seen = []  # (key, path, headers)
+        self.target = None  # where `proxy` steps send requests
         self.lock = threading.Lock()
         upstream = self
 
@@ -168,6 +169,23 @@ class Upstream:
             def step_gemini(self, key):
                 tools = bool(upstream.log[-1][2].get("tools"))
                 self.replay("gemini", "function_call" if tools else "text", ":streamGenerateContent" in self.path)
+
+            def step_proxy(self, key):
+                """Passes the request on to `upstream.target` (a real server) and its answer back."""
+                import httpx
+
+                url = upstream.target + "/chat/completions"
+                body = json.dumps(upstream.log[-1][2]).encode()
+                with httpx.stream("POST", url, content=body, headers={"content-type": "application/json"},
+                                  timeout=120) as r:
+                    ctype = r.headers.get("content-type", "application/json")
+                    if ctype.startswith("text/event-stream"):
+                        self.stream_head()
+                        for part in r.iter_raw():
+                            self.wfile.write(part)
+                            self.wfile.flush()
+                    else:
+                        self.send(r.status_code, r.read(), ctype)
 
             def step_gemini_exhausted(self, key):
                 self.send(429, fixture("gemini", "resource_exhausted.wire-error.json"))

@@ -25,7 +25,7 @@ TIERS = {
     "dead": (["reset"], 'retry = { attempts = 2, backoff = 0.05 }\nbreaker = { failures = 2, cooldown = 60 }\n'
                         'fallback = "backup"'),
     "probed": (["reset", "reset", "ok"], 'retry = { attempts = 1 }\nbreaker = { failures = 2, cooldown = 0.5 }'),
-    "stuck": (["hang"], 'retry = { attempts = 1 }\ntimeouts = { first_byte = 0.5 }'),
+    "stuck": (["hang"], 'retry = { attempts = 1 }\ntimeouts = { first_byte = 0.5, total = 1.5 }'),
     "garbled": (["garbled"], 'retry = { attempts = 2, backoff = 0.05 }\nfallback = "local"'),
     "strict": (["400"], 'retry = { attempts = 3, backoff = 0.05 }\nfallback = "backup"'),
     "cut": (["sse_cut"], 'retry = { attempts = 3, backoff = 0.05 }\nfallback = "backup"'),
@@ -141,13 +141,20 @@ def test_a_connection_that_never_opens_hits_the_connect_deadline(client):
     assert time.monotonic() - start < 3
 
 
-def test_a_hung_upstream_hits_the_first_byte_deadline(client):
+def test_a_hung_upstream_hits_its_deadlines(client):
+    # A stream's head is due within the first-byte timeout.
+    start = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model="stuck", messages=HELLO, stream=True)
+    assert e.value.status_code == 504
+    assert e.value.body["code"] == "upstream_timeout" and "no response head" in e.value.body["message"]
+    assert time.monotonic() - start < 1.4
+    # A whole answer's head comes when the model is done: only the total deadline bounds it.
     start = time.monotonic()
     with pytest.raises(openai.APIStatusError) as e:
         client.chat.completions.create(model="stuck", messages=HELLO)
-    assert e.value.status_code == 504
-    assert e.value.body["code"] == "upstream_timeout"
-    assert time.monotonic() - start < 3
+    assert e.value.status_code == 504 and "total deadline" in e.value.body["message"]
+    assert 1.4 < time.monotonic() - start < 4
 
 
 def test_a_malformed_answer_fails_over_to_the_embedded_model(client, upstream):

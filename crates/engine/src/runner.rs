@@ -85,7 +85,7 @@ impl Runner {
                 return;
             }
         };
-        let mut worker = Worker::new(&*model, ctx, n_ctx);
+        let mut worker = Worker::new(&model, ctx, n_ctx);
         let template = match worker.template() {
             Ok(t) => t,
             Err(e) => {

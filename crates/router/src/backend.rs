@@ -118,6 +118,20 @@ impl BackendError {
         }
     }
 
+    /// Whether the try failed before anything reached the upstream (the request cannot be put
+    /// in its terms, the body is not JSON, the client cannot be built).
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Wire {
+                source: WireError::Unsupported { .. },
+                ..
+            } | BackendError::Body
+                | BackendError::Client { .. }
+                | BackendError::MissingKey { .. }
+        )
+    }
+
     /// Whether the next tier should be tried: a retryable failure, or a tier that is resting.
     pub fn fails_over(&self) -> bool {
         self.is_retryable() || matches!(self, BackendError::CircuitOpen { .. })

@@ -78,6 +78,11 @@ impl Breaker {
         }
     }
 
+    /// Whether calls go through without question.
+    pub fn closed(&self) -> bool {
+        matches!(*self.lock(), State::Closed { .. })
+    }
+
     pub fn circuit(&self) -> Circuit {
         match *self.lock() {
             State::Closed { .. } => Circuit::Closed,
@@ -127,6 +132,20 @@ impl Permit<'_> {
         self.settled = true;
         self.breaker.record(false);
     }
+
+    /// The try never reached the upstream: nothing is learnt. A probe hands the circuit back
+    /// open, due now, so that the next caller probes.
+    pub fn release(mut self) {
+        self.settled = true;
+        if self.probe {
+            let mut state = self.breaker.lock();
+            if *state == State::HalfOpen {
+                *state = State::Open {
+                    until: Instant::now(),
+                };
+            }
+        }
+    }
 }
 
 impl Drop for Permit<'_> {
@@ -160,7 +179,14 @@ mod tests {
         probe.failure();
         assert_eq!(b.circuit(), Circuit::Open, "a failed probe opens it again");
         tokio::time::advance(Duration::from_secs(11)).await;
-        b.admit().expect("probe").success();
+        let probe = b.admit().expect("probe");
+        probe.release();
+        assert_eq!(
+            b.circuit(),
+            Circuit::Open,
+            "a try that sent nothing proves nothing"
+        );
+        b.admit().expect("the next caller probes at once").success();
         assert_eq!(b.circuit(), Circuit::Closed);
     }
 

@@ -40,6 +40,9 @@ impl Http {
             .connect_timeout(faults.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
+            // A redirect would re-send provider key headers to another host, and turn a POST
+            // into a GET: an upstream that redirects is misconfigured, and says so.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| BackendError::Client {
                 tier: tier.into(),
@@ -59,10 +62,13 @@ impl Http {
 
     /// Sends `request` and waits for a successful response head. An error status is read
     /// (bounded) and becomes [`BackendError::Status`], its body mapped by `errors`.
+    /// A whole (non-streamed) answer's head comes only when the model has finished, so it is
+    /// waited for until `deadline`; a stream's head within the first-byte timeout.
     pub async fn send(
         &self,
         request: reqwest::RequestBuilder,
         deadline: Instant,
+        stream: bool,
         errors: ErrorMapper,
     ) -> Result<reqwest::Response, BackendError> {
         let request = request.build().map_err(|e| BackendError::Client {
@@ -70,7 +76,14 @@ impl Http {
             reason: error_chain(&e),
         })?;
         let url = redacted(request.url());
-        let (limit, what) = self.limit(deadline, "no response head");
+        let (limit, what) = if stream {
+            self.limit(deadline, "no response head")
+        } else {
+            (
+                deadline.saturating_duration_since(Instant::now()),
+                "the total deadline passed",
+            )
+        };
         let response = tokio::time::timeout(limit, self.client.execute(request))
             .await
             .map_err(|_| self.timeout(what, limit))?
@@ -194,11 +207,11 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         && ms.is_finite()
         && ms >= 0.0
     {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+        return Duration::try_from_secs_f64(ms / 1000.0).ok();
     }
     let value = text("retry-after")?.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(
@@ -277,5 +290,17 @@ mod tests {
         assert_eq!(retry_after(&h), None);
         h.insert("retry-after-ms", HeaderValue::from_static("250"));
         assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
+        h.insert("retry-after-ms", HeaderValue::from_static("1e30"));
+        assert_eq!(
+            retry_after(&h),
+            None,
+            "too large to be a duration: ignored, no panic"
+        );
+        h.remove("retry-after-ms");
+        h.insert(
+            "retry-after",
+            HeaderValue::from_static("99999999999999999999"),
+        );
+        assert_eq!(retry_after(&h), None);
     }
 }

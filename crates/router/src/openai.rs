@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -39,7 +39,7 @@ impl OpenAiBackend {
     }
 
     async fn try_chat(&self, request: &Bytes, deadline: Instant) -> Result<Answer, BackendError> {
-        let body = with_model(request, &self.model)?;
+        let (body, stream) = with_model(request, &self.model)?;
         let mut post = self
             .http
             .post(self.endpoint.clone())
@@ -48,7 +48,10 @@ impl OpenAiBackend {
         if let Some(key) = &self.key {
             post = post.bearer_auth(key.expose());
         }
-        let response = self.http.send(post, deadline, error_from_wire).await?;
+        let response = self
+            .http
+            .send(post, deadline, stream, error_from_wire)
+            .await?;
         let sse = response
             .headers()
             .get("content-type")
@@ -84,53 +87,80 @@ impl Backend for OpenAiBackend {
     }
 }
 
-/// The upstream's SSE bytes, passed on as they come, with an error at the end when the stream
-/// stopped before `data: [DONE]`.
+/// The upstream's SSE bytes passed on whole events at a time (a break mid-event never leaves
+/// half an event before the error), ending at `data: [DONE]`, or in an error when the stream
+/// stops before it.
 fn until_done(tier: &str, chunks: crate::http::Chunks) -> AnswerStream {
-    const DONE: &[u8] = b"data: [DONE]";
     struct State {
         chunks: crate::http::Chunks,
-        /// The last bytes seen, enough to spot `data: [DONE]` across chunk boundaries.
-        tail: Vec<u8>,
+        /// Bytes of an event not yet complete.
+        carry: BytesMut,
         tier: String,
         over: bool,
     }
     let state = State {
         chunks,
-        tail: Vec::with_capacity(64),
+        carry: BytesMut::new(),
         tier: tier.into(),
         over: false,
     };
     Box::pin(futures::stream::unfold(state, |mut s| async move {
-        if s.over {
-            return None;
-        }
-        match s.chunks.next().await {
-            Some(Ok(chunk)) => {
-                s.tail
-                    .extend_from_slice(&chunk[chunk.len().saturating_sub(64)..]);
-                let cut = s.tail.len().saturating_sub(64);
-                s.tail.drain(..cut);
-                Some((Ok(chunk), s))
+        loop {
+            if s.over {
+                return None;
             }
-            Some(Err(e)) => {
-                s.over = true;
-                Some((Err(e), s))
-            }
-            None => {
-                let end = s.tail.trim_ascii_end();
-                if end.ends_with(DONE) {
-                    return None;
+            match s.chunks.next().await {
+                Some(Ok(chunk)) => {
+                    let whole = if s.carry.is_empty() && complete_end(&chunk) == Some(chunk.len()) {
+                        // The common case: the chunk is whole events, passed on as it is.
+                        chunk
+                    } else {
+                        s.carry.extend_from_slice(&chunk);
+                        match complete_end(&s.carry) {
+                            Some(end) => s.carry.split_to(end).freeze(),
+                            None => continue,
+                        }
+                    };
+                    s.over = has_done(&whole);
+                    return Some((Ok(whole), s));
                 }
-                s.over = true;
-                let e = BackendError::StreamBroken {
-                    tier: s.tier.clone(),
-                    reason: "it ended before `data: [DONE]`".into(),
-                };
-                Some((Err(e), s))
+                Some(Err(e)) => {
+                    s.over = true;
+                    return Some((Err(e), s));
+                }
+                None => {
+                    s.over = true;
+                    if has_done(&s.carry) {
+                        let rest = s.carry.split().freeze();
+                        return Some((Ok(rest), s));
+                    }
+                    let e = BackendError::StreamBroken {
+                        tier: s.tier.clone(),
+                        reason: "it ended before `data: [DONE]`".into(),
+                    };
+                    return Some((Err(e), s));
+                }
             }
         }
     }))
+}
+
+/// Where the last complete event in `bytes` ends (just past its blank line), if any.
+fn complete_end(bytes: &[u8]) -> Option<usize> {
+    (1..bytes.len())
+        .rev()
+        .find(|&i| {
+            bytes[i] == b'\n'
+                && (bytes[i - 1] == b'\n'
+                    || (i >= 2 && bytes[i - 1] == b'\r' && bytes[i - 2] == b'\n'))
+        })
+        .map(|i| i + 1)
+}
+
+/// Whether `events` hold the end of the stream, `data: [DONE]` (with or without the space).
+fn has_done(events: &[u8]) -> bool {
+    events.windows(11).any(|w| w == b"data:[DONE]")
+        || events.windows(12).any(|w| w == b"data: [DONE]")
 }
 
 /// An upstream error body as OpenAI's error object: kept as it is when it already has that
@@ -153,8 +183,13 @@ pub(crate) fn error_from_wire(status: u16, body: &[u8]) -> Value {
 
 /// The request with `model` replaced. Other members are copied as raw text, in order, never
 /// parsed into values or re-serialized.
-pub(crate) fn with_model(body: &[u8], model: &str) -> Result<Vec<u8>, BackendError> {
+/// Also says whether the request asks for a stream.
+pub(crate) fn with_model(body: &[u8], model: &str) -> Result<(Vec<u8>, bool), BackendError> {
     let members = Members::parse(body).ok_or(BackendError::Body)?;
+    let stream = members
+        .0
+        .iter()
+        .any(|(k, v)| k == "stream" && v.get().trim() == "true");
     let mut out = Vec::with_capacity(body.len() + model.len());
     out.push(b'{');
     let model_json = serde_json::to_vec(model).map_err(|_| BackendError::Body)?;
@@ -180,7 +215,7 @@ pub(crate) fn with_model(body: &[u8], model: &str) -> Result<Vec<u8>, BackendErr
         out.extend_from_slice(&model_json);
     }
     out.push(b'}');
-    Ok(out)
+    Ok((out, stream))
 }
 
 /// A JSON object's members, values left as raw text.
@@ -221,14 +256,16 @@ mod tests {
     #[test]
     fn only_the_model_changes() {
         let body = br#"{"model":"frontier","messages":[{"role":"user","content":"hi \"there\""}],"stream":true,"x_extra":{"cache_control":{"type":"ephemeral"}}}"#;
-        let out = with_model(body, "gpt-4o-mini").expect("object");
+        let (out, stream) = with_model(body, "gpt-4o-mini").expect("object");
+        assert!(stream);
         assert_eq!(
             std::str::from_utf8(&out).expect("utf-8"),
             r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi \"there\""}],"stream":true,"x_extra":{"cache_control":{"type":"ephemeral"}}}"#,
             "every other byte as sent"
         );
-        let out =
+        let (out, stream) =
             with_model(br#" { "messages" : [ ] , "m\u00f6del" : 1 } "#, "a\"b").expect("object");
+        assert!(!stream);
         let v: Value = serde_json::from_slice(&out).expect("json");
         assert_eq!(v["model"], "a\"b");
         assert_eq!(
@@ -271,9 +308,25 @@ mod tests {
                 .await
         }
         let whole = run(&["data: {}\n\n", "data: [DO", "NE]\n\n"]).await;
-        assert!(whole.iter().all(Result::is_ok) && whole.len() == 3);
+        assert!(whole.iter().all(Result::is_ok) && whole.len() == 2);
         let cut = run(&["data: {}\n\n", "data: {\"choices\""]).await;
-        assert_eq!(cut.len(), 3);
-        assert_eq!(cut[2], Err("upstream_stream_broken".to_string()));
+        assert_eq!(cut.len(), 2, "the half event is not passed on");
+        assert_eq!(cut[1], Err("upstream_stream_broken".to_string()));
+        let split = run(&[
+            "data: {\"a\"",
+            ":1}\n\ndata: {}\r\n\r\n",
+            "data:[DONE]\n\n",
+            "data: late\n\n",
+        ])
+        .await;
+        let text: Vec<String> = split
+            .iter()
+            .map(|r| String::from_utf8(r.clone().expect("ok").to_vec()).expect("utf-8"))
+            .collect();
+        assert_eq!(
+            text,
+            ["data: {\"a\":1}\n\ndata: {}\r\n\r\n", "data:[DONE]\n\n"],
+            "ends at [DONE]"
+        );
     }
 }

@@ -80,15 +80,19 @@ impl RemoteTier {
     pub async fn chat(&self, request: &Bytes) -> Result<Answer, BackendError> {
         let deadline = Instant::now() + self.faults.total_timeout;
         let mut attempt = 0;
+        let mut last: Option<BackendError> = None;
         loop {
             attempt += 1;
-            let permit = self
-                .breaker
-                .admit()
-                .map_err(|retry_in| BackendError::CircuitOpen {
-                    tier: self.name.clone(),
-                    retry_in,
-                })?;
+            let permit = match self.breaker.admit() {
+                Ok(p) => p,
+                // The circuit opened during the retries: the upstream's own error says more.
+                Err(retry_in) => {
+                    return Err(last.unwrap_or(BackendError::CircuitOpen {
+                        tier: self.name.clone(),
+                        retry_in,
+                    }));
+                }
+            };
             let outcome = tokio::time::timeout_at(deadline, self.backend.chat(request, deadline))
                 .await
                 .unwrap_or_else(|_| {
@@ -103,6 +107,12 @@ impl RemoteTier {
                     permit.success();
                     return Ok(answer);
                 }
+                // Refused before anything was sent: says nothing about the upstream's health.
+                Err(e) if e.is_local() => {
+                    permit.release();
+                    return Err(e);
+                }
+                // The upstream answered, if only to say no: it is up.
                 Err(e) if !e.is_retryable() => {
                     permit.success();
                     return Err(e);
@@ -119,11 +129,12 @@ impl RemoteTier {
             // An upstream that asks for a longer rest than allowed, or past the deadline, is
             // given up on now: the fallback answers sooner.
             let too_long = e.retry_after().is_some_and(|r| r > self.faults.max_backoff);
-            if too_long || Instant::now() + wait >= deadline {
+            if too_long || Instant::now() + wait >= deadline || !self.breaker.closed() {
                 return Err(e);
             }
             tracing::debug!(tier = %self.name, attempt, wait_ms = wait.as_millis() as u64, error = %e, "retrying");
             tokio::time::sleep(wait).await;
+            last = Some(e);
         }
     }
 

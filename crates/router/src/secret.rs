@@ -19,7 +19,8 @@ impl Secret {
             return Ok(None);
         };
         match std::env::var(var) {
-            Ok(v) if !v.is_empty() => Ok(Some(Secret(v))),
+            // A trailing newline from a `.env` file or a mounted secret is not part of the key.
+            Ok(v) if !v.trim().is_empty() => Ok(Some(Secret(v.trim().to_string()))),
             _ => Err(BackendError::MissingKey {
                 tier: tier.into(),
                 var: var.into(),

@@ -435,7 +435,11 @@ async fn collect(
         .then(|| tools::parse(&text))
         .flatten()
         .map(|calls| calls.into_iter().map(wire_call).collect());
-    let raw = out.calls.then(|| text.clone()).unwrap_or_default();
+    let raw = if out.calls {
+        text.clone()
+    } else {
+        String::new()
+    };
     let is_calls = calls.is_some();
     let made_calls = calls.as_ref().is_some_and(|c| !c.is_empty());
     let completion = ChatCompletion {

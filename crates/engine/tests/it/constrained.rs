@@ -268,3 +268,77 @@ async fn forced_tokens_have_logprobs_and_count_as_completion_tokens() {
             .all(|l| l.logprob <= 0.0 && l.top.len() == 2)
     );
 }
+
+#[tokio::test]
+async fn a_choice_answers_one_label_and_traces_its_probability() {
+    let labels: Vec<String> = ["card_arrival", "card_linking", "exchange_rate", "refund"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for sampling in [
+        SamplingParams::greedy(),
+        SamplingParams {
+            temperature: 1.0,
+            seed: Some(3),
+            ..SamplingParams::greedy()
+        },
+    ] {
+        let params = GenerateParams {
+            max_tokens: Some(16),
+            sampling,
+            constraint: Some(Constraint::Choice(labels.clone())),
+            confidence: true,
+            ..GenerateParams::default()
+        };
+        let out = run(engine(), "When will my new card arrive?", params)
+            .await
+            .expect("runs");
+        assert!(
+            labels.contains(&out.text),
+            "exactly one label: {:?}",
+            out.text
+        );
+        assert_eq!(out.done.finish, FinishReason::Stop);
+        let trace = &out.done.trace;
+        assert!(
+            !trace.is_empty(),
+            "the first token is a choice among labels"
+        );
+        let p: f32 = trace.iter().map(|s| s.p).product();
+        assert!(p > 0.0 && p <= 1.0, "{p}");
+        for s in trace {
+            assert!(
+                s.p + s.runner_up <= 1.0 + 1e-4,
+                "two allowed tokens share one distribution"
+            );
+            assert!((s.offset as usize) < out.text.len());
+        }
+    }
+}
+
+#[tokio::test]
+async fn free_text_traces_every_sampled_token_and_counts_agree() {
+    let params = GenerateParams {
+        max_tokens: Some(8),
+        sampling: SamplingParams::greedy(),
+        confidence: true,
+        ..GenerateParams::default()
+    };
+    let e = engine();
+    let out = run(e, "Say hello.", params).await.expect("runs");
+    assert_eq!(
+        out.done.trace.len() as u32,
+        out.done.completion_tokens + u32::from(out.done.finish == FinishReason::Stop)
+    );
+    assert!(
+        out.done
+            .trace
+            .iter()
+            .all(|s| s.p > 0.0 && s.p >= s.runner_up),
+        "greedy picks the top token"
+    );
+    assert_eq!(
+        e.count_tokens(&crate::prompt(e, "Say hello.")) as u32,
+        out.prompt_tokens
+    );
+}

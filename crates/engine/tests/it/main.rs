@@ -78,6 +78,7 @@ pub async fn run(
             finish: FinishReason::Stop,
             prompt_tokens: 0,
             completion_tokens: 0,
+            trace: Vec::new(),
         },
         prompt_tokens: g.prompt_tokens,
     };

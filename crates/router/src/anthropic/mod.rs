@@ -57,7 +57,7 @@ impl AnthropicBackend {
         }
         let response = self
             .http
-            .send(post, deadline, wire::error_from_wire)
+            .send(post, deadline, stream, wire::error_from_wire)
             .await?;
         let meta = translated::meta();
         let events = stream.then(|| StreamEvents(wire::Stream::new(meta.clone(), include_usage)));

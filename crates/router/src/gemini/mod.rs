@@ -56,7 +56,7 @@ impl GeminiBackend {
         }
         let response = self
             .http
-            .send(post, deadline, wire::error_from_wire)
+            .send(post, deadline, stream, wire::error_from_wire)
             .await?;
         let meta = translated::meta();
         let events = stream
