@@ -171,3 +171,18 @@ def test_every_response_says_how_it_was_answered(router):
     r = httpx.post(f"{router}/v1/chat/completions", json={"model": "local", "messages": QUERY, "max_tokens": 2})
     assert r.headers["x-smallfirst-reason"].startswith("model=local")
     assert {"x-smallfirst-tier", "x-smallfirst-confidence", "x-smallfirst-escalated"} <= set(r.headers)
+
+
+def test_a_local_only_answer_below_its_threshold_can_be_refused(binary, tmp_path):
+    config = tmp_path / "smallfirst.toml"
+    labels = ", ".join(f'"{l}"' for l in LABELS)
+    config.write_text(f'[tiers.local]\nbackend = "embedded"\nmodel = "{model_path()}"\nthreads = 1\nctx = 512\n\n'
+                      f'[policy]\nlocal_only_low_confidence = "refuse"\n\n'
+                      f'[tasks.secret]\nlabels = [{labels}]\nthreshold = 1.0\nprivacy = "local-only"\n')
+    proc, base = spawn(binary, ["--config", str(config)], tmp_path)
+    try:
+        r = httpx.post(f"{base}/v1/chat/completions", headers={"x-smallfirst-task": "secret"},
+                       json={"model": "auto", "messages": QUERY, "max_tokens": 16}, timeout=60)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "low_confidence", r.text
+    finally:
+        stop(proc, tmp_path)

@@ -33,6 +33,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Check a smallfirst.toml.
     Config(cmd::config::Args),
+    /// Show where `model: "auto"` requests would be routed, and why, without sending them.
+    Route(cmd::route::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
         Command::Chat(args) => cmd::chat::run(args),
+        Command::Route(args) => cmd::route::run(args),
         Command::Pull(args) => cmd::pull::run(args),
         Command::Models(args) => cmd::models::run(args),
         Command::Bench(args) => cmd::bench::run(args),

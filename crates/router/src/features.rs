@@ -131,61 +131,92 @@ pub fn infer_task(request: &Value, has_labels: bool) -> &'static str {
     {
         return "tool_call";
     }
-    let mut text = String::new();
-    for m in messages(request) {
-        if matches!(m["role"].as_str(), Some("system" | "developer")) {
-            push_text(&mut text, &m["content"]);
-        }
-    }
-    if let Some(user) = messages(request).filter(|m| m["role"] == "user").last() {
-        push_text(&mut text, &user["content"]);
-    }
-    let lower = text.to_lowercase();
-    let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
-    if has(&[
-        "classify",
-        "categorize",
-        "categorise",
-        "which category",
-        "what category",
-        "label the",
-        "one of the following",
-        "one of these",
-        "intent",
-        "sentiment",
-        "is this spam",
-    ]) {
-        return "classify";
-    }
-    if has(&[
-        "extract",
-        "pull out",
-        "named entit",
-        "list all the",
-        "fill in the fields",
-    ]) || format["type"] == "json_object"
-    {
+    if format["type"] == "json_object" {
         return "extract";
     }
-    if has(&[
-        "summarize",
-        "summarise",
-        "summary",
-        "tl;dr",
-        "tldr",
-        "in a few words",
-        "condense",
-    ]) {
-        return "summarize";
+    // The instruction first: a system prompt says what the task is more surely than the
+    // material the user pastes under it, whose words can be about anything.
+    let mut system = String::new();
+    for m in messages(request) {
+        if matches!(m["role"].as_str(), Some("system" | "developer")) {
+            push_text(&mut system, &m["content"]);
+        }
     }
+    let mut user = String::new();
+    if let Some(last) = messages(request).filter(|m| m["role"] == "user").last() {
+        push_text(&mut user, &last["content"]);
+    }
+    match from_words(&system) {
+        "chat" => from_words(&user),
+        task => task,
+    }
+}
+
+/// The task an instruction's words name; `chat` when none.
+fn from_words(text: &str) -> &'static str {
+    let lower = text.to_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
     if has(&[
         "route this",
         "which team",
         "which department",
         "forward to",
         "assign to",
+        "assign it to",
     ]) {
         return "route";
+    }
+    if has(&[
+        "classif",
+        "categor",
+        "intent",
+        "sentiment",
+        "label",
+        "tag this",
+        "tag the",
+        "which kind",
+        "what kind",
+        "which type",
+        "what type",
+        "belong",
+        "one of the following",
+        "one of these",
+        "is this spam",
+        "assign one",
+        "assign a",
+    ]) {
+        return "classify";
+    }
+    if has(&[
+        "extract",
+        "entit",
+        "pull out",
+        "pull the",
+        "list every",
+        "list all",
+        "find the names",
+        "names in",
+        "proper noun",
+        "identify all",
+        "slots",
+        "fill in the fields",
+        "mentioned",
+    ]) {
+        return "extract";
+    }
+    if has(&[
+        "summar",
+        "tl;dr",
+        "tldr",
+        "recap",
+        "gist",
+        "key points",
+        "main points",
+        "condense",
+        "in a few words",
+        "brief",
+    ]) {
+        return "summarize";
     }
     if lower.contains("```")
         || has(&[

@@ -142,7 +142,8 @@ pub(crate) enum AnswerKind {
 
 /// The request answered by the embedded model in full, with its confidence trace. With
 /// `labels` (and no `response_format` or `tools` of its own), the answer is exactly one label;
-/// the labels are listed to the model in a system line when its messages do not name them all.
+/// the labels are listed to the model, one per line at the end of the system prompt, when its
+/// messages do not name them all.
 pub(crate) async fn held(
     local: &LocalTier,
     body: &[u8],
@@ -170,18 +171,27 @@ pub(crate) async fn held(
             .iter()
             .all(|l| plan.messages.iter().any(|m| m.content.contains(l.as_str())));
         if !all_named {
-            plan.messages.insert(
-                0,
-                ChatMessage {
-                    role: "system".into(),
-                    content: format!(
-                        "Answer with exactly one of these labels: {}.",
-                        labels.join(", ")
-                    ),
-                    tool_calls: Vec::new(),
-                    tool_call_id: None,
-                },
+            // One label per line, after the client's own instruction: small models read a
+            // list far better than a comma-separated run, which they answer with its first item.
+            let list = format!(
+                "Possible labels:\n{}\nAnswer with the label only.",
+                labels.join("\n")
             );
+            match plan.messages.first_mut() {
+                Some(m) if m.role == "system" => {
+                    m.content.push_str("\n\n");
+                    m.content.push_str(&list);
+                }
+                _ => plan.messages.insert(
+                    0,
+                    ChatMessage {
+                        role: "system".into(),
+                        content: list,
+                        tool_calls: Vec::new(),
+                        tool_call_id: None,
+                    },
+                ),
+            }
         }
         plan.params.constraint = Some(Constraint::Choice(labels.to_vec()));
         kind = AnswerKind::Choice;

@@ -13,6 +13,7 @@ pub mod chat;
 pub mod config;
 pub mod models;
 pub mod pull;
+pub mod route;
 pub mod serve;
 
 /// Model, threads and context options shared by the commands that load a model.

@@ -131,6 +131,15 @@ fn every_mistake_names_its_field_and_line() {
         (format!("[tiers.f]\n{remote}[tiers.f.timeouts]\nconnect = -1\n"), "tiers.f.timeouts.connect", Some(7), "positive number of seconds"),
         (format!("[tiers.f]\n{remote}timeouts = {{ total = \"10s\" }}\n"), "tiers.f.timeouts.total", Some(6), "expected f64"),
         (format!("[tiers.f]\n{remote}breaker = {{ failures = 0 }}\n"), "tiers.f.breaker.failures", Some(6), "at least 1"),
+        (format!("[tiers.f]\n{remote}[policy]\nfrontier = \"g\"\n"), "policy.frontier", Some(7), "no tier is named `g`"),
+        (format!("[tiers.f]\n{remote}[policy]\nthreshold = 1.5\n"), "policy.threshold", Some(7), "between 0 and 1"),
+        (format!("[tiers.f]\n{remote}[policy]\nlocal_only_low_confidence = \"shrug\"\n"), "policy.local_only_low_confidence", Some(7), "shrug"),
+        (format!("[tiers.f]\n{remote}[[policy.rules]]\ntask = \"x\"\n"), "policy.rules[0]", Some(6), "missing field `tier`"),
+        (format!("[tiers.f]\n{remote}[[policy.rules]]\ntier = \"f\"\nneeds = [\"telepathy\"]\n"), "policy.rules[0].needs[0]", Some(8), "telepathy"),
+        (format!("[tiers.f]\n{remote}[[policy.rules]]\ntier = \"f\"\nescalate = [\"f\", \"h\"]\n"), "policy.rules[0].escalate[1]", Some(8), "no tier is named `h`"),
+        (format!("[tiers.f]\n{remote}[tasks.t]\nlabels = []\n"), "tasks.t.labels", Some(7), "at least one label"),
+        (format!("[tiers.f]\n{remote}[tasks.t]\nprivacy = \"secret\"\n"), "tasks.t.privacy", Some(7), "secret"),
+        (format!("[tiers.f]\n{remote}[tasks.t]\nthreshhold = 0.5\n"), "tasks.t.threshhold", Some(7), "unknown field `threshhold`"),
     ];
     for (text, path, line, words) in cases {
         let e = Config::parse(&text).expect_err(&text);
