@@ -194,8 +194,11 @@ impl Policy {
         {
             let mut tiers = vec![rule.tier.clone()];
             tiers.extend(rule.escalate.iter().cloned());
-            let threshold = (!rule.escalate.is_empty())
-                .then(|| rule.threshold.unwrap_or(self.config.threshold));
+            // A threshold given is kept even with nowhere to escalate: the answer is judged and
+            // marked (and a local-only one can be refused).
+            let threshold = rule
+                .threshold
+                .or_else(|| (!rule.escalate.is_empty()).then_some(self.config.threshold));
             let n = i + 1;
             (
                 tiers,
@@ -207,7 +210,9 @@ impl Policy {
             let escalate = t.escalate.clone().unwrap_or_else(default_escalation);
             let mut tiers: Vec<String> = first.into_iter().collect();
             tiers.extend(escalate);
-            let threshold = (tiers.len() > 1).then(|| t.threshold.unwrap_or(self.config.threshold));
+            let threshold = t
+                .threshold
+                .or_else(|| (tiers.len() > 1).then_some(self.config.threshold));
             let reason = Reason::new(
                 format!("task={}", f.task),
                 format!("task `{}` is configured", f.task),
@@ -227,10 +232,9 @@ impl Policy {
             let mut threshold = None;
             let reason = if narrow {
                 tiers.extend(default_escalation());
-                threshold = (tiers.len() > 1).then(|| {
-                    task.and_then(|t| t.threshold)
-                        .unwrap_or(self.config.threshold)
-                });
+                threshold = task
+                    .and_then(|t| t.threshold)
+                    .or_else(|| (tiers.len() > 1).then_some(self.config.threshold));
                 Reason::new(
                     format!("task={}", f.task),
                     format!("`{}` has a closed answer: local first", f.task),
@@ -460,6 +464,27 @@ escalate = ["mid", "frontier"]
         // A task marked local-only escalates only to tiers on this machine.
         let hr = policy().decide(&features("hr", 100)).expect("route");
         assert_eq!(hr.tiers, ["local", "mid"]);
+        // With nowhere to escalate, a task's own threshold still judges the answer.
+        let mut cfg = Config::embedded("m");
+        cfg.policy.tasks.insert(
+            "t".into(),
+            TaskPolicy {
+                threshold: Some(0.9),
+                local_only: true,
+                ..TaskPolicy::default()
+            },
+        );
+        let r = Policy::new(&cfg, Some(2048))
+            .decide(&features("t", 10))
+            .expect("route");
+        assert_eq!((r.tiers.len(), r.threshold), (1, Some(0.9)));
+        let alone = Policy::new(&Config::embedded("m"), Some(2048));
+        let r = alone.decide(&features("classify", 10)).expect("route");
+        assert_eq!(
+            (r.tiers.len(), r.threshold),
+            (1, None),
+            "no threshold given, none to use"
+        );
         // Too long for every local tier: an error, never the frontier.
         f.input_tokens = 50_000;
         let e = policy().decide(&f).expect_err("no local tier fits");
