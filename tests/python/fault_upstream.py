@@ -146,6 +146,11 @@ class Upstream:
             def step_sse_early(self, key):
                 self.stream_head()
 
+            def step_sse_role_only(self, key):
+                self.stream_head()
+                self.wfile.write(b": keep-alive\n\n" + chunk(key, {"role": "assistant", "content": ""}))
+                self.wfile.flush()
+
             def replay(self, provider, name, streaming):
                 """A provider's documented answer, from the translation fixtures."""
                 if streaming:

@@ -32,6 +32,7 @@ TIERS = {
     "stall": (["sse_stall"], 'retry = { attempts = 1 }\ntimeouts = { first_byte = 0.5 }'),
     "trickle": (["sse_trickle"], 'retry = { attempts = 1 }\ntimeouts = { first_byte = 1, total = 1.5 }'),
     "early": (["sse_early", "ok"], 'retry = { attempts = 2, backoff = 0.05 }'),
+    "roleonly": (["sse_role_only", "ok"], 'retry = { attempts = 2, backoff = 0.05 }'),
 }
 
 
@@ -205,10 +206,11 @@ def test_the_total_deadline_ends_a_stream_that_never_finishes(client):
     assert time.monotonic() - start < 4
 
 
-def test_a_stream_that_breaks_before_its_first_event_is_retried(client, upstream):
-    chunks = list(client.chat.completions.create(model="early", messages=HELLO, stream=True))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "answer from early"
-    assert len(upstream.requests("early")) == 2
+def test_a_stream_that_breaks_before_its_first_content_is_retried(client, upstream):
+    for key in ("early", "roleonly"):
+        chunks = list(client.chat.completions.create(model=key, messages=HELLO, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) == f"answer from {key}"
+        assert len(upstream.requests(key)) == 2, key
 
 
 def test_a_configuration_of_remote_tiers_only_loads_no_model(binary, tmp_path, upstream):

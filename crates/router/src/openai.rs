@@ -89,18 +89,23 @@ impl Backend for OpenAiBackend {
 
 /// The upstream's SSE bytes passed on whole events at a time (a break mid-event never leaves
 /// half an event before the error), ending at `data: [DONE]`, or in an error when the stream
-/// stops before it.
+/// stops before it. Events are held back until one carries content, a tool call or a finish
+/// (keep-alive comments and the role-only first chunk do not count), so that an upstream that
+/// fails after those fails the try, which is retried, rather than a stream under way.
 fn until_done(tier: &str, chunks: crate::http::Chunks) -> AnswerStream {
     struct State {
         chunks: crate::http::Chunks,
         /// Bytes of an event not yet complete.
         carry: BytesMut,
+        /// Whole events held until one carries something; `None` once one has.
+        held: Option<BytesMut>,
         tier: String,
         over: bool,
     }
     let state = State {
         chunks,
         carry: BytesMut::new(),
+        held: Some(BytesMut::new()),
         tier: tier.into(),
         over: false,
     };
@@ -122,6 +127,15 @@ fn until_done(tier: &str, chunks: crate::http::Chunks) -> AnswerStream {
                         }
                     };
                     s.over = has_done(&whole);
+                    if let Some(held) = &mut s.held {
+                        held.extend_from_slice(&whole);
+                        if !s.over && !carries_something(&whole) {
+                            continue;
+                        }
+                        let out = held.split().freeze();
+                        s.held = None;
+                        return Some((Ok(out), s));
+                    }
                     return Some((Ok(whole), s));
                 }
                 Some(Err(e)) => {
@@ -131,8 +145,9 @@ fn until_done(tier: &str, chunks: crate::http::Chunks) -> AnswerStream {
                 None => {
                     s.over = true;
                     if has_done(&s.carry) {
-                        let rest = s.carry.split().freeze();
-                        return Some((Ok(rest), s));
+                        let mut rest = s.held.take().unwrap_or_default();
+                        rest.extend_from_slice(&s.carry.split());
+                        return Some((Ok(rest.freeze()), s));
                     }
                     let e = BackendError::StreamBroken {
                         tier: s.tier.clone(),
@@ -143,6 +158,29 @@ fn until_done(tier: &str, chunks: crate::http::Chunks) -> AnswerStream {
             }
         }
     }))
+}
+
+/// Whether whole `events` hold one with content, a tool call, a finish or an error: the parsed
+/// look is only taken until the first such event.
+fn carries_something(events: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(events);
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .any(|data| {
+            let Ok(v) = serde_json::from_str::<Value>(data.trim()) else {
+                return false;
+            };
+            v.get("error").is_some()
+                || v["choices"].as_array().is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        let d = &c["delta"];
+                        !c["finish_reason"].is_null()
+                            || d["content"].as_str().is_some_and(|t| !t.is_empty())
+                            || d["tool_calls"].is_array()
+                            || d["refusal"].as_str().is_some_and(|t| !t.is_empty())
+                    })
+                })
+        })
 }
 
 /// Where the last complete event in `bytes` ends (just past its blank line), if any.
@@ -307,14 +345,28 @@ mod tests {
                 .collect()
                 .await
         }
-        let whole = run(&["data: {}\n\n", "data: [DO", "NE]\n\n"]).await;
-        assert!(whole.iter().all(Result::is_ok) && whole.len() == 2);
-        let cut = run(&["data: {}\n\n", "data: {\"choices\""]).await;
+        const ROLE: &str = "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n";
+        const HI: &str =
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}\n\n";
+        let whole = run(&[ROLE, HI, "data: [DO", "NE]\n\n"]).await;
+        let texts: Vec<String> = whole
+            .iter()
+            .map(|r| String::from_utf8(r.clone().expect("ok").to_vec()).expect("utf-8"))
+            .collect();
+        assert_eq!(
+            texts,
+            [format!("{ROLE}{HI}"), "data: [DONE]\n\n".to_string()],
+            "the role chunk waits for content"
+        );
+        let cut = run(&[ROLE, HI, "data: {\"choices\""]).await;
         assert_eq!(cut.len(), 2, "the half event is not passed on");
         assert_eq!(cut[1], Err("upstream_stream_broken".to_string()));
+        // Nothing but keep-alives and the role before the break: no bytes out, a failed try.
+        let early = run(&[": keep-alive\n\n", ROLE]).await;
+        assert_eq!(early, [Err("upstream_stream_broken".to_string())]);
         let split = run(&[
-            "data: {\"a\"",
-            ":1}\n\ndata: {}\r\n\r\n",
+            "data: {\"choices\":[{\"delta\":{\"content\"",
+            ":\"a\"},\"finish_reason\":null}]}\n\ndata: {}\r\n\r\n",
             "data:[DONE]\n\n",
             "data: late\n\n",
         ])
@@ -325,7 +377,10 @@ mod tests {
             .collect();
         assert_eq!(
             text,
-            ["data: {\"a\":1}\n\ndata: {}\r\n\r\n", "data:[DONE]\n\n"],
+            [
+                "data: {\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}\n\ndata: {}\r\n\r\n",
+                "data:[DONE]\n\n"
+            ],
             "ends at [DONE]"
         );
     }
