@@ -117,6 +117,13 @@ def test_a_low_confidence_answer_escalates_with_the_original_request(client, fro
     assert sent["messages"] == QUERY and sent["model"] == "qwen2.5-coder-0.5b-instruct"
 
 
+def test_labels_in_metadata_are_not_sent_on(client, frontier):
+    r = auto(client, task="unsure", max_tokens=16, metadata={"labels": LABELS, "team": "cards"})
+    assert r.headers["x-smallfirst-escalated"] == "true"
+    sent = frontier.requests("frontier")[-1][1]
+    assert sent["metadata"] == {"team": "cards"}, "OpenAI takes only string metadata values"
+
+
 def test_a_held_stream_replays_the_judged_answer(client):
     r = auto(client, task="sure", stream=True, stream_options={"include_usage": True}, max_tokens=16)
     assert r.headers["x-smallfirst-escalated"] == "false"
@@ -159,6 +166,11 @@ def test_local_only_never_reaches_the_frontier(client, frontier, router):
     with pytest.raises(openai.BadRequestError) as e:
         auto(client, privacy="local-only", messages=long, max_tokens=4)
     assert e.value.body["code"] == "no_route" and "local-only" in e.value.body["message"]
+    assert e.value.response.headers["x-smallfirst-reason"].startswith("no_route")
+    # A privacy value that is not understood is refused, never read as "any".
+    with pytest.raises(openai.BadRequestError) as e:
+        auto(client, task="unsure", privacy="local_only", max_tokens=4)
+    assert e.value.body["code"] == "invalid_privacy"
     # Naming the frontier outright is refused too.
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(model="frontier", messages=QUERY, max_tokens=4,

@@ -7,15 +7,31 @@
 /// Lane count for the vectorised loops: two AVX registers of f32.
 const LANES: usize = 16;
 
-/// `ln(sum(exp(x)))` over all of `x`, stable for any magnitude.
 /// The probability of `token` and of the most likely other token, over the tokens `allowed`
 /// (all, when `None`): the model's distribution renormalized to what a constraint lets through.
+/// Unconstrained, the vectorised [`log_sum_exp`] does the sum.
 pub fn choice_probs(
     logits: &[f32],
     token: usize,
     allowed: Option<&dyn Fn(u32) -> bool>,
 ) -> (f32, f32) {
-    let ok = |i: usize| allowed.is_none_or(|a| a(i as u32));
+    let Some(allowed) = allowed else {
+        let lse = log_sum_exp(logits);
+        let chosen = logits.get(token).map_or(0.0, |&l| (l - lse).exp());
+        let other = logits
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != token)
+            .map(|(_, &l)| l)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let runner_up = if other.is_finite() {
+            (other - lse).exp()
+        } else {
+            0.0
+        };
+        return (chosen, runner_up);
+    };
+    let ok = |i: usize| allowed(i as u32);
     let mut max = f32::NEG_INFINITY;
     let mut other = f32::NEG_INFINITY;
     for (i, &l) in logits.iter().enumerate() {
@@ -46,6 +62,7 @@ pub fn choice_probs(
     (chosen, runner_up)
 }
 
+/// `ln(sum(exp(x)))` over all of `x`, stable for any magnitude.
 pub fn log_sum_exp(x: &[f32]) -> f32 {
     let m = max(x);
     if !m.is_finite() {

@@ -84,25 +84,34 @@ pub fn of_text(steps: &[Step]) -> Confidence {
     }
 }
 
-/// Tool calls written as `{"name": "…", "arguments": …}`: the steps that chose whether to
-/// call (the first) and which function (inside each `"name"` value). Text with no call is
-/// judged as text.
+/// Tool calls written as `<tool_call>\n{"name": "…", "arguments": …}`: the steps that chose
+/// whether to call (everything before the first call's name) and which function (tokens that
+/// overlap a call's name). Argument values never count. Text with no call is judged as text.
 pub fn of_tool_calls(text: &str, steps: &[Step]) -> Confidence {
-    const KEY: &str = "\"name\": \"";
+    const OPEN: &str = "<tool_call>\n{\"name\": \"";
     let mut regions = Vec::new();
     let mut from = 0;
-    while let Some(i) = text[from..].find(KEY) {
-        let start = from + i + KEY.len();
+    while let Some(i) = text[from..].find(OPEN) {
+        let start = from + i + OPEN.len();
         let end = text[start..].find('"').map_or(text.len(), |j| start + j);
         regions.push(start..end);
         from = end;
     }
-    if regions.is_empty() {
+    let Some(first) = regions.first().map(|r| r.start) else {
         return of_text(steps);
-    }
-    let inside =
-        |s: &&Step| s.offset == 0 || regions.iter().any(|r| r.contains(&(s.offset as usize)));
-    of_choice(steps.iter().filter(inside), Method::ToolChoice)
+    };
+    // A step's token spans from its offset to the next step's (or the end).
+    let chosen: Vec<Step> = steps
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| {
+            let start = s.offset as usize;
+            let end = steps.get(i + 1).map_or(text.len(), |n| n.offset as usize);
+            start < first || regions.iter().any(|r| start < r.end && end > r.start)
+        })
+        .map(|(_, s)| *s)
+        .collect();
+    of_choice(&chosen, Method::ToolChoice)
 }
 
 #[cfg(test)]
@@ -141,7 +150,7 @@ mod tests {
 
     #[test]
     fn tool_choice_counts_only_the_decision_and_the_name() {
-        let text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}";
+        let text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"name\": \"Paris\"}}";
         let name_at = text.find("get_weather").expect("name") as u32;
         let args_at = text.find("Paris").expect("arg") as u32;
         let steps = [

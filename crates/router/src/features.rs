@@ -107,6 +107,35 @@ pub fn extract(request: &Value, hints: Hints<'_>, input_tokens: u32) -> Features
     }
 }
 
+/// What an image is counted as when tokens are estimated (a high-detail tile's cost at OpenAI).
+pub const IMAGE_TOKENS: u32 = 765;
+
+/// The request's input tokens without a tokenizer: four bytes of message text per token, and
+/// [`IMAGE_TOKENS`] per image (its data URL is not text).
+pub fn estimate_tokens(request: &Value) -> u32 {
+    let mut bytes = 0usize;
+    let mut images = 0u32;
+    for m in messages(request) {
+        match &m["content"] {
+            Value::String(s) => bytes += s.len(),
+            Value::Array(parts) => {
+                for p in parts {
+                    match p["text"].as_str() {
+                        Some(t) => bytes += t.len(),
+                        None if p["type"] == "image_url" => images += 1,
+                        None => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let Some(calls) = m["tool_calls"].as_array() {
+            bytes += calls.iter().map(|c| c.to_string().len()).sum::<usize>();
+        }
+    }
+    ((bytes / 4) as u32).saturating_add(images.saturating_mul(IMAGE_TOKENS))
+}
+
 fn messages(request: &Value) -> impl Iterator<Item = &Value> {
     request["messages"].as_array().into_iter().flatten()
 }
@@ -390,6 +419,15 @@ mod tests {
         assert_eq!((f.input_tokens, f.max_output_tokens), (42, Some(30)));
         r["tool_choice"] = json!("none");
         assert!(!extract(&r, Hints::default(), 1).needs.tools);
+    }
+
+    #[test]
+    fn images_are_not_counted_as_their_data_urls() {
+        let big = format!("data:image/png;base64,{}", "A".repeat(1_000_000));
+        let r = json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is in this picture?"},
+            {"type": "image_url", "image_url": {"url": big}}]}]});
+        assert_eq!(estimate_tokens(&r), 24 / 4 + IMAGE_TOKENS);
     }
 
     #[test]

@@ -245,6 +245,10 @@ impl Policy {
             (tiers, threshold, reason)
         };
         tiers.dedup();
+        // A default threshold is for escalating; with one tier left and none given, none.
+        let explicit =
+            task.is_some_and(|t| t.threshold.is_some()) || reason.code.starts_with("rule=");
+        let threshold = threshold.filter(|_| tiers.len() > 1 || explicit);
 
         // What cannot bend: room for the request, capabilities, privacy.
         let needed = f
@@ -279,11 +283,13 @@ impl Policy {
                     )
                 };
             }
-            if tiers.is_empty()
-                && let Some(t) = self.tiers.iter().find(|t| fits(t) && able(t) && allowed(t))
-            {
-                tiers.push(t.name.clone());
-            }
+        }
+        // Nothing planned can take it (or nothing was planned: no local tier for local work):
+        // the first tier that can.
+        if tiers.is_empty()
+            && let Some(t) = self.tiers.iter().find(|t| fits(t) && able(t) && allowed(t))
+        {
+            tiers.push(t.name.clone());
         }
         if tiers.is_empty() {
             return Err(NoRoute(if local_only {
@@ -393,6 +399,14 @@ escalate = ["mid", "frontier"]
             })
             .collect();
         (tiers, r.threshold, r.reason.code)
+    }
+
+    #[test]
+    fn without_a_local_tier_everything_goes_where_it_can() {
+        let text = "[tiers.frontier]\nbackend = \"openai\"\nmodel = \"m\"\nbase_url = \"https://x.test/v1\"\ncontext_window = 8000\n";
+        let p = Policy::new(&Config::parse(text).expect("valid"), None);
+        let r = p.decide(&features("chat", 10)).expect("a route");
+        assert_eq!(r.tiers, ["frontier"]);
     }
 
     #[test]

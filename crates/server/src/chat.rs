@@ -35,10 +35,22 @@ pub(crate) async fn completions(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
+) -> Response {
+    // Errors too say how the request was handled.
+    answer(state, headers, body)
+        .await
+        .unwrap_or_else(|e| routing::failed(e, "rejected"))
+}
+
+async fn answer(
+    state: AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body =
         body.map_err(|e| ApiError::TooLarge(format!("could not read the request body: {e}")))?;
     let model = target_model(&body);
+    routing::check_privacy(&headers)?;
     if model
         .as_deref()
         .is_some_and(|m| state.inner.policy.decides_for(m))
@@ -65,7 +77,16 @@ pub(crate) async fn completions(
                 code: Some("local_only"),
             });
         }
-        let mut response = gateway::forward(&state, tier, &body, local_only).await?;
+        let mut response = gateway::forward(
+            &state,
+            tier,
+            &body,
+            gateway::Chain {
+                local_only,
+                embedded: true,
+            },
+        )
+        .await?;
         routing::mark(&mut response, None, &named, None, false);
         return Ok(response);
     }

@@ -15,13 +15,23 @@ use smallfirst_router::{Answer, AnswerStream, BackendError, RemoteTier, WireErro
 use crate::{ApiError, AppState, chat};
 
 /// Where a request goes: the tier its `model` names, then that tier's fallbacks.
-/// With `local_only`, the chain stops before any tier that is not on this machine.
+/// How far down the fallback chain a request may go.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chain {
+    /// Stop before any tier that is not on this machine.
+    pub local_only: bool,
+    /// Whether the chain may end at the embedded model. An escalation may not: the local
+    /// answer it escalates from already exists and stands if the chain fails.
+    pub embedded: bool,
+}
+
 pub(crate) async fn forward(
     state: &AppState,
     first: &Arc<RemoteTier>,
     body: &Bytes,
-    local_only: bool,
+    chain: Chain,
 ) -> Result<Response, ApiError> {
+    let local_only = chain.local_only;
     let mut tier = Arc::clone(first);
     // Tiers that failed on the way, as `name:code`, for the `x-smallfirst-failover` header.
     let mut failed: Vec<String> = Vec::new();
@@ -46,6 +56,11 @@ pub(crate) async fn forward(
         tracing::warn!(tier = %tier.name(), fallback = %next, error = %e, "failing over");
         failed.push(format!("{}:{}", tier.name(), e.code()));
         if state.is_local_tier(next) {
+            if !chain.embedded {
+                let mut response = error_response(&e);
+                stamp(&mut response, tier.name(), &failed);
+                return Ok(response);
+            }
             let mut response = chat::local(state, body, true).await?;
             stamp(&mut response, next, &failed);
             return Ok(response);

@@ -34,6 +34,45 @@ pub(crate) fn hints(headers: &HeaderMap) -> Hints<'_> {
     }
 }
 
+/// `x-smallfirst-privacy` must be `local-only` or `any`: a typo must not fail open and send
+/// private data off the machine.
+pub(crate) fn check_privacy(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(PRIVACY_HEADER) else {
+        return Ok(());
+    };
+    let ok = value.to_str().is_ok_and(|v| {
+        let v = v.trim();
+        v.eq_ignore_ascii_case("local-only") || v.eq_ignore_ascii_case("any")
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidRequest {
+            message: format!(
+                "`{PRIVACY_HEADER}` must be `local-only` or `any`, got `{}`",
+                String::from_utf8_lossy(value.as_bytes())
+            ),
+            param: Some(PRIVACY_HEADER.into()),
+            code: Some("invalid_privacy"),
+        })
+    }
+}
+
+/// A header value from any text: characters a header cannot carry become `?`.
+pub(crate) fn header_value(text: &str) -> HeaderValue {
+    let clean: String = text
+        .chars()
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    HeaderValue::from_str(&clean).unwrap_or(HeaderValue::from_static("?"))
+}
+
 pub(crate) async fn auto(
     state: &AppState,
     headers: &HeaderMap,
@@ -44,26 +83,34 @@ pub(crate) async fn auto(
         .map_err(|e| ApiError::InvalidJson(format!("the request body is not valid JSON: {e}")))?;
     let tokens = input_tokens(state, body, &request);
     let features = features::extract(&request, hints(headers), tokens);
-    let route = state
-        .inner
-        .policy
-        .decide(&features)
-        .map_err(|e| ApiError::InvalidRequest {
-            message: e.0,
-            param: None,
-            code: Some("no_route"),
-        })?;
+    let decided = state.inner.policy.decide(&features);
     let decided_us = start.elapsed().as_micros();
-    tracing::debug!(task = %features.task, tokens, route = ?route.tiers, reason = %route.reason.code, decided_us, "route");
-    let mut response = execute(state, body, &route).await?;
+    let mut response = match decided {
+        Ok(route) => {
+            tracing::debug!(task = %features.task, tokens, route = ?route.tiers, reason = %route.reason.code, decided_us, "route");
+            match execute(state, body, &route).await {
+                Ok(r) => r,
+                Err(e) => failed(e, &route.reason.code),
+            }
+        }
+        Err(e) => failed(
+            ApiError::InvalidRequest {
+                message: e.0,
+                param: None,
+                code: Some("no_route"),
+            },
+            "no_route",
+        ),
+    };
     let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{}; {}",
-        features.task,
-        features.task_source.as_str()
-    )) {
-        h.insert(TASK_HEADER, v);
-    }
+    h.insert(
+        TASK_HEADER,
+        header_value(&format!(
+            "{}; {}",
+            features.task,
+            features.task_source.as_str()
+        )),
+    );
     if let Ok(v) = HeaderValue::from_str(&format!("decide;dur={:.3}", decided_us as f64 / 1000.0)) {
         h.insert("server-timing", v);
     }
@@ -87,6 +134,38 @@ fn input_tokens(state: &AppState, body: &[u8], request: &Value) -> u32 {
     (text / 4) as u32
 }
 
+/// An error response that still says how the request was handled.
+pub(crate) fn failed(e: ApiError, code: &str) -> Response {
+    let words = e.to_string();
+    let mut response = e.into_response();
+    let reason = Reason {
+        code: code.to_string(),
+        words,
+    };
+    mark(&mut response, None, &reason, None, false);
+    response
+}
+
+/// The body sent on to another tier: the request as the client sent it, less
+/// `metadata.labels`, which OpenAI refuses (its metadata values must be strings).
+fn onward(body: &Bytes) -> Bytes {
+    let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
+        return body.clone();
+    };
+    let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return body.clone();
+    };
+    if meta.remove("labels").is_none() {
+        return body.clone();
+    }
+    if meta.is_empty()
+        && let Some(o) = v.as_object_mut()
+    {
+        o.remove("metadata");
+    }
+    serde_json::to_vec(&v).map_or_else(|_| body.clone(), Bytes::from)
+}
+
 async fn execute(state: &AppState, body: &Bytes, route: &Route) -> Result<Response, ApiError> {
     let first = route.tiers[0].as_str();
     let local = state.inner.local.as_ref().filter(|l| l.name == first);
@@ -98,7 +177,11 @@ async fn execute(state: &AppState, body: &Bytes, route: &Route) -> Result<Respon
                 "the route names tier `{first}`, which is not served"
             ))
         })?;
-        let mut response = gateway::forward(state, tier, body, route.local_only).await?;
+        let chain = gateway::Chain {
+            local_only: route.local_only,
+            embedded: true,
+        };
+        let mut response = gateway::forward(state, tier, &onward(body), chain).await?;
         mark(&mut response, None, &route.reason, None, false);
         return Ok(response);
     };
@@ -107,33 +190,38 @@ async fn execute(state: &AppState, body: &Bytes, route: &Route) -> Result<Respon
         mark(&mut response, Some(&local.name), &route.reason, None, false);
         return Ok(response);
     }
-    let held = chat::held(local, body, route.labels.as_deref()).await?;
+    let held = match chat::held(local, body, route.labels.as_deref()).await {
+        Ok(h) => h,
+        // The local tier could not answer (a prompt grown too long with its labels, a grammar
+        // that does not compile): the next tier can, if there is one.
+        Err(e) if route.tiers.len() > 1 => {
+            let reason = Reason {
+                code: "local_failed".into(),
+                words: format!("the local tier failed: {e}"),
+            };
+            if let Some(r) = escalate(state, body, route, &reason, None).await? {
+                return Ok(r);
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     let confidence = judge(&held);
     let low = route.threshold.filter(|&t| confidence.value < t);
     let mut reason = route.reason.clone();
     if let Some(threshold) = low {
         let code = format!("low_confidence {:.2}<{threshold:.2}", confidence.value);
-        for next in &route.tiers[1..] {
-            let Some(tier) = state.remote(next) else {
-                continue;
-            };
-            let mut response = gateway::forward(state, tier, body, route.local_only).await?;
-            if response.status().is_success() {
-                let words = format!(
-                    "the local answer's {} was {:.3}, below {threshold}",
-                    confidence.method.as_str(),
-                    confidence.value
-                );
-                mark(
-                    &mut response,
-                    None,
-                    &Reason { code, words },
-                    Some(confidence),
-                    true,
-                );
-                return Ok(response);
-            }
-            tracing::warn!(tier = %next, status = %response.status(), "escalation failed; trying the next tier or answering locally");
+        let words = format!(
+            "the local answer's {} was {:.3}, below {threshold}",
+            confidence.method.as_str(),
+            confidence.value
+        );
+        let escalation = Reason {
+            code: code.clone(),
+            words,
+        };
+        if let Some(r) = escalate(state, body, route, &escalation, Some(confidence)).await? {
+            return Ok(r);
         }
         if route.local_only && route.low_confidence == LowConfidence::Refuse {
             return Err(ApiError::InvalidRequest {
@@ -165,8 +253,49 @@ async fn execute(state: &AppState, body: &Bytes, route: &Route) -> Result<Respon
     Ok(response)
 }
 
-/// How sure the held answer is, read the way its constraint allows.
+/// The request sent down the route's escalation tiers in turn; the first success, marked, or
+/// `None` when none answered (the local answer then stands). Never to the embedded model.
+async fn escalate(
+    state: &AppState,
+    body: &Bytes,
+    route: &Route,
+    reason: &Reason,
+    confidence: Option<Confidence>,
+) -> Result<Option<Response>, ApiError> {
+    let body = onward(body);
+    let chain = gateway::Chain {
+        local_only: route.local_only,
+        embedded: false,
+    };
+    for next in &route.tiers[1..] {
+        let Some(tier) = state.remote(next) else {
+            continue;
+        };
+        let mut response = gateway::forward(state, tier, &body, chain).await?;
+        if response.status().is_success() {
+            mark(&mut response, None, reason, confidence, true);
+            return Ok(Some(response));
+        }
+        tracing::warn!(tier = %next, status = %response.status(), "escalation failed");
+    }
+    Ok(None)
+}
+
+/// How sure the held answer is, read the way its constraint allows. A label cut short by the
+/// token budget is no label: certain to be wrong, so 0.
 fn judge(held: &Held) -> Confidence {
+    let cut = held
+        .completion
+        .choices
+        .first()
+        .is_some_and(|c| c.finish_reason == smallfirst_protocol::FinishReason::Length);
+    if held.kind == AnswerKind::Choice && cut {
+        return Confidence {
+            value: 0.0,
+            method: Method::Label,
+            margin: None,
+        };
+    }
     let steps: Vec<Step> = held
         .trace
         .iter()
@@ -239,18 +368,17 @@ pub(crate) fn mark(
     escalated: bool,
 ) {
     let h = response.headers_mut();
-    if let Some(t) = tier.and_then(|t| HeaderValue::from_str(t).ok()) {
-        h.insert("x-smallfirst-tier", t);
+    if let Some(t) = tier {
+        h.insert("x-smallfirst-tier", header_value(t));
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("{}; {}", reason.code, reason.words)) {
-        h.insert("x-smallfirst-reason", v);
-    }
+    h.insert(
+        "x-smallfirst-reason",
+        header_value(&format!("{}; {}", reason.code, reason.words)),
+    );
     let c = confidence.map_or("none".to_string(), |c| {
         format!("{:.3}; {}", c.value, c.method.as_str())
     });
-    if let Ok(v) = HeaderValue::from_str(&c) {
-        h.insert("x-smallfirst-confidence", v);
-    }
+    h.insert("x-smallfirst-confidence", header_value(&c));
     h.insert(
         "x-smallfirst-escalated",
         HeaderValue::from_static(if escalated { "true" } else { "false" }),

@@ -1,8 +1,8 @@
 //! `smallfirst route`: where `model: "auto"` requests would go, and why, without sending them.
 //!
 //! Reads chat completion bodies (one JSON object per line on stdin, or files) and prints each
-//! one's features and route. No model is loaded: input tokens are estimated at four bytes of
-//! message text per token, and the embedded tier's window is its configured `ctx` (else 8192).
+//! one's features and route. No model is loaded: input tokens are estimated (four bytes of
+//! message text per token, a fixed cost per image), and the embedded tier's window is its configured `ctx` (else 8192).
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -67,7 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let request: Value = serde_json::from_str(&text)
             .with_context(|| format!("{source}: not a JSON request body"))?;
         let start = Instant::now();
-        let tokens = estimate_tokens(&request);
+        let tokens = features::estimate_tokens(&request);
         let f = features::extract(&request, hints, tokens);
         let route = policy.decide(&f);
         let micros = start.elapsed().as_secs_f64() * 1e6;
@@ -98,15 +98,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         writeln!(out, "{line}").context("cannot write to stdout")?;
     }
     Ok(())
-}
-
-/// About four bytes of message text per token.
-fn estimate_tokens(request: &Value) -> u32 {
-    let bytes: usize = request["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|m| m["content"].to_string().len())
-        .sum();
-    (bytes / 4) as u32
 }
