@@ -32,7 +32,12 @@ pub struct Config {
 pub struct ServerConfig {
     pub host: String,
     pub port: u16,
+    /// Local requests that may wait while one generates; past it, 429.
+    pub max_queue: usize,
 }
+
+/// Local requests that may wait by default.
+pub const DEFAULT_MAX_QUEUE: usize = 64;
 
 /// A named place a request can be answered.
 #[derive(Debug, Clone, PartialEq)]
@@ -200,6 +205,7 @@ impl Config {
             server: ServerConfig {
                 host: DEFAULT_HOST.into(),
                 port: DEFAULT_PORT,
+                max_queue: DEFAULT_MAX_QUEUE,
             },
             tiers: vec![Tier {
                 name: "local".into(),
@@ -305,6 +311,7 @@ struct RawConfig {
 struct RawServer {
     host: Option<Spanned<String>>,
     port: Option<u16>,
+    max_queue: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -398,6 +405,7 @@ impl RawConfig {
         let server = ServerConfig {
             host,
             port: self.server.port.unwrap_or(DEFAULT_PORT),
+            max_queue: self.server.max_queue.unwrap_or(DEFAULT_MAX_QUEUE),
         };
         if self.tiers.is_empty() {
             return Err((

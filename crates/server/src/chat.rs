@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::convert::{self, Plan};
+use crate::metrics::Ticket;
 use crate::routes::LocalTier;
 use crate::{ApiError, AppState, gateway, routing};
 use smallfirst_router::Reason;
@@ -110,6 +111,7 @@ pub(crate) async fn local(
     let engine = &local.engine;
     let plan = convert::plan(&req, engine.info().n_vocab)?;
     let prompt = engine.render_with_tools(&plan.messages, &plan.structure.tools)?;
+    let mut ticket = admit(state)?;
     let Plan {
         params,
         stream,
@@ -123,6 +125,7 @@ pub(crate) async fn local(
         EngineError::Grammar(_) => ApiError::invalid(structure.param(), e.to_string()),
         other => other.into(),
     })?;
+    ticket.started(generation.prompt_tokens);
     let meta = Meta::new(local.model_id.clone());
     let out = Output {
         logprobs,
@@ -130,9 +133,9 @@ pub(crate) async fn local(
         must_call: structure.must_call,
     };
     let mut response = if stream {
-        sse(generation, meta, include_usage, out).into_response()
+        sse(generation, meta, include_usage, out, ticket).into_response()
     } else {
-        Json(collect(generation, meta, out).await?.0).into_response()
+        Json(collect(generation, meta, out, ticket).await?.0).into_response()
     };
     if let Ok(tier) = HeaderValue::from_str(&local.name) {
         response.headers_mut().insert("x-smallfirst-tier", tier);
@@ -166,6 +169,7 @@ pub(crate) enum AnswerKind {
 /// the labels are listed to the model, one per line at the end of the system prompt, when its
 /// messages do not name them all.
 pub(crate) async fn held(
+    state: &AppState,
     local: &LocalTier,
     body: &[u8],
     labels: Option<&[String]>,
@@ -219,6 +223,7 @@ pub(crate) async fn held(
     }
     plan.params.confidence = true;
     let prompt = engine.render_with_tools(&plan.messages, &plan.structure.tools)?;
+    let mut ticket = admit(state)?;
     let generation = engine
         .generate(prompt, plan.params)
         .await
@@ -231,8 +236,9 @@ pub(crate) async fn held(
         calls: plan.structure.calls,
         must_call: plan.structure.must_call,
     };
+    ticket.started(generation.prompt_tokens);
     let (completion, trace, raw_text) =
-        collect(generation, Meta::new(local.model_id.clone()), out).await?;
+        collect(generation, Meta::new(local.model_id.clone()), out, ticket).await?;
     Ok(Held {
         completion,
         trace,
@@ -320,6 +326,13 @@ pub(crate) fn replay(completion: ChatCompletion, include_usage: bool) -> Respons
         })
         .chain(std::iter::once(Ok(SseEvent::default().data("[DONE]"))));
     Sse::new(futures::stream::iter(events)).into_response()
+}
+
+/// A place in the embedded engine's queue, or 429 when it is full.
+fn admit(state: &AppState) -> Result<Ticket, ApiError> {
+    state.inner.metrics.admit().ok_or_else(|| {
+        ApiError::Busy("the local model's queue is full; retry after a moment".into())
+    })
 }
 
 /// The `model` a body asks for, read without judging the rest of it.
@@ -441,16 +454,21 @@ async fn collect(
     mut generation: Generation,
     meta: Meta,
     out: Output,
+    mut ticket: Ticket,
 ) -> Result<(ChatCompletion, Vec<StepProb>, String), ApiError> {
     let mut text = String::new();
     let mut entries = Vec::new();
     let done = loop {
         match generation.events.recv().await {
             Some(Event::Delta(d)) => {
+                ticket.delta();
                 text.push_str(&d.text);
                 entries.extend(d.logprobs);
             }
-            Some(Event::Done(done)) => break done,
+            Some(Event::Done(done)) => {
+                ticket.done(done.completion_tokens);
+                break done;
+            }
             Some(Event::Failed(reason)) => return Err(ApiError::Internal(reason)),
             None => {
                 return Err(ApiError::Internal(
@@ -508,6 +526,7 @@ fn sse(
     meta: Meta,
     include_usage: bool,
     out: Output,
+    mut ticket: Ticket,
 ) -> impl IntoResponse {
     let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(SSE_BUFFER);
     let usage_field = include_usage.then_some(None);
@@ -567,6 +586,7 @@ fn sse(
         loop {
             match generation.events.recv().await {
                 Some(Event::Delta(d)) => {
+                    ticket.delta();
                     // Log-probabilities go out with the text they belong to; a call has none.
                     pending.extend(d.logprobs);
                     let Some(delta) = shape(d.text) else { continue };
@@ -580,6 +600,7 @@ fn sse(
                     }
                 }
                 Some(Event::Done(done)) => {
+                    ticket.done(done.completion_tokens);
                     if let Some(Scanned::Text(rest)) =
                         scanner.as_mut().and_then(CallScanner::finish)
                     {

@@ -31,6 +31,9 @@ pub enum ApiError {
     TooLarge(String),
     #[error("{0}")]
     Internal(String),
+    /// The local model's queue is full: a 429 with `Retry-After`.
+    #[error("{0}")]
+    Busy(String),
     /// An upstream tier failed or answered without OpenAI's error shape; its status is kept
     /// where it gave one.
     #[error("{message}")]
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Upstream { status, .. } => *status,
         }
     }
@@ -103,6 +107,7 @@ impl ApiError {
                 Some("request_too_large".into()),
             ),
             ApiError::Internal(_) => ("server_error", None, None),
+            ApiError::Busy(_) => ("rate_limit_error", None, Some("queue_full".into())),
             ApiError::Upstream { code, .. } => ("upstream_error", None, Some((*code).to_string())),
         };
         ErrorBody::new(self.to_string(), kind, param, code)
@@ -132,6 +137,12 @@ pub(crate) struct LoggedError(pub String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), Json(self.body())).into_response();
+        if matches!(self, ApiError::Busy(_)) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
         response
             .extensions_mut()
             .insert(LoggedError(self.to_string()));

@@ -15,11 +15,12 @@ mod chat;
 mod convert;
 mod error;
 mod gateway;
+mod metrics;
 mod observe;
 mod routes;
 mod routing;
 pub mod structured;
 
 pub use error::ApiError;
-pub use routes::{AppState, LocalTier, app, serve};
+pub use routes::{AppState, DEFAULT_MAX_QUEUE, LocalTier, app, serve};
 pub use structured::{Structure, structure};

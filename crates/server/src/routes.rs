@@ -13,7 +13,11 @@ use smallfirst_engine::Engine;
 use smallfirst_protocol::{ModelList, ModelObject};
 use tokio::net::TcpListener;
 
+use crate::metrics::Metrics;
 use crate::{ApiError, chat, observe};
+
+/// Local requests that may wait while one generates, unless configured otherwise.
+pub const DEFAULT_MAX_QUEUE: usize = 64;
 use smallfirst_router::{Policy, RemoteTier};
 
 /// What every handler shares.
@@ -26,6 +30,7 @@ pub(crate) struct StateInner {
     /// The embedded model, when a tier runs one.
     pub local: Option<LocalTier>,
     pub created: u64,
+    pub metrics: Arc<Metrics>,
     /// How `model: "auto"` requests are routed.
     pub policy: Policy,
     /// Remote tiers, reached when a request's `model` names one of them or a fallback leads
@@ -52,11 +57,22 @@ impl AppState {
         };
         let window = local.engine.info().n_ctx;
         let config = smallfirst_router::Config::embedded(&local.model_id);
-        AppState::with_tiers(Some(local), Vec::new(), Policy::new(&config, Some(window)))
+        AppState::with_tiers(
+            Some(local),
+            Vec::new(),
+            Policy::new(&config, Some(window)),
+            DEFAULT_MAX_QUEUE,
+        )
     }
 
-    /// The embedded tier, if one is configured, plus remote tiers, routed by `policy`.
-    pub fn with_tiers(local: Option<LocalTier>, remotes: Vec<RemoteTier>, policy: Policy) -> Self {
+    /// The embedded tier, if one is configured, plus remote tiers, routed by `policy`; at most
+    /// `max_queue` local requests wait while one generates.
+    pub fn with_tiers(
+        local: Option<LocalTier>,
+        remotes: Vec<RemoteTier>,
+        policy: Policy,
+        max_queue: usize,
+    ) -> Self {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -64,6 +80,7 @@ impl AppState {
             inner: Arc::new(StateInner {
                 local,
                 created,
+                metrics: Metrics::new(max_queue),
                 policy,
                 remotes: remotes.into_iter().map(Arc::new).collect(),
             }),
@@ -107,9 +124,13 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/models", get(list_models))
         .route("/v1/models/{id}", get(get_model))
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(middleware::from_fn(observe::observe))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
         .with_state(state)
 }
 
@@ -187,6 +208,16 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
         "threads": info.threads,
         "remotes": tiers,
     }))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.inner.metrics.render(),
+    )
 }
 
 async fn unknown_route(method: Method, uri: Uri) -> ApiError {

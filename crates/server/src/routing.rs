@@ -190,7 +190,7 @@ async fn execute(state: &AppState, body: &Bytes, route: &Route) -> Result<Respon
         mark(&mut response, Some(&local.name), &route.reason, None, false);
         return Ok(response);
     }
-    let held = match chat::held(local, body, route.labels.as_deref()).await {
+    let held = match chat::held(state, local, body, route.labels.as_deref()).await {
         Ok(h) => h,
         // The local tier could not answer (a prompt grown too long with its labels, a grammar
         // that does not compile): the next tier can, if there is one.

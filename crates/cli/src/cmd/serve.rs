@@ -21,6 +21,10 @@ pub struct Args {
     /// Port [default: the config's, else 8080].
     #[arg(long, short = 'p')]
     pub port: Option<u16>,
+    /// Local requests that may wait while one generates; past it, 429 with Retry-After
+    /// [default: the config's, else 64].
+    #[arg(long, value_name = "N")]
+    pub max_queue: Option<usize>,
     /// A `smallfirst.toml`; command-line options override what it says.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -115,7 +119,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         let window = local.as_ref().map(|l| l.engine.info().n_ctx);
         let policy = Policy::new(&config, window);
-        let state = AppState::with_tiers(local, remotes, policy);
+        let max_queue = args.max_queue.unwrap_or(config.server.max_queue);
+        let state = AppState::with_tiers(local, remotes, policy, max_queue);
         serve(listener, state, shutdown_signal())
             .await
             .context("server failed")

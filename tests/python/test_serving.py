@@ -1,0 +1,85 @@
+"""The embedded engine under more than one client: a bounded queue that answers 429 with
+Retry-After when full, places freed when a client goes away, and what `/metrics` shows."""
+
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from conftest import model_path, spawn, stop
+
+LONG = {"model": "local", "messages": [{"role": "user", "content": "Count from 1 to 500, one number per line."}],
+        "max_tokens": 300, "temperature": 0, "stream": True}
+
+
+@pytest.fixture(scope="module")
+def server(binary, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("serving")
+    proc, base = spawn(binary, ["--model", model_path(), "--threads", "1", "--ctx", "512", "--max-queue", "0"],
+                       log_dir)
+    yield base
+    stop(proc, log_dir)
+
+
+def metric(base, name):
+    for line in httpx.get(f"{base}/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_a_full_queue_answers_429_and_later_requests_succeed(server):
+    started = threading.Event()
+    finished = threading.Event()
+
+    def long_stream():
+        with httpx.stream("POST", f"{server}/v1/chat/completions", json=LONG, timeout=120) as r:
+            for _ in r.iter_lines():
+                started.set()
+        finished.set()
+
+    t = threading.Thread(target=long_stream)
+    t.start()
+    assert started.wait(60)
+    client = OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0, timeout=60)
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model="local", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+    assert e.value.body["code"] == "queue_full"
+    assert e.value.response.headers["retry-after"] == "1"
+    assert metric(server, "smallfirst_active_slots") == 1
+    t.join(120)
+    assert finished.is_set()
+    ok = client.chat.completions.create(model="local", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+    assert ok.choices[0].message.content is not None
+    assert metric(server, "smallfirst_rejected_total") >= 1
+    assert metric(server, 'smallfirst_requests_total{status="429"}') >= 1
+    assert metric(server, "smallfirst_generated_tokens_total") >= 3
+
+
+def test_a_client_that_goes_away_frees_its_place(server):
+    with httpx.stream("POST", f"{server}/v1/chat/completions", json=LONG, timeout=60) as r:
+        lines = r.iter_lines()
+        next(lines)
+        next(lines)
+        assert metric(server, "smallfirst_active_slots") == 1
+    deadline = time.monotonic() + 10
+    while metric(server, "smallfirst_active_slots") != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metric(server, "smallfirst_active_slots") == 0
+    assert metric(server, "smallfirst_queue_depth") == 0
+    r = httpx.post(f"{server}/v1/chat/completions", timeout=60,
+                   json={"model": "local", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2})
+    assert r.status_code == 200, "the place was freed"
+
+
+def test_metrics_are_prometheus_text(server):
+    r = httpx.get(f"{server}/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    for name in ("smallfirst_ttft_seconds_bucket", "smallfirst_inter_token_seconds_count",
+                 "smallfirst_prompt_tokens_total", "smallfirst_queue_limit 1"):
+        assert name in text, name
+    assert metric(server, "smallfirst_ttft_seconds_count") >= 2
