@@ -83,3 +83,58 @@ def test_metrics_are_prometheus_text(server):
                  "smallfirst_prompt_tokens_total", "smallfirst_queue_limit 1"):
         assert name in text, name
     assert metric(server, "smallfirst_ttft_seconds_count") >= 2
+
+
+def test_a_request_past_its_time_limit_is_stopped_with_a_clear_error(binary, tmp_path):
+    proc, base = spawn(binary, ["--model", model_path(), "--threads", "1", "--ctx", "512",
+                                "--request-timeout", "0.3"], tmp_path)
+    try:
+        client = OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)
+        body = dict(LONG)
+        body.pop("stream")
+        start = time.monotonic()
+        with pytest.raises(openai.APIStatusError) as e:
+            client.chat.completions.create(**body)
+        assert e.value.status_code == 504 and e.value.body["code"] == "request_timeout"
+        assert time.monotonic() - start < 3
+        with pytest.raises(openai.APIError) as e:
+            for _ in client.chat.completions.create(**body, stream=True):
+                pass
+        assert "request_timeout" in str(e.value.body)
+        assert metric(base, "smallfirst_active_slots") == 0
+    finally:
+        stop(proc, tmp_path)
+
+
+def test_shutdown_lets_a_stream_finish_then_exits(binary, tmp_path):
+    import signal as sig
+    proc, base = spawn(binary, ["--model", model_path(), "--threads", "1", "--ctx", "512"], tmp_path)
+    lines = []
+    with httpx.stream("POST", f"{base}/v1/chat/completions", json=LONG, timeout=60) as r:
+        for line in r.iter_lines():
+            if not lines:
+                proc.send_signal(sig.SIGTERM)
+            lines.append(line)
+    assert "data: [DONE]" in lines, "the stream in flight finished"
+    assert proc.wait(timeout=20) == 0
+
+
+def test_past_the_drain_deadline_requests_are_cut(binary, tmp_path):
+    import signal as sig
+    proc, base = spawn(binary, ["--model", model_path(), "--threads", "1", "--ctx", "512",
+                                "--drain-timeout", "0.2"], tmp_path)
+    body = dict(LONG, max_tokens=400)
+    got_done = False
+    start = None
+    try:
+        with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=60) as r:
+            for line in r.iter_lines():
+                if start is None:
+                    start = time.monotonic()
+                    proc.send_signal(sig.SIGTERM)
+                got_done |= line == "data: [DONE]"
+    except httpx.HTTPError:
+        pass
+    assert proc.wait(timeout=20) == 0
+    assert time.monotonic() - start < 3
+    assert not got_done, "cut before it finished"

@@ -34,10 +34,16 @@ pub struct ServerConfig {
     pub port: u16,
     /// Local requests that may wait while one generates; past it, 429.
     pub max_queue: usize,
+    /// Longest a local request may take.
+    pub request_timeout: Duration,
+    /// After a shutdown signal, how long in-flight requests may finish before they are cut.
+    pub drain_timeout: Duration,
 }
 
 /// Local requests that may wait by default.
 pub const DEFAULT_MAX_QUEUE: usize = 64;
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A named place a request can be answered.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,6 +212,8 @@ impl Config {
                 host: DEFAULT_HOST.into(),
                 port: DEFAULT_PORT,
                 max_queue: DEFAULT_MAX_QUEUE,
+                request_timeout: DEFAULT_REQUEST_TIMEOUT,
+                drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             },
             tiers: vec![Tier {
                 name: "local".into(),
@@ -312,6 +320,8 @@ struct RawServer {
     host: Option<Spanned<String>>,
     port: Option<u16>,
     max_queue: Option<usize>,
+    request_timeout: Option<Spanned<f64>>,
+    drain_timeout: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -406,6 +416,14 @@ impl RawConfig {
             host,
             port: self.server.port.unwrap_or(DEFAULT_PORT),
             max_queue: self.server.max_queue.unwrap_or(DEFAULT_MAX_QUEUE),
+            request_timeout: match self.server.request_timeout {
+                None => DEFAULT_REQUEST_TIMEOUT,
+                Some(t) => seconds("server.request_timeout", t)?,
+            },
+            drain_timeout: match self.server.drain_timeout {
+                None => DEFAULT_DRAIN_TIMEOUT,
+                Some(t) => seconds("server.drain_timeout", t)?,
+            },
         };
         if self.tiers.is_empty() {
             return Err((
@@ -645,6 +663,20 @@ impl RawTier {
             fallback,
             faults,
         })
+    }
+}
+
+/// A positive number of seconds, no larger than a day.
+fn seconds(path: &str, v: Spanned<f64>) -> Result<Duration, Invalid> {
+    let x = *v.get_ref();
+    if x.is_finite() && x > 0.0 && x <= 86_400.0 {
+        Ok(Duration::from_secs_f64(x))
+    } else {
+        invalid(
+            path.to_string(),
+            v.span(),
+            "must be a positive number of seconds (at most 86400)",
+        )
     }
 }
 

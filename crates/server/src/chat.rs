@@ -328,6 +328,13 @@ pub(crate) fn replay(completion: ChatCompletion, include_usage: bool) -> Respons
     Sse::new(futures::stream::iter(events)).into_response()
 }
 
+fn timeout_message(ticket: &Ticket) -> String {
+    format!(
+        "the request took longer than the server's limit of {} s and was stopped",
+        ticket.timeout.as_secs_f64()
+    )
+}
+
 /// A place in the embedded engine's queue, or 429 when it is full.
 fn admit(state: &AppState) -> Result<Ticket, ApiError> {
     state.inner.metrics.admit().ok_or_else(|| {
@@ -459,7 +466,10 @@ async fn collect(
     let mut text = String::new();
     let mut entries = Vec::new();
     let done = loop {
-        match generation.events.recv().await {
+        let event = tokio::time::timeout_at(ticket.deadline, generation.events.recv())
+            .await
+            .map_err(|_| ApiError::Timeout(timeout_message(&ticket)))?;
+        match event {
             Some(Event::Delta(d)) => {
                 ticket.delta();
                 text.push_str(&d.text);
@@ -584,7 +594,19 @@ fn sse(
             }
         };
         loop {
-            match generation.events.recv().await {
+            let Ok(event) =
+                tokio::time::timeout_at(ticket.deadline, generation.events.recv()).await
+            else {
+                // Out of time: an error event, then the end (dropping the events stops the
+                // engine at its next token).
+                let error = ApiError::Timeout(timeout_message(&ticket)).body();
+                let event = SseEvent::default()
+                    .json_data(&error)
+                    .unwrap_or_else(|_| SseEvent::default().data("{}"));
+                let _ = tx.send(Ok(event)).await;
+                return;
+            };
+            match event {
                 Some(Event::Delta(d)) => {
                     ticket.delta();
                     // Log-probabilities go out with the text they belong to; a call has none.

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// The local model's queue is full: a 429 with `Retry-After`.
     #[error("{0}")]
     Busy(String),
+    /// The request ran past the server's time limit.
+    #[error("{0}")]
+    Timeout(String),
     /// An upstream tier failed or answered without OpenAI's error shape; its status is kept
     /// where it gave one.
     #[error("{message}")]
@@ -73,6 +76,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Upstream { status, .. } => *status,
         }
     }
@@ -108,6 +112,7 @@ impl ApiError {
             ),
             ApiError::Internal(_) => ("server_error", None, None),
             ApiError::Busy(_) => ("rate_limit_error", None, Some("queue_full".into())),
+            ApiError::Timeout(_) => ("timeout_error", None, Some("request_timeout".into())),
             ApiError::Upstream { code, .. } => ("upstream_error", None, Some((*code).to_string())),
         };
         ErrorBody::new(self.to_string(), kind, param, code)

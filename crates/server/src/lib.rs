@@ -22,5 +22,6 @@ mod routing;
 pub mod structured;
 
 pub use error::ApiError;
-pub use routes::{AppState, DEFAULT_MAX_QUEUE, LocalTier, app, serve};
+pub use metrics::Limits;
+pub use routes::{AppState, LocalTier, app, serve};
 pub use structured::{Structure, structure};

@@ -7,7 +7,25 @@
 use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Bounds on the embedded engine's work.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Local requests that may wait while one generates.
+    pub max_queue: usize,
+    /// Longest a local request may take, from arrival to its last token.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_queue: 64,
+            request_timeout: Duration::from_secs(600),
+        }
+    }
+}
 
 /// Upper bounds (seconds) of the time-to-first-token buckets.
 const TTFT_BUCKETS: [f64; 10] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -66,6 +84,7 @@ pub struct Metrics {
     in_flight: AtomicUsize,
     /// The most local requests allowed in flight.
     max_in_flight: usize,
+    request_timeout: Duration,
     generating: AtomicUsize,
     rejected: AtomicU64,
     prompt_tokens: AtomicU64,
@@ -77,11 +96,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// `max_queue` requests may wait while one generates.
-    pub fn new(max_queue: usize) -> Arc<Self> {
+    pub fn new(limits: Limits) -> Arc<Self> {
         Arc::new(Metrics {
             in_flight: AtomicUsize::new(0),
-            max_in_flight: max_queue + 1,
+            max_in_flight: limits.max_queue + 1,
+            request_timeout: limits.request_timeout,
             generating: AtomicUsize::new(0),
             rejected: AtomicU64::new(0),
             prompt_tokens: AtomicU64::new(0),
@@ -104,9 +123,12 @@ impl Metrics {
             self.rejected.fetch_add(1, Ordering::Relaxed);
             return None;
         }
+        let started = Instant::now();
         Some(Ticket {
             metrics: Arc::clone(self),
-            started: Instant::now(),
+            started,
+            deadline: tokio::time::Instant::from_std(started + self.request_timeout),
+            timeout: self.request_timeout,
             last: None,
             generating: false,
         })
@@ -201,6 +223,9 @@ impl Metrics {
 pub(crate) struct Ticket {
     metrics: Arc<Metrics>,
     started: Instant,
+    /// When the request's time is up.
+    pub deadline: tokio::time::Instant,
+    pub timeout: Duration,
     last: Option<Instant>,
     generating: bool,
 }
@@ -252,7 +277,10 @@ mod tests {
 
     #[test]
     fn the_gate_holds_its_limit_and_frees_places() {
-        let m = Metrics::new(1);
+        let m = Metrics::new(Limits {
+            max_queue: 1,
+            ..Limits::default()
+        });
         let a = m.admit().expect("one generating");
         let mut b = m.admit().expect("one queued");
         assert!(m.admit().is_none(), "full");

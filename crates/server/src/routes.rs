@@ -13,11 +13,8 @@ use smallfirst_engine::Engine;
 use smallfirst_protocol::{ModelList, ModelObject};
 use tokio::net::TcpListener;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Limits, Metrics};
 use crate::{ApiError, chat, observe};
-
-/// Local requests that may wait while one generates, unless configured otherwise.
-pub const DEFAULT_MAX_QUEUE: usize = 64;
 use smallfirst_router::{Policy, RemoteTier};
 
 /// What every handler shares.
@@ -61,17 +58,17 @@ impl AppState {
             Some(local),
             Vec::new(),
             Policy::new(&config, Some(window)),
-            DEFAULT_MAX_QUEUE,
+            Limits::default(),
         )
     }
 
-    /// The embedded tier, if one is configured, plus remote tiers, routed by `policy`; at most
-    /// `max_queue` local requests wait while one generates.
+    /// The embedded tier, if one is configured, plus remote tiers, routed by `policy`, the
+    /// embedded engine's work bounded by `limits`.
     pub fn with_tiers(
         local: Option<LocalTier>,
         remotes: Vec<RemoteTier>,
         policy: Policy,
-        max_queue: usize,
+        limits: Limits,
     ) -> Self {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -80,7 +77,7 @@ impl AppState {
             inner: Arc::new(StateInner {
                 local,
                 created,
-                metrics: Metrics::new(max_queue),
+                metrics: Metrics::new(limits),
                 policy,
                 remotes: remotes.into_iter().map(Arc::new).collect(),
             }),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use smallfirst_router::{BackendConfig, Config, Policy, RemoteTier, remote};
-use smallfirst_server::{AppState, LocalTier, serve};
+use smallfirst_server::{AppState, Limits, LocalTier, serve};
 
 use super::ModelArgs;
 
@@ -25,6 +25,13 @@ pub struct Args {
     /// [default: the config's, else 64].
     #[arg(long, value_name = "N")]
     pub max_queue: Option<usize>,
+    /// Longest a local request may take, in seconds [default: the config's, else 600].
+    #[arg(long, value_name = "SECONDS")]
+    pub request_timeout: Option<f64>,
+    /// After SIGTERM / Ctrl-C, how long in-flight requests may finish, in seconds
+    /// [default: the config's, else 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub drain_timeout: Option<f64>,
     /// A `smallfirst.toml`; command-line options override what it says.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -119,12 +126,44 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         let window = local.as_ref().map(|l| l.engine.info().n_ctx);
         let policy = Policy::new(&config, window);
-        let max_queue = args.max_queue.unwrap_or(config.server.max_queue);
-        let state = AppState::with_tiers(local, remotes, policy, max_queue);
-        serve(listener, state, shutdown_signal())
-            .await
-            .context("server failed")
+        let limits = Limits {
+            max_queue: args.max_queue.unwrap_or(config.server.max_queue),
+            request_timeout: secs(args.request_timeout, config.server.request_timeout)?,
+        };
+        let drain = secs(args.drain_timeout, config.server.drain_timeout)?;
+        let state = AppState::with_tiers(local, remotes, policy, limits);
+        // On a signal the server stops accepting and lets in-flight requests finish; past the
+        // drain deadline they are cut (their generations stop at the next token).
+        let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+        let server = serve(listener, state, async move {
+            shutdown_signal().await;
+            let _ = signalled.send(());
+        });
+        tokio::select! {
+            result = server => result.context("server failed"),
+            () = async move {
+                if on_signal.await.is_ok() {
+                    tokio::time::sleep(drain).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!(drain_s = drain.as_secs_f64(), "drain deadline passed; cutting the requests still in flight");
+                Ok(())
+            }
+        }
     })
+}
+
+/// A command-line number of seconds, else the configuration's.
+fn secs(arg: Option<f64>, config: std::time::Duration) -> anyhow::Result<std::time::Duration> {
+    match arg {
+        None => Ok(config),
+        Some(s) => std::time::Duration::try_from_secs_f64(s)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| anyhow::anyhow!("`{s}` is not a positive number of seconds")),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
