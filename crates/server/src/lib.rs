@@ -8,8 +8,11 @@
 //!   uses it too, so both refuse the same schemas the same way).
 //!
 //! Routes: `POST /v1/chat/completions` (JSON or SSE), `GET /v1/models`, `GET /v1/models/{id}`,
-//! `GET /health`. Unknown routes and methods answer in the same error shape. A request whose
-//! `model` names a remote tier goes to it, and down its fallback chain if it fails (`gateway`).
+//! `GET /health`, `GET /metrics`. Unknown routes and methods answer in the same error shape. A
+//! request whose `model` names a remote tier goes to it, and down its fallback chain if it
+//! fails (`gateway`); `model: "auto"` is routed by the policy, a local answer judged by its
+//! confidence and escalated below the threshold (`routing`). Local requests pass a bounded
+//! queue and a time limit ([`Limits`], `metrics`).
 
 mod chat;
 mod convert;
