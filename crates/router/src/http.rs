@@ -107,6 +107,8 @@ impl Http {
             .read(response, deadline, ERROR_BODY_LIMIT)
             .await
             .unwrap_or_default();
+        // Google puts its hint in the body (`error.details[].retryDelay: "30s"`), not a header.
+        let retry_after = retry_after.or_else(|| retry_delay(&body));
         let error = errors(status, &body);
         let message = error["error"]["message"]
             .as_str()
@@ -220,6 +222,16 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     )
 }
 
+/// A `retryDelay` (`"30s"`, `"1.5s"`) in an error body's `error.details`, as Google's APIs send
+/// it.
+fn retry_delay(body: &[u8]) -> Option<Duration> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v["error"]["details"].as_array()?.iter().find_map(|d| {
+        let secs: f64 = d["retryDelay"].as_str()?.strip_suffix('s')?.parse().ok()?;
+        Duration::try_from_secs_f64(secs).ok()
+    })
+}
+
 /// `base` joined with `path`, whether or not `base` ends in `/`.
 pub(crate) fn endpoint(base: &url::Url, path: &str) -> url::Url {
     let mut url = base.clone();
@@ -273,6 +285,14 @@ mod tests {
                 "http://h:1/v1/models/g:streamGenerateContent?alt=sse"
             );
         }
+    }
+
+    #[test]
+    fn a_retry_delay_in_the_body_is_read() {
+        let body = br#"{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure"},{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"2.5s"}]}}"#;
+        assert_eq!(retry_delay(body), Some(Duration::from_millis(2500)));
+        assert_eq!(retry_delay(b"{\"error\":{}}"), None);
+        assert_eq!(retry_delay(b"not json"), None);
     }
 
     #[test]
