@@ -113,6 +113,17 @@ fn refuse_unsupported(request: &Value) -> Result<(), WireError> {
             "Anthropic does not return log-probabilities",
         ));
     }
+    // OpenAI takes up to 2; Anthropic refuses more than 1. Said here, before anything is sent.
+    if let Some(t) = request
+        .get("temperature")
+        .and_then(Value::as_f64)
+        .filter(|&t| t > 1.0)
+    {
+        return Err(unsupported(
+            "temperature",
+            format!("Anthropic takes `temperature` from 0 to 1, got {t}"),
+        ));
+    }
     match request
         .pointer("/response_format/type")
         .and_then(Value::as_str)

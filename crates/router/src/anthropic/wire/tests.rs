@@ -154,6 +154,11 @@ fn what_anthropic_cannot_honour_is_refused_and_what_it_ignores_is_dropped() {
     };
     assert_eq!(param_of(with("n", json!(2))), "n");
     assert_eq!(param_of(with("logprobs", json!(true))), "logprobs");
+    assert_eq!(param_of(with("temperature", json!(1.5))), "temperature");
+    assert_eq!(
+        with("temperature", json!(0.7)).map(|b| b["temperature"].clone()),
+        Ok(json!(0.7))
+    );
     let schema = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {}}});
     assert_eq!(param_of(with("response_format", schema)), "response_format");
     let object = json!({"type": "json_object"});
