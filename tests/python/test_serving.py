@@ -82,6 +82,13 @@ def test_metrics_are_prometheus_text(server):
     for name in ("smallfirst_ttft_seconds_bucket", "smallfirst_inter_token_seconds_count",
                  "smallfirst_prompt_tokens_total", "smallfirst_queue_limit 1"):
         assert name in text, name
+    # The same prompt again: its prefix is kept from the request before.
+    before = metric(server, "smallfirst_prefix_reuse_tokens_total")
+    body = {"model": "local", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0}
+    first = httpx.post(f"{server}/v1/chat/completions", json=body, timeout=60).json()
+    again = httpx.post(f"{server}/v1/chat/completions", json=body, timeout=60).json()
+    assert first["choices"][0]["message"]["content"] == again["choices"][0]["message"]["content"]
+    assert metric(server, "smallfirst_prefix_reuse_tokens_total") > before
     assert metric(server, "smallfirst_ttft_seconds_count") >= 2
 
 

@@ -58,6 +58,9 @@ pub struct GenerateParams {
     pub constraint: Option<Constraint>,
     /// Record, for each sampled token, its probability and the runner-up's ([`Done::trace`]).
     pub confidence: bool,
+    /// Keep the KV cache of the tokens the previous request shares with this prompt's start,
+    /// and prefill only the rest ([`Done::reused_tokens`]).
+    pub prefix_reuse: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +93,8 @@ pub struct Done {
     pub completion_tokens: u32,
     /// With [`GenerateParams::confidence`]: one entry per sampled token, in order.
     pub trace: Vec<StepProb>,
+    /// Prompt tokens whose KV cache was kept from the previous request, not prefilled again.
+    pub reused_tokens: u32,
 }
 
 /// One sampled token under the model's own distribution (raw logits, before penalties and

@@ -143,6 +143,8 @@ struct Worker<'m> {
     bos_text: String,
     /// Built on the first constrained request, then kept for the model's lifetime.
     grammars: Option<Grammars>,
+    /// The tokens whose KV is in the cache for sequence 0, in position order.
+    cached: Vec<LlamaToken>,
 }
 
 /// What happened to one generated token's text.
@@ -170,6 +172,7 @@ impl<'m> Worker<'m> {
             n_vocab: model.n_vocab().max(0) as usize,
             bos_text,
             grammars: None,
+            cached: Vec::new(),
         }
     }
 
@@ -283,7 +286,7 @@ impl<'m> Worker<'m> {
         let reserve = (max_tokens / 4)
             .min(CLOSING_RESERVE)
             .max((max_tokens / 2).min(16));
-        let mut last = self.prefill(tokens)?;
+        let (mut last, reused) = self.prefill(tokens, params.prefix_reuse)?;
         let mut pos = tokens.len() as i32;
         let mut sampler = Sampler::new(params.sampling);
         let mut stream = TextStream::new(&params.stop);
@@ -407,6 +410,7 @@ impl<'m> Worker<'m> {
             prompt_tokens: tokens.len() as u32,
             completion_tokens: generated,
             trace,
+            reused_tokens: reused,
         }))
     }
 
@@ -453,12 +457,41 @@ impl<'m> Worker<'m> {
     }
 
     /// Decodes the prompt from an empty cache; returns the batch index holding the logits.
-    fn prefill(&mut self, tokens: &[LlamaToken]) -> Result<i32, EngineError> {
-        self.ctx.clear_kv_cache();
+    /// Prefills `tokens`; returns the batch index of the last one's logits and how many leading
+    /// tokens were kept from the cache. With `reuse`, the longest prefix shared with what the
+    /// cache holds is kept (at least the last token is decoded, for its logits), and the rest
+    /// of the cache removed; without, the cache is cleared.
+    fn prefill(&mut self, tokens: &[LlamaToken], reuse: bool) -> Result<(i32, u32), EngineError> {
+        let mut keep = if reuse {
+            self.cached
+                .iter()
+                .zip(tokens)
+                .take_while(|(a, b)| a == b)
+                .count()
+                .min(tokens.len().saturating_sub(1))
+        } else {
+            0
+        };
+        // Whatever fails below, the cache is not trusted again.
+        let cached = std::mem::take(&mut self.cached);
+        if keep > 0 {
+            let removed = self
+                .ctx
+                .clear_kv_cache_seq(Some(0), Some(keep as u32), None)
+                .unwrap_or(false);
+            if !removed {
+                keep = 0;
+            }
+        }
+        if keep == 0 {
+            self.ctx.clear_kv_cache();
+        }
+        drop(cached);
         let n = tokens.len();
-        for (c, chunk) in tokens.chunks(self.n_batch).enumerate() {
+        let rest = &tokens[keep..];
+        for (c, chunk) in rest.chunks(self.n_batch).enumerate() {
             self.batch.clear();
-            let base = c * self.n_batch;
+            let base = keep + c * self.n_batch;
             for (j, &t) in chunk.iter().enumerate() {
                 let i = base + j;
                 self.batch
@@ -469,7 +502,8 @@ impl<'m> Worker<'m> {
                 .decode(&mut self.batch)
                 .map_err(|e| EngineError::Decode(e.to_string()))?;
         }
-        Ok(self.batch.n_tokens() - 1)
+        self.cached = tokens.to_vec();
+        Ok((self.batch.n_tokens() - 1, keep as u32))
     }
 
     /// Decodes `token` at `pos` and the `forced` tokens after it in one batch; returns the batch
@@ -490,9 +524,15 @@ impl<'m> Worker<'m> {
                 .add(t, pos + i as i32, &[0], all_logits || i + 1 == n)
                 .map_err(|e| EngineError::Decode(e.to_string()))?;
         }
-        self.ctx
-            .decode(&mut self.batch)
-            .map_err(|e| EngineError::Decode(e.to_string()))?;
+        let decoded = self.ctx.decode(&mut self.batch);
+        if decoded.is_err() || self.cached.len() != pos as usize {
+            self.cached.clear();
+        } else {
+            self.cached.push(token);
+            self.cached
+                .extend(forced.iter().map(|&t| LlamaToken(t as i32)));
+        }
+        decoded.map_err(|e| EngineError::Decode(e.to_string()))?;
         Ok(n as i32 - 1)
     }
 
@@ -521,11 +561,12 @@ impl<'m> Worker<'m> {
         // The first round warms caches and page-ins, as llama-bench's warm-up run does.
         for rep in 0..=reps {
             let t = Instant::now();
-            self.prefill(&prompt)?;
+            self.prefill(&prompt, false)?;
             self.ctx.synchronize();
             let pp = t.elapsed().as_secs_f64();
 
             self.ctx.clear_kv_cache();
+            self.cached.clear();
             let mut sampler = Sampler::new(SamplingParams::greedy());
             let mut token = self.model.vocab().bos();
             let t = Instant::now();

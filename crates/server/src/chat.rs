@@ -476,7 +476,7 @@ async fn collect(
                 entries.extend(d.logprobs);
             }
             Some(Event::Done(done)) => {
-                ticket.done(done.completion_tokens);
+                ticket.done(done.completion_tokens, done.reused_tokens);
                 break done;
             }
             Some(Event::Failed(reason)) => return Err(ApiError::Internal(reason)),
@@ -622,7 +622,7 @@ fn sse(
                     }
                 }
                 Some(Event::Done(done)) => {
-                    ticket.done(done.completion_tokens);
+                    ticket.done(done.completion_tokens, done.reused_tokens);
                     if let Some(Scanned::Text(rest)) =
                         scanner.as_mut().and_then(CallScanner::finish)
                     {

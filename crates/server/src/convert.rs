@@ -105,6 +105,7 @@ pub(crate) fn plan(req: &ChatRequest, n_vocab: usize) -> Result<Plan, ApiError> 
             logprobs: logprobs.then(|| req.top_logprobs.unwrap_or(0) as usize),
             constraint: structure.constraint.clone(),
             confidence: false,
+            prefix_reuse: true,
         },
         stream: req.is_stream(),
         include_usage: req.include_usage(),

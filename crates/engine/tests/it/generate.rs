@@ -1,6 +1,8 @@
 //! Sampling, stop strings, log-probabilities and usage on the real model.
 
-use smallfirst_engine::{FinishReason, GenerateParams, SamplingParams};
+use smallfirst_engine::{
+    ChatMessage, Engine, EngineConfig, Event, FinishReason, GenerateParams, SamplingParams,
+};
 
 use crate::{engine, greedy, run};
 
@@ -143,4 +145,67 @@ async fn bench_reports_each_repetition() {
             .iter()
             .all(|r| r.prompt_tokens_per_s > 0.0 && r.decode_tokens_per_s > 0.0)
     );
+}
+
+#[tokio::test]
+async fn a_shared_prefix_is_reused_and_answers_are_the_same() {
+    // An engine of its own: other tests' prompts would take the cache in between.
+    let own = Engine::start(EngineConfig {
+        model_path: crate::model_path(),
+        n_ctx: Some(1024),
+        threads: Some(1),
+    })
+    .expect("loads");
+    let e = &own;
+    let system = "You are a support assistant for a bank. Answer in one short sentence. ".repeat(8);
+    let ask = |user: &str, reuse: bool| {
+        let prompt = e
+            .render(&[
+                ChatMessage {
+                    role: "system".into(),
+                    content: system.clone(),
+                    tool_calls: Vec::new(),
+                    tool_call_id: None,
+                },
+                ChatMessage {
+                    role: "user".into(),
+                    content: user.into(),
+                    tool_calls: Vec::new(),
+                    tool_call_id: None,
+                },
+            ])
+            .expect("renders");
+        let params = GenerateParams {
+            prefix_reuse: reuse,
+            ..greedy(16)
+        };
+        async move {
+            let mut g = e.generate(prompt, params).await.expect("starts");
+            let mut text = String::new();
+            while let Some(ev) = g.events.recv().await {
+                match ev {
+                    Event::Delta(d) => text.push_str(&d.text),
+                    Event::Done(done) => return (text, done.reused_tokens),
+                    Event::Failed(r) => panic!("{r}"),
+                }
+            }
+            panic!("no Done")
+        }
+    };
+    for user in [
+        "Where is my card?",
+        "How do I change my PIN?",
+        "Where is my card?",
+    ] {
+        let (cold, reused_cold) = ask(user, false).await;
+        assert_eq!(reused_cold, 0);
+        let (warm_first, _) = ask(user, true).await;
+        let (warm, reused) = ask(user, true).await;
+        assert!(
+            reused > 64,
+            "the system prompt and more were kept: {reused}"
+        );
+        assert_eq!(cold, warm_first, "{user}");
+        assert_eq!(cold, warm, "{user}: the same answer with and without reuse");
+    }
 }

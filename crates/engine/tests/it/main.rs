@@ -79,6 +79,7 @@ pub async fn run(
             prompt_tokens: 0,
             completion_tokens: 0,
             trace: Vec::new(),
+            reused_tokens: 0,
         },
         prompt_tokens: g.prompt_tokens,
     };
