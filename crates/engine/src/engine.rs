@@ -164,7 +164,11 @@ pub struct Engine {
 }
 
 struct Inner {
-    jobs: mpsc::Sender<Job>,
+    /// `None` only while dropping.
+    jobs: Option<mpsc::Sender<Job>>,
+    /// The engine thread, joined when the last handle goes: a process that exits while it is
+    /// still decoding would tear llama.cpp down under it.
+    thread: Option<thread::JoinHandle<()>>,
     info: ModelInfo,
     template: ChatTemplate,
     /// For counting tokens without queueing behind generation on the engine thread.
@@ -183,7 +187,7 @@ impl Engine {
         }
         let (jobs, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("smallfirst-engine".into())
             .spawn(move || Runner::run(config, ready_tx, rx))
             .map_err(|e| EngineError::Load {
@@ -199,7 +203,8 @@ impl Engine {
         };
         Ok(Engine {
             inner: Arc::new(Inner {
-                jobs,
+                jobs: Some(jobs),
+                thread: Some(thread),
                 info,
                 template,
                 model,
@@ -251,6 +256,8 @@ impl Engine {
         let (started_tx, started) = oneshot::channel();
         self.inner
             .jobs
+            .as_ref()
+            .ok_or(EngineError::Stopped)?
             .send(Job::Generate {
                 prompt,
                 params: Box::new(params),
@@ -276,6 +283,8 @@ impl Engine {
         let (reply, rx) = oneshot::channel();
         self.inner
             .jobs
+            .as_ref()
+            .ok_or(EngineError::Stopped)?
             .send(Job::Bench {
                 n_prompt,
                 n_gen,
@@ -284,6 +293,19 @@ impl Engine {
             })
             .map_err(|_| EngineError::Stopped)?;
         rx.await.map_err(|_| EngineError::Stopped)?
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // No more jobs: the thread ends once the job in hand is over (a generation whose
+        // client is gone stops at its next token).
+        self.jobs = None;
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            tracing::error!("the engine thread panicked");
+        }
     }
 }
 

@@ -113,13 +113,14 @@ pub(crate) async fn local(
     let prompt = engine.render_with_tools(&plan.messages, &plan.structure.tools)?;
     let mut ticket = admit(state)?;
     let Plan {
-        params,
+        mut params,
         stream,
         include_usage,
         logprobs,
         structure,
         ..
     } = plan;
+    params.prefix_reuse = state.inner.metrics.prefix_reuse;
     let generation = engine.generate(prompt, params).await.map_err(|e| match e {
         // The grammar did not compile: the request's schema is at fault.
         EngineError::Grammar(_) => ApiError::invalid(structure.param(), e.to_string()),
@@ -222,6 +223,7 @@ pub(crate) async fn held(
         kind = AnswerKind::Choice;
     }
     plan.params.confidence = true;
+    plan.params.prefix_reuse = state.inner.metrics.prefix_reuse;
     let prompt = engine.render_with_tools(&plan.messages, &plan.structure.tools)?;
     let mut ticket = admit(state)?;
     let generation = engine

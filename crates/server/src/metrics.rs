@@ -16,6 +16,8 @@ pub struct Limits {
     pub max_queue: usize,
     /// Longest a local request may take, from arrival to its last token.
     pub request_timeout: Duration,
+    /// Keep the KV cache of a prompt prefix shared with the previous request.
+    pub prefix_reuse: bool,
 }
 
 impl Default for Limits {
@@ -23,6 +25,7 @@ impl Default for Limits {
         Limits {
             max_queue: 64,
             request_timeout: Duration::from_secs(600),
+            prefix_reuse: true,
         }
     }
 }
@@ -85,6 +88,7 @@ pub struct Metrics {
     /// The most local requests allowed in flight.
     max_in_flight: usize,
     request_timeout: Duration,
+    pub(crate) prefix_reuse: bool,
     generating: AtomicUsize,
     rejected: AtomicU64,
     prompt_tokens: AtomicU64,
@@ -102,6 +106,7 @@ impl Metrics {
             in_flight: AtomicUsize::new(0),
             max_in_flight: limits.max_queue + 1,
             request_timeout: limits.request_timeout,
+            prefix_reuse: limits.prefix_reuse,
             generating: AtomicUsize::new(0),
             rejected: AtomicU64::new(0),
             prompt_tokens: AtomicU64::new(0),

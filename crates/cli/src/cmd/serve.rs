@@ -32,6 +32,9 @@ pub struct Args {
     /// [default: the config's, else 30].
     #[arg(long, value_name = "SECONDS")]
     pub drain_timeout: Option<f64>,
+    /// Prefill every prompt in full, keeping nothing from the previous request.
+    #[arg(long)]
+    pub no_prefix_reuse: bool,
     /// A `smallfirst.toml`; command-line options override what it says.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -129,6 +132,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let limits = Limits {
             max_queue: args.max_queue.unwrap_or(config.server.max_queue),
             request_timeout: secs(args.request_timeout, config.server.request_timeout)?,
+            prefix_reuse: !args.no_prefix_reuse,
         };
         let drain = secs(args.drain_timeout, config.server.drain_timeout)?;
         let state = AppState::with_tiers(local, remotes, policy, limits);
