@@ -147,14 +147,15 @@ def main():
             port = free_port()
             ls = http_bench([str(binp / "llama-server"), "-m", path, "-t", str(args.threads), "--port", str(port),
                              "--host", "127.0.0.1", "-c", "2048", "--parallel", "1", "--jinja"], port, name, args.reps,
-                            # Every request is prefilled in full on both sides: smallfirst does
-                            # not reuse a KV prefix yet (P3 measures that separately).
+                            # Every request is prefilled in full on both sides: llama-server's
+                            # prompt cache and smallfirst's prefix reuse are both off (P3
+                            # measures reuse separately).
                             {"cache_prompt": False})
             r["ls_ttft"] += [x[0] for x in ls]
             r["ls_tg"] += [x[1] for x in ls]
             port = free_port()
             sf = http_bench([str(SMALLFIRST), "serve", "-m", path, "-t", str(args.threads), "--port", str(port),
-                             "--ctx", "2048"], port, name, args.reps)
+                             "--ctx", "2048", "--no-prefix-reuse"], port, name, args.reps)
             r["srv_ttft"] += [x[0] for x in sf]
             r["srv_tg"] += [x[1] for x in sf]
         results[name] = r

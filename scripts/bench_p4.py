@@ -121,7 +121,7 @@ def main():
             print(f"[{name}] round {rnd + 1}/{args.rounds}", file=sys.stderr)
             port = free_port()
             proc = start([str(SMALLFIRST), "serve", "-m", path, "-t", str(args.threads), "--port", str(port),
-                          "--ctx", "2048"], port)
+                          "--ctx", "2048", "--no-prefix-reuse"], port)
             try:
                 for kind in ("plain", "schema", "tool"):
                     measure(port, name, KINDS[kind])  # warm-up (and the grammar cache)
