@@ -59,6 +59,14 @@ pub struct Hints<'a> {
     pub privacy: Option<&'a str>,
 }
 
+impl Hints<'_> {
+    /// Whether the privacy hint keeps the request on this machine.
+    pub fn local_only(&self) -> bool {
+        self.privacy
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("local-only"))
+    }
+}
+
 /// Features of `request` (a chat completion body); `input_tokens` as counted by the caller.
 pub fn extract(request: &Value, hints: Hints<'_>, input_tokens: u32) -> Features {
     let metadata = &request["metadata"];
@@ -89,9 +97,7 @@ pub fn extract(request: &Value, hints: Hints<'_>, input_tokens: u32) -> Features
             .as_array()
             .is_some_and(|parts| parts.iter().any(|p| p["type"] == "image_url"))
     });
-    let local_only = hints
-        .privacy
-        .is_some_and(|p| p.trim().eq_ignore_ascii_case("local-only"));
+    let local_only = hints.local_only();
     Features {
         task,
         task_source,

@@ -58,9 +58,7 @@ async fn answer(
     {
         return routing::auto(&state, &headers, &body).await;
     }
-    let local_only = routing::hints(&headers)
-        .privacy
-        .is_some_and(|p| p.trim().eq_ignore_ascii_case("local-only"));
+    let local_only = routing::hints(&headers).local_only();
     let named = Reason {
         code: format!("model={}", model.as_deref().unwrap_or("")),
         words: "the request named this tier".into(),

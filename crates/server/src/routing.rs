@@ -118,20 +118,14 @@ pub(crate) async fn auto(
 }
 
 /// The prompt's tokens as the local model counts them; without a local model (or when the
-/// local model cannot render the request), about four bytes of text per token.
+/// local model cannot render the request), estimated as `smallfirst route` does.
 fn input_tokens(state: &AppState, body: &[u8], request: &Value) -> u32 {
     if let Some(local) = &state.inner.local
         && let Some(n) = chat::count_prompt_tokens(local, body)
     {
         return n;
     }
-    let text: usize = request["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|m| m["content"].to_string().len())
-        .sum();
-    (text / 4) as u32
+    features::estimate_tokens(request)
 }
 
 /// An error response that still says how the request was handled.
