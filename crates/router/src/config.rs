@@ -15,6 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
+use crate::faults_config::{RawBreaker, RawRetry, RawTimeouts, faults};
 use crate::policy::PolicyConfig;
 use crate::policy_config::{RawPolicy, RawTask};
 
@@ -353,29 +354,6 @@ struct RawTier {
     breaker: Option<Spanned<RawBreaker>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRetry {
-    attempts: Option<Spanned<u32>>,
-    backoff: Option<Spanned<f64>>,
-    max_backoff: Option<Spanned<f64>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTimeouts {
-    connect: Option<Spanned<f64>>,
-    first_byte: Option<Spanned<f64>>,
-    total: Option<Spanned<f64>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBreaker {
-    failures: Option<Spanned<u32>>,
-    cooldown: Option<Spanned<f64>>,
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPrice {
@@ -667,7 +645,7 @@ impl RawTier {
 }
 
 /// A positive number of seconds, no larger than a day.
-fn seconds(path: &str, v: Spanned<f64>) -> Result<Duration, Invalid> {
+pub(crate) fn seconds(path: &str, v: Spanned<f64>) -> Result<Duration, Invalid> {
     let x = *v.get_ref();
     if x.is_finite() && x > 0.0 && x <= 86_400.0 {
         Ok(Duration::from_secs_f64(x))
@@ -678,83 +656,6 @@ fn seconds(path: &str, v: Spanned<f64>) -> Result<Duration, Invalid> {
             "must be a positive number of seconds (at most 86400)",
         )
     }
-}
-
-/// The fault handling a tier's `retry`, `timeouts` and `breaker` tables describe, defaults
-/// filling what they leave out.
-fn faults(
-    name: &str,
-    retry: Option<Spanned<RawRetry>>,
-    timeouts: Option<Spanned<RawTimeouts>>,
-    breaker: Option<Spanned<RawBreaker>>,
-) -> Result<Faults, Invalid> {
-    let mut f = Faults::default();
-    // Seconds, as a positive finite number no larger than a day.
-    let secs = |field: &str, v: Spanned<f64>| -> Result<Duration, Invalid> {
-        let x = *v.get_ref();
-        if x.is_finite() && x > 0.0 && x <= 86_400.0 {
-            Ok(Duration::from_secs_f64(x))
-        } else {
-            invalid(
-                format!("tiers.{name}.{field}"),
-                v.span(),
-                "must be a positive number of seconds (at most 86400)",
-            )
-        }
-    };
-    if let Some(r) = retry.map(Spanned::into_inner) {
-        if let Some(a) = r.attempts {
-            if *a.get_ref() == 0 || *a.get_ref() > 10 {
-                return invalid(
-                    format!("tiers.{name}.retry.attempts"),
-                    a.span(),
-                    "must be 1 to 10 (tries in all, the first included)",
-                );
-            }
-            f.attempts = a.into_inner();
-        }
-        if let Some(b) = r.backoff {
-            f.backoff = secs("retry.backoff", b)?;
-        }
-        if let Some(m) = r.max_backoff {
-            let span = m.span();
-            f.max_backoff = secs("retry.max_backoff", m)?;
-            if f.max_backoff < f.backoff {
-                return invalid(
-                    format!("tiers.{name}.retry.max_backoff"),
-                    span,
-                    "must not be shorter than `retry.backoff`",
-                );
-            }
-        }
-    }
-    if let Some(t) = timeouts.map(Spanned::into_inner) {
-        if let Some(c) = t.connect {
-            f.connect_timeout = secs("timeouts.connect", c)?;
-        }
-        if let Some(b) = t.first_byte {
-            f.first_byte_timeout = secs("timeouts.first_byte", b)?;
-        }
-        if let Some(total) = t.total {
-            f.total_timeout = secs("timeouts.total", total)?;
-        }
-    }
-    if let Some(b) = breaker.map(Spanned::into_inner) {
-        if let Some(n) = b.failures {
-            if *n.get_ref() == 0 {
-                return invalid(
-                    format!("tiers.{name}.breaker.failures"),
-                    n.span(),
-                    "must be at least 1",
-                );
-            }
-            f.breaker_failures = n.into_inner();
-        }
-        if let Some(c) = b.cooldown {
-            f.breaker_cooldown = secs("breaker.cooldown", c)?;
-        }
-    }
-    Ok(f)
 }
 
 /// The model an embedded tier serves when it names none.

@@ -26,6 +26,7 @@ pub mod backend;
 pub mod breaker;
 pub mod confidence;
 pub mod config;
+mod faults_config;
 pub mod features;
 pub mod gemini;
 mod http;
