@@ -28,6 +28,12 @@ pub(crate) trait Events: Send + 'static {
     }
 }
 
+/// An event's data as JSON, or the provider sent something malformed.
+pub(crate) fn event_json(event: &SseEvent) -> Result<Value, WireError> {
+    serde_json::from_str(&event.data)
+        .map_err(|e| WireError::Malformed(format!("an event that is not JSON: {e}")))
+}
+
 /// A fresh identity for one answer.
 pub(crate) fn meta() -> Meta {
     static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -86,8 +86,7 @@ struct StreamEvents(wire::Stream);
 
 impl Events for StreamEvents {
     fn event(&mut self, event: &SseEvent) -> Result<Vec<Value>, WireError> {
-        let data: Value = serde_json::from_str(&event.data)
-            .map_err(|e| WireError::Malformed(format!("an event that is not JSON: {e}")))?;
+        let data = translated::event_json(event)?;
         // The event's name is in `event:` and repeated in the data's `type`.
         let name = event
             .name
