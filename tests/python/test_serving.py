@@ -18,8 +18,8 @@ LONG = {"model": "local", "messages": [{"role": "user", "content": "Count from 1
 @pytest.fixture(scope="module")
 def server(binary, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("serving")
-    proc, base = spawn(binary, ["--model", model_path(), "--threads", "1", "--ctx", "512", "--max-queue", "0"],
-                       log_dir)
+    proc, base = spawn(binary, ["--model", model_path(), "--threads", "1", "--ctx", "512", "--parallel", "1",
+                                "--max-queue", "0"], log_dir)
     yield base
     stop(proc, log_dir)
 
@@ -90,6 +90,56 @@ def test_metrics_are_prometheus_text(server):
     assert first["choices"][0]["message"]["content"] == again["choices"][0]["message"]["content"]
     assert metric(server, "smallfirst_prefix_reuse_tokens_total") > before
     assert metric(server, "smallfirst_ttft_seconds_count") >= 2
+
+
+QUESTIONS = ["What is the capital of France?", "Write a haiku about the sea.", "List three prime numbers.",
+             "Why is the sky blue?", "Name a famous painter.", "How do I boil an egg?"]
+
+
+def test_concurrent_greedy_answers_equal_each_alone(binary, tmp_path):
+    """Four slots, six clients at once (two wait for a slot): each gets what it gets alone,
+    and /metrics shows more than one slot busy while they run."""
+    proc, base = spawn(binary, ["--model", model_path(), "--threads", "2", "--ctx", "512", "--parallel", "4"],
+                       tmp_path)
+    try:
+        client = OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=120)
+
+        def ask(q, stream=False):
+            body = dict(model="local", messages=[{"role": "user", "content": q}], max_tokens=32, temperature=0)
+            if not stream:
+                return client.chat.completions.create(**body).choices[0].message.content
+            return "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**body, stream=True)
+                           if c.choices)
+
+        alone = [ask(q) for q in QUESTIONS]
+        busiest = []
+        running = threading.Event()
+
+        def watch():
+            while not running.is_set():
+                busiest.append(metric(base, "smallfirst_active_slots"))
+                time.sleep(0.01)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        results = [None] * len(QUESTIONS)
+
+        def one(i):
+            results[i] = ask(QUESTIONS[i], stream=i % 2 == 1)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(QUESTIONS))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        running.set()
+        watcher.join()
+        assert results == alone
+        assert max(busiest) >= 2, "sequences decoded together"
+        assert max(busiest) <= 4, "never more than the slots"
+        assert metric(base, "smallfirst_queue_limit") == 64 + 4
+    finally:
+        stop(proc, tmp_path)
 
 
 def test_a_request_past_its_time_limit_is_stopped_with_a_clear_error(binary, tmp_path):

@@ -1,6 +1,7 @@
 //! `Engine`: the handle the rest of the program holds, and the types that cross its channels.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 
@@ -11,13 +12,20 @@ use crate::runner::Runner;
 use crate::{ChatMessage, ChatTemplate, Constraint, EngineError, SamplingParams};
 
 /// How to load the engine.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EngineConfig {
     pub model_path: PathBuf,
-    /// Context size in tokens; `None` takes the model's training context, capped at 8192.
+    /// Positions one sequence may use; `None` takes the model's training context, capped at
+    /// 4096. The KV cache holds this many for each slot.
     pub n_ctx: Option<u32>,
     /// Compute threads; `None` takes [`default_threads`].
     pub threads: Option<usize>,
+    /// Sequences decoded together, each with a KV stream of `n_ctx` positions; `None` takes
+    /// [`DEFAULT_SLOTS`](crate::DEFAULT_SLOTS).
+    pub slots: Option<usize>,
+    /// Prompt tokens prefilled per step while other sequences decode; `None` takes
+    /// [`DEFAULT_PREFILL_CHUNK`](crate::DEFAULT_PREFILL_CHUNK).
+    pub prefill_chunk: Option<usize>,
 }
 
 /// Cores this process may actually run on (cgroup quota and affinity included). ggml's worker
@@ -27,7 +35,7 @@ pub fn default_threads() -> usize {
 }
 
 /// Default context when none is asked for: the training context, but no more than this.
-const DEFAULT_CTX_CAP: u32 = 8192;
+const DEFAULT_CTX_CAP: u32 = 4096;
 
 /// What was loaded.
 #[derive(Debug, Clone)]
@@ -43,6 +51,8 @@ pub struct ModelInfo {
     pub n_params: u64,
     pub size_bytes: u64,
     pub threads: usize,
+    /// Sequences decoded together.
+    pub slots: usize,
 }
 
 /// One completion to run.
@@ -58,7 +68,7 @@ pub struct GenerateParams {
     pub constraint: Option<Constraint>,
     /// Record, for each sampled token, its probability and the runner-up's ([`Done::trace`]).
     pub confidence: bool,
-    /// Keep the KV cache of the tokens the previous request shares with this prompt's start,
+    /// Keep the KV cache of the tokens an earlier request left that this prompt starts with,
     /// and prefill only the rest ([`Done::reused_tokens`]).
     pub prefix_reuse: bool,
 }
@@ -93,7 +103,7 @@ pub struct Done {
     pub completion_tokens: u32,
     /// With [`GenerateParams::confidence`]: one entry per sampled token, in order.
     pub trace: Vec<StepProb>,
-    /// Prompt tokens whose KV cache was kept from the previous request, not prefilled again.
+    /// Prompt tokens whose KV cache was kept from an earlier request, not prefilled again.
     pub reused_tokens: u32,
 }
 
@@ -121,7 +131,26 @@ pub enum Event {
 /// A started generation: the prompt was accepted; events follow.
 pub struct Generation {
     pub prompt_tokens: u32,
-    pub events: tmpsc::Receiver<Event>,
+    pub events: tmpsc::UnboundedReceiver<Event>,
+}
+
+/// What the engine thread is doing, read from any thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Load {
+    /// Sequences holding a slot (prefilling or decoding).
+    pub running: usize,
+    /// Requests waiting for a slot.
+    pub waiting: usize,
+    /// Tokens generated since the engine started.
+    pub generated_tokens: u64,
+}
+
+/// The engine thread's side of [`Load`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub running: AtomicUsize,
+    pub waiting: AtomicUsize,
+    pub generated_tokens: AtomicU64,
 }
 
 /// One repetition of [`Engine::bench`].
@@ -144,7 +173,7 @@ pub(crate) enum Job {
         prompt: String,
         params: Box<GenerateParams>,
         started: oneshot::Sender<Result<u32, EngineError>>,
-        events: tmpsc::Sender<Event>,
+        events: tmpsc::UnboundedSender<Event>,
     },
     Bench {
         n_prompt: u32,
@@ -153,9 +182,6 @@ pub(crate) enum Job {
         reply: oneshot::Sender<Result<BenchReport, EngineError>>,
     },
 }
-
-/// Tokens in flight between the engine thread and a slow client before the engine waits.
-const EVENT_BUFFER: usize = 64;
 
 /// A handle to the engine thread; cheap to clone.
 #[derive(Clone)]
@@ -175,6 +201,7 @@ struct Inner {
     model: Arc<LlamaModel>,
     /// The BOS token's text when the model adds one, to avoid counting it twice.
     bos_text: String,
+    counters: Arc<Counters>,
 }
 
 impl Engine {
@@ -187,9 +214,11 @@ impl Engine {
         }
         let (jobs, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let counters = Arc::new(Counters::default());
+        let theirs = Arc::clone(&counters);
         let thread = thread::Builder::new()
             .name("smallfirst-engine".into())
-            .spawn(move || Runner::run(config, ready_tx, rx))
+            .spawn(move || Runner::run(config, ready_tx, rx, theirs))
             .map_err(|e| EngineError::Load {
                 path: PathBuf::new(),
                 reason: format!("cannot spawn the engine thread: {e}"),
@@ -209,8 +238,19 @@ impl Engine {
                 template,
                 model,
                 bos_text,
+                counters,
             }),
         })
+    }
+
+    /// Sequences running and waiting, and tokens generated so far.
+    pub fn load(&self) -> Load {
+        let c = &self.inner.counters;
+        Load {
+            running: c.running.load(Ordering::Relaxed),
+            waiting: c.waiting.load(Ordering::Relaxed),
+            generated_tokens: c.generated_tokens.load(Ordering::Relaxed),
+        }
     }
 
     /// The tokens `prompt` (already rendered) takes, counted on the caller's thread.
@@ -246,13 +286,16 @@ impl Engine {
     }
 
     /// Queues a completion of `prompt` (already rendered). Returns once the engine has
-    /// tokenized it and started, so a prompt that does not fit is an error here, not an event.
+    /// tokenized it and given it a slot, so a prompt that does not fit is an error here, not an
+    /// event. Events are never held back for a slow reader (the engine does not wait on one
+    /// client); at most `max_tokens` of them are buffered. Dropping the receiver ends the
+    /// sequence at the next step and frees its slot.
     pub async fn generate(
         &self,
         prompt: String,
         params: GenerateParams,
     ) -> Result<Generation, EngineError> {
-        let (events_tx, events) = tmpsc::channel(EVENT_BUFFER);
+        let (events_tx, events) = tmpsc::unbounded_channel();
         let (started_tx, started) = oneshot::channel();
         self.inner
             .jobs
@@ -298,8 +341,8 @@ impl Engine {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // No more jobs: the thread ends once the job in hand is over (a generation whose
-        // client is gone stops at its next token).
+        // No more jobs: the thread ends once the sequences in hand are over (one whose client
+        // is gone stops at its next step).
         self.jobs = None;
         if let Some(t) = self.thread.take()
             && t.join().is_err()

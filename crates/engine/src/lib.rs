@@ -1,10 +1,12 @@
 //! The in-process llama.cpp engine.
 //!
 //! # Overview
-//! - [`Engine`]: a handle to the engine thread. The llama.cpp model and context are not
-//!   `Send`, so **one OS thread owns them**; requests arrive on a channel, each with its own
-//!   reply channel, and tokens stream back through a bounded channel. A dropped receiver (the
-//!   client went away) stops its sequence at the next token.
+//! - [`Engine`]: a handle to the engine thread. The llama.cpp context is not `Send`, so **one
+//!   OS thread owns it**; requests arrive on a channel, each with its own reply channel, wait
+//!   for one of a fixed number of slots, and then decode together with the others, one llama
+//!   batch per step (continuous batching, chunked prefill, prompt prefixes kept per slot and
+//!   shared across slots). A dropped receiver (the client went away) ends its sequence at the
+//!   next step.
 //! - [`ChatTemplate`]: the model's Jinja chat template, rendered in a sandbox.
 //! - [`Sampler`] / [`SamplingParams`]: temperature, top-k, top-p, penalties, seed, in Rust.
 //! - [`logprobs`]: vectorised log-softmax pieces, computed only when asked.
@@ -19,6 +21,8 @@ pub mod logprobs;
 mod runner;
 mod sampling;
 pub mod schema;
+mod sequence;
+mod slots;
 mod template;
 mod text;
 pub mod tools;
@@ -26,9 +30,10 @@ pub mod tools;
 pub use constraint::Constraint;
 pub use engine::{
     BenchReport, BenchRun, Delta, Done, Engine, EngineConfig, Event, FinishReason, GenerateParams,
-    Generation, ModelInfo, StepProb, TokenLogprob, default_threads,
+    Generation, Load, ModelInfo, StepProb, TokenLogprob, default_threads,
 };
 pub use error::EngineError;
+pub use runner::{DEFAULT_PREFILL_CHUNK, DEFAULT_SLOTS};
 pub use sampling::{Sampler, SamplingParams};
 pub use template::{CHATML, ChatMessage, ChatTemplate};
 pub use text::{Released, TextStream};

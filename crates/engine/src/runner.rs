@@ -1,7 +1,14 @@
-//! The engine thread: owns the llama.cpp model and context, runs one job at a time.
+//! The engine thread: owns the llama.cpp model and context and runs every sequence in one
+//! batch per step (continuous batching).
+//!
+//! Each step decodes, in one `llama_decode`, the pending token (and grammar-forced tokens) of
+//! every running sequence, then up to one chunk of prompt tokens of the sequences still
+//! prefilling, oldest first. New requests take a free slot between steps, so a long prompt never
+//! holds running streams for more than one chunk, and the queue is first come, first served.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Instant;
 
@@ -16,13 +23,13 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
-use crate::constraint::{CLOSING_RESERVE, Grammars, Guide};
-use crate::engine::{Job, context_size};
-use crate::text::{Released, TextStream};
+use crate::constraint::{Grammars, Guide};
+use crate::engine::{Counters, Job, context_size};
+use crate::sequence::{Cx, FORCED_PER_STEP, Outcome, Seq};
+use crate::slots::{self, Slot};
 use crate::{
-    BenchReport, BenchRun, ChatTemplate, Delta, Done, EngineConfig, EngineError, Event,
-    FinishReason, GenerateParams, ModelInfo, Sampler, SamplingParams, StepProb, TokenLogprob,
-    default_threads, logprobs,
+    BenchReport, BenchRun, ChatTemplate, EngineConfig, EngineError, Event, GenerateParams,
+    ModelInfo, Sampler, SamplingParams, default_threads,
 };
 
 /// llama.cpp's backend is process-global and may be initialised once.
@@ -39,11 +46,26 @@ fn backend() -> Option<&'static LlamaBackend> {
 
 type Ready = mpsc::SyncSender<Result<(ModelInfo, ChatTemplate, Arc<LlamaModel>), EngineError>>;
 
+/// Sequences decoded together when none are asked for.
+pub const DEFAULT_SLOTS: usize = 4;
+
+/// Prompt tokens prefilled per step when no chunk size is asked for: on two cores about half a
+/// second of a 0.5B model, the most a long prompt holds up running streams.
+pub const DEFAULT_PREFILL_CHUNK: usize = 256;
+
+/// The most tokens one `llama_decode` takes.
+const MAX_BATCH: u32 = 2048;
+
 pub(crate) struct Runner;
 
 impl Runner {
     /// The engine thread's body: load, report ready, then serve jobs until every handle is gone.
-    pub(crate) fn run(config: EngineConfig, ready: Ready, jobs: mpsc::Receiver<Job>) {
+    pub(crate) fn run(
+        config: EngineConfig,
+        ready: Ready,
+        jobs: mpsc::Receiver<Job>,
+        counters: Arc<Counters>,
+    ) {
         let load_err = |reason: String| EngineError::Load {
             path: config.model_path.clone(),
             reason,
@@ -69,23 +91,30 @@ impl Runner {
             }
         };
         let threads = config.threads.unwrap_or_else(default_threads).max(1);
+        let slots = config.slots.unwrap_or(DEFAULT_SLOTS).max(1);
         let n_ctx = context_size(config.n_ctx, model.n_ctx_train());
+        let chunk = config.prefill_chunk.unwrap_or(DEFAULT_PREFILL_CHUNK).max(1);
+        // Each slot has a KV stream of its own (not one unified buffer): attention then runs
+        // over a sequence's own tokens only, as llama-server and llama-batched-bench do.
+        let n_batch = (n_ctx.saturating_mul(slots as u32)).min(MAX_BATCH);
         let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(n_ctx))
-            .with_n_batch(n_ctx.min(2048))
+            .with_n_ctx(NonZeroU32::new(n_ctx.saturating_mul(slots as u32)))
+            .with_n_seq_max(slots as u32)
+            .with_kv_unified(false)
+            .with_n_batch(n_batch)
             .with_n_threads(threads as i32)
             .with_n_threads_batch(threads as i32);
         let ctx = match model.new_context(backend, params) {
             Ok(c) => c,
             Err(e) => {
                 let _ = ready.send(Err(EngineError::Context {
-                    n_ctx,
+                    n_ctx: n_ctx.saturating_mul(slots as u32),
                     reason: e.to_string(),
                 }));
                 return;
             }
         };
-        let mut worker = Worker::new(&model, ctx, n_ctx);
+        let mut worker = Worker::new(&model, ctx, n_ctx, slots, chunk, counters);
         let template = match worker.template() {
             Ok(t) => t,
             Err(e) => {
@@ -105,6 +134,7 @@ impl Runner {
             n_params: model.n_params(),
             size_bytes: model.size(),
             threads,
+            slots,
         };
         if ready
             .send(Ok((info, template, Arc::clone(&model))))
@@ -112,23 +142,44 @@ impl Runner {
         {
             return;
         }
-        for job in jobs {
-            match job {
-                Job::Generate {
-                    prompt,
-                    params,
-                    started,
-                    events,
-                } => worker.generate(&prompt, *params, started, &events),
-                Job::Bench {
-                    n_prompt,
-                    n_gen,
-                    reps,
-                    reply,
-                } => {
-                    let _ = reply.send(worker.bench(n_prompt, n_gen, reps, threads));
-                }
-            }
+        worker.serve(&jobs, threads);
+    }
+}
+
+/// A request that has its tokens and grammar and waits for a slot.
+struct Waiting {
+    tokens: Vec<LlamaToken>,
+    max_tokens: u32,
+    params: GenerateParams,
+    guide: Option<Guide>,
+    started: oneshot::Sender<Result<u32, EngineError>>,
+    events: tmpsc::UnboundedSender<Event>,
+}
+
+struct BenchJob {
+    n_prompt: u32,
+    n_gen: u32,
+    reps: u32,
+    reply: oneshot::Sender<Result<BenchReport, EngineError>>,
+}
+
+/// One row range of the batch and whose it is.
+enum Rows {
+    /// A running sequence's pending tokens, from this row on.
+    Pending { seq: usize, first: i32 },
+    /// `n` prompt tokens of a prefilling sequence; `last` is the row of the prompt's last token
+    /// when this chunk ends the prompt.
+    Prompt {
+        seq: usize,
+        n: usize,
+        last: Option<i32>,
+    },
+}
+
+impl Rows {
+    fn seq(&self) -> usize {
+        match *self {
+            Rows::Pending { seq, .. } | Rows::Prompt { seq, .. } => seq,
         }
     }
 }
@@ -137,25 +188,34 @@ struct Worker<'m> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
     batch: LlamaBatch<'static>,
+    /// Positions one sequence may use.
     n_ctx: u32,
     n_batch: usize,
     n_vocab: usize,
     bos_text: String,
+    /// Prompt tokens prefilled per step.
+    chunk: usize,
     /// Built on the first constrained request, then kept for the model's lifetime.
     grammars: Option<Grammars>,
-    /// The tokens whose KV is in the cache for sequence 0, in position order.
-    cached: Vec<LlamaToken>,
-}
-
-/// What happened to one generated token's text.
-enum Step {
-    Continue,
-    Stopped,
-    ClientGone,
+    slots: Vec<Slot>,
+    /// In the order they took their slots.
+    running: Vec<Seq>,
+    waiting: VecDeque<Waiting>,
+    benches: VecDeque<BenchJob>,
+    /// Steps taken; orders slots by last use.
+    clock: u64,
+    counters: Arc<Counters>,
 }
 
 impl<'m> Worker<'m> {
-    fn new(model: &'m LlamaModel, ctx: LlamaContext<'m>, n_ctx: u32) -> Self {
+    fn new(
+        model: &'m LlamaModel,
+        ctx: LlamaContext<'m>,
+        n_ctx: u32,
+        slots: usize,
+        chunk: usize,
+        counters: Arc<Counters>,
+    ) -> Self {
         let n_batch = ctx.n_batch() as usize;
         let vocab = model.vocab();
         let bos_text = if vocab.should_add_bos() {
@@ -171,8 +231,15 @@ impl<'m> Worker<'m> {
             n_batch,
             n_vocab: model.n_vocab().max(0) as usize,
             bos_text,
+            // Every running sequence's pending tokens fit in one batch beside a prompt chunk.
+            chunk: chunk.min(n_batch.saturating_sub(slots * (1 + FORCED_PER_STEP)).max(1)),
             grammars: None,
-            cached: Vec::new(),
+            slots: (0..slots).map(|_| Slot::default()).collect(),
+            running: Vec::new(),
+            waiting: VecDeque::new(),
+            benches: VecDeque::new(),
+            clock: 0,
+            counters,
         }
     }
 
@@ -194,26 +261,76 @@ impl<'m> Worker<'m> {
         ChatTemplate::new(source, &special(vocab.bos()), &special(vocab.eos()))
     }
 
-    fn tokenize(&self, prompt: &str) -> Vec<LlamaToken> {
-        // The template may already print BOS; adding a second one degrades some models.
-        let add_bos = self.bos_text.is_empty() || !prompt.starts_with(&self.bos_text);
-        self.model
-            .vocab()
-            .tokenize(prompt.as_bytes(), add_bos, true)
+    /// Takes jobs and steps the batch until every handle is gone and the work in hand is done.
+    fn serve(&mut self, jobs: &mpsc::Receiver<Job>, threads: usize) {
+        let mut open = true;
+        loop {
+            let idle = self.running.is_empty() && self.waiting.is_empty();
+            if idle && self.benches.is_empty() {
+                // Nothing to step: wait for work.
+                match jobs.recv() {
+                    Ok(job) => self.take(job),
+                    Err(_) => return,
+                }
+            }
+            while open {
+                match jobs.try_recv() {
+                    Ok(job) => self.take(job),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => open = false,
+                }
+            }
+            if !open && self.running.is_empty() && self.waiting.is_empty() {
+                return;
+            }
+            // A benchmark runs alone: no new sequence starts while one waits.
+            if !self.benches.is_empty() {
+                if self.running.is_empty() {
+                    while let Some(b) = self.benches.pop_front() {
+                        let _ = b
+                            .reply
+                            .send(self.bench(b.n_prompt, b.n_gen, b.reps, threads));
+                    }
+                }
+            } else {
+                self.admit();
+            }
+            self.drop_gone();
+            self.step();
+            self.counters
+                .running
+                .store(self.running.len(), Ordering::Relaxed);
+            self.counters
+                .waiting
+                .store(self.waiting.len(), Ordering::Relaxed);
+        }
     }
 
-    fn piece(&self, token: LlamaToken) -> Vec<u8> {
-        self.model.vocab().token_to_piece(token, false, None)
-    }
-
-    fn generate(
-        &mut self,
-        prompt: &str,
-        params: GenerateParams,
-        started: oneshot::Sender<Result<u32, EngineError>>,
-        events: &tmpsc::Sender<Event>,
-    ) {
-        let tokens = self.tokenize(prompt);
+    /// Checks a request and queues it; a refusal is answered at once, whatever the queue.
+    fn take(&mut self, job: Job) {
+        let (prompt, params, started, events) = match job {
+            Job::Bench {
+                n_prompt,
+                n_gen,
+                reps,
+                reply,
+            } => {
+                self.benches.push_back(BenchJob {
+                    n_prompt,
+                    n_gen,
+                    reps,
+                    reply,
+                });
+                return;
+            }
+            Job::Generate {
+                prompt,
+                params,
+                started,
+                events,
+            } => (prompt, *params, started, events),
+        };
+        let tokens = self.tokenize(&prompt);
         let n_prompt = tokens.len() as u32;
         tracing::debug!(prompt, ?tokens, "tokenized");
         let room = self.n_ctx.saturating_sub(n_prompt);
@@ -233,24 +350,247 @@ impl<'m> Worker<'m> {
             (None, None) => Ok(None),
             (None, Some(c)) => self.guide(c).map(Some),
         };
-        let guide = match guide {
-            Ok(g) => g,
+        match guide {
+            Ok(guide) => self.waiting.push_back(Waiting {
+                max_tokens: params.max_tokens.unwrap_or(room),
+                tokens,
+                params,
+                guide,
+                started,
+                events,
+            }),
             Err(e) => {
                 let _ = started.send(Err(e));
-                return;
             }
-        };
-        // The caller gave up while the job waited in the queue.
-        if started.send(Ok(n_prompt)).is_err() {
+        }
+    }
+
+    /// Starts waiting requests in free slots, first come first served.
+    fn admit(&mut self) {
+        while let Some(w) = self.waiting.front() {
+            if w.started.is_closed() {
+                // The caller gave up while it waited.
+                self.waiting.pop_front();
+                continue;
+            }
+            let Some(p) = slots::place(&self.slots, &w.tokens, w.params.prefix_reuse) else {
+                return;
+            };
+            let Some(w) = self.waiting.pop_front() else {
+                return;
+            };
+            let keep = self.prepare(p);
+            if w.started.send(Ok(w.tokens.len() as u32)).is_err() {
+                continue;
+            }
+            let slot = &mut self.slots[p.slot];
+            slot.busy = true;
+            slot.last_used = self.clock;
+            self.running.push(Seq::new(
+                p.slot,
+                w.tokens,
+                keep,
+                w.max_tokens,
+                w.params,
+                w.guide,
+                w.events,
+            ));
+        }
+    }
+
+    /// Readies a slot's stream for a placement: copies another stream in when asked, and
+    /// removes what follows the kept prefix. Returns the prefix actually kept.
+    fn prepare(&mut self, p: slots::Placement) -> usize {
+        let seq = p.slot as u32;
+        if let Some(from) = p.copy_from {
+            let copied = self
+                .ctx
+                .copy_kv_cache_seq(from as i32, seq as i32, None, None);
+            if copied.is_ok() {
+                self.slots[p.slot].cached = self.slots[from].cached.clone();
+            } else {
+                self.slots[p.slot].cached.clear();
+            }
+        }
+        let mut keep = p.keep.min(self.slots[p.slot].cached.len());
+        if keep > 0 {
+            let removed = self
+                .ctx
+                .clear_kv_cache_seq(Some(seq), Some(keep as u32), None)
+                .unwrap_or(false);
+            if !removed {
+                keep = 0;
+            }
+        }
+        if keep == 0 {
+            let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
+        }
+        self.slots[p.slot].cached.truncate(keep);
+        keep
+    }
+
+    /// Ends the sequences whose clients went away; their slots keep what they cached.
+    fn drop_gone(&mut self) {
+        let mut i = 0;
+        while i < self.running.len() {
+            if self.running[i].is_gone() {
+                let seq = self.running.remove(i);
+                self.release(seq.slot, true);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Frees a slot; its cache is kept only when `trusted`.
+    fn release(&mut self, slot: usize, trusted: bool) {
+        let s = &mut self.slots[slot];
+        s.busy = false;
+        s.last_used = self.clock;
+        if !trusted {
+            s.cached.clear();
+            let _ = self.ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
+        }
+    }
+
+    /// One `llama_decode` over every running sequence, then each one's sampling.
+    fn step(&mut self) {
+        if self.running.is_empty() {
             return;
         }
-        let max_tokens = params.max_tokens.unwrap_or(room);
-        let event = match self.complete(&tokens, max_tokens, params, guide, events) {
-            Ok(Some(done)) => Event::Done(done),
-            Ok(None) => return,
-            Err(e) => Event::Failed(e.to_string()),
+        self.clock += 1;
+        self.batch.clear();
+        let mut rows = Vec::with_capacity(self.running.len());
+        let mut added = 0usize;
+        let add = |batch: &mut LlamaBatch, t: LlamaToken, pos: u32, seq: usize, logits: bool| {
+            batch
+                .add(t, pos as i32, &[seq as i32], logits)
+                .map_err(|e| EngineError::Decode(e.to_string()))
         };
-        let _ = events.blocking_send(event);
+        let mut result = Ok(());
+        for (i, s) in self.running.iter().enumerate() {
+            if s.is_prefilling() || s.pending.is_empty() {
+                continue;
+            }
+            let all = s.wants_all_logits();
+            let n = s.pending.len();
+            for (j, &t) in s.pending.iter().enumerate() {
+                result = result.and_then(|()| {
+                    add(
+                        &mut self.batch,
+                        t,
+                        s.pos + j as u32,
+                        s.slot,
+                        all || j + 1 == n,
+                    )
+                });
+            }
+            rows.push(Rows::Pending {
+                seq: i,
+                first: added as i32,
+            });
+            added += n;
+        }
+        let mut budget = self.chunk.min(self.n_batch.saturating_sub(added));
+        for (i, s) in self.running.iter().enumerate() {
+            if budget == 0 {
+                break;
+            }
+            if !s.is_prefilling() {
+                continue;
+            }
+            let n = (s.tokens.len() - s.prefilled).min(budget);
+            let ends = s.prefilled + n == s.tokens.len();
+            for j in 0..n {
+                let at = s.prefilled + j;
+                result = result.and_then(|()| {
+                    add(
+                        &mut self.batch,
+                        s.tokens[at],
+                        at as u32,
+                        s.slot,
+                        ends && j + 1 == n,
+                    )
+                });
+            }
+            rows.push(Rows::Prompt {
+                seq: i,
+                n,
+                last: ends.then_some((added + n - 1) as i32),
+            });
+            added += n;
+            budget -= n;
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let result = result.and_then(|()| {
+            self.ctx
+                .decode(&mut self.batch)
+                .map_err(|e| EngineError::Decode(e.to_string()))
+        });
+        let mut ended: Vec<(usize, bool)> = Vec::new();
+        if let Err(e) = result {
+            for r in &rows {
+                let seq = &self.running[r.seq()];
+                seq.fail(&e);
+                ended.push((r.seq(), false));
+            }
+        } else {
+            let cx = Cx {
+                model: self.model,
+                ctx: &self.ctx,
+                grammars: self.grammars.as_ref(),
+                n_ctx: self.n_ctx,
+            };
+            let mut generated = 0u64;
+            for r in &rows {
+                let seq = &mut self.running[r.seq()];
+                let slot = &mut self.slots[seq.slot];
+                let before = seq.generated();
+                let outcome = match *r {
+                    Rows::Pending { first, .. } => {
+                        slot.cached.extend_from_slice(&seq.pending);
+                        seq.pending_done(&cx, first)
+                    }
+                    Rows::Prompt { n, last, .. } => {
+                        let from = seq.prefilled;
+                        slot.cached.extend_from_slice(&seq.tokens[from..from + n]);
+                        seq.prefilled += n;
+                        match last {
+                            Some(last) => seq.prompt_done(&cx, last),
+                            None => Outcome::Running,
+                        }
+                    }
+                };
+                generated += u64::from(seq.generated() - before);
+                match outcome {
+                    Outcome::Running => {}
+                    Outcome::Finished | Outcome::Gone => ended.push((r.seq(), true)),
+                    Outcome::Failed(e) => {
+                        seq.fail(&e);
+                        ended.push((r.seq(), false));
+                    }
+                }
+            }
+            self.counters
+                .generated_tokens
+                .fetch_add(generated, Ordering::Relaxed);
+        }
+        // Highest index first, so the others stay where they are while removing.
+        ended.sort_unstable_by_key(|&(i, _)| std::cmp::Reverse(i));
+        for (i, trusted) in ended {
+            let seq = self.running.remove(i);
+            self.release(seq.slot, trusted);
+        }
+    }
+
+    fn tokenize(&self, prompt: &str) -> Vec<LlamaToken> {
+        // The template may already print BOS; adding a second one degrades some models.
+        let add_bos = self.bos_text.is_empty() || !prompt.starts_with(&self.bos_text);
+        self.model
+            .vocab()
+            .tokenize(prompt.as_bytes(), add_bos, true)
     }
 
     /// The grammar state for one constrained sequence; the token table is built on first use.
@@ -271,229 +611,13 @@ impl<'m> Worker<'m> {
         Ok(Guide::new(grammars.matcher(constraint)?, constraint))
     }
 
-    /// Runs one completion; `Ok(None)` when the client went away mid-way.
-    fn complete(
-        &mut self,
-        tokens: &[LlamaToken],
-        max_tokens: u32,
-        params: GenerateParams,
-        mut guide: Option<Guide>,
-        events: &tmpsc::Sender<Event>,
-    ) -> Result<Option<Done>, EngineError> {
-        // Past this many tokens left, a constrained answer closes what it has open: a quarter
-        // of the budget up to CLOSING_RESERVE, but no less than half of it up to 16, so that
-        // small budgets keep room to close too.
-        let reserve = (max_tokens / 4)
-            .min(CLOSING_RESERVE)
-            .max((max_tokens / 2).min(16));
-        let (mut last, reused) = self.prefill(tokens, params.prefix_reuse)?;
-        let mut pos = tokens.len() as i32;
-        let mut sampler = Sampler::new(params.sampling);
-        let mut stream = TextStream::new(&params.stop);
-        let mut held: VecDeque<(usize, TokenLogprob)> = VecDeque::new();
-        let mut generated = 0u32;
-        // What constrained decoding costs: time in the grammar's mask, over sampled steps.
-        let mut mask_time = std::time::Duration::ZERO;
-        let mut sampled = 0u32;
-        let mut forced_total = 0usize;
-        let mut trace = Vec::new();
-        let finish = 'generate: loop {
-            if generated >= max_tokens {
-                break FinishReason::Length;
-            }
-            let logits = self.ctx.get_logits_ith(last);
-            let offset = stream.pushed_bytes() as u32;
-            let token = match guide.as_mut() {
-                None => {
-                    let token = sampler.sample(logits);
-                    if params.confidence {
-                        let (p, runner_up) = logprobs::choice_probs(logits, token as usize, None);
-                        trace.push(StepProb {
-                            offset,
-                            p,
-                            runner_up,
-                        });
-                    }
-                    token
-                }
-                Some(g) => {
-                    let closing = max_tokens - generated <= reserve && g.steers_closed();
-                    let t = Instant::now();
-                    let mask = g.mask()?;
-                    mask_time += t.elapsed();
-                    sampled += 1;
-                    let allowed = |t: u32| mask.is_allowed(t);
-                    let closer = self
-                        .grammars
-                        .as_ref()
-                        .filter(|_| closing)
-                        .and_then(|g| g.closers().pick(logits, &allowed));
-                    let token =
-                        closer.unwrap_or_else(|| sampler.sample_masked(logits, Some(allowed)));
-                    if params.confidence {
-                        let (p, runner_up) =
-                            logprobs::choice_probs(logits, token as usize, Some(&allowed));
-                        trace.push(StepProb {
-                            offset,
-                            p,
-                            runner_up,
-                        });
-                    }
-                    token
-                }
-            };
-            let entry = params.logprobs.map(|n| self.logprob(logits, token, n));
-            let token = LlamaToken(token as i32);
-            if self.model.vocab().is_eog(token) {
-                break FinishReason::Stop;
-            }
-            if let Some(g) = guide.as_mut() {
-                g.accept(token.0 as u32)?;
-            }
-            sampler.accept(token.0 as u32);
-            generated += 1;
-            match self.emit(token, entry, &mut stream, &mut held, events) {
-                Step::Continue => {}
-                Step::Stopped => break FinishReason::Stop,
-                Step::ClientGone => return Ok(None),
-            }
-            if guide.as_ref().is_some_and(Guide::is_done) {
-                break FinishReason::Stop;
-            }
-            if pos as u32 >= self.n_ctx {
-                break FinishReason::Length;
-            }
-            // What the grammar forces next (a key, `": "`, a closing brace) is not sampled: it
-            // is tokenized as the model's tokenizer would, and decoded in the same batch.
-            let room = (max_tokens - generated)
-                .min(self.n_ctx.saturating_sub(pos as u32 + 1))
-                .min(self.n_batch as u32 - 1) as usize;
-            let forced = match guide.as_mut() {
-                Some(g) if room > 0 => g.forced(|b| self.tokenize_bytes(b), room)?,
-                _ => Vec::new(),
-            };
-            last = self.decode_step(token, &forced, pos, params.logprobs.is_some())?;
-            pos += 1 + forced.len() as i32;
-            forced_total += forced.len();
-            for (i, &f) in forced.iter().enumerate() {
-                let entry = params
-                    .logprobs
-                    .map(|n| self.logprob(self.ctx.get_logits_ith(i as i32), f, n));
-                sampler.accept(f);
-                generated += 1;
-                match self.emit(LlamaToken(f as i32), entry, &mut stream, &mut held, events) {
-                    Step::Continue => {}
-                    Step::Stopped => break 'generate FinishReason::Stop,
-                    Step::ClientGone => return Ok(None),
-                }
-            }
-            if !forced.is_empty() && guide.as_ref().is_some_and(Guide::is_done) {
-                break FinishReason::Stop;
-            }
-        };
-        if sampled > 0 {
-            tracing::debug!(
-                sampled,
-                forced = forced_total,
-                mask_us_per_step = mask_time.as_micros() as u64 / u64::from(sampled),
-                "constrained generation"
-            );
-        }
-        if finish == FinishReason::Length || stream.pushed_bytes() > stream.released_bytes() {
-            let rest = Released::Text(stream.finish());
-            if let Step::ClientGone = send_released(rest, &stream, &mut held, events) {
-                return Ok(None);
-            }
-        }
-        Ok(Some(Done {
-            finish,
-            prompt_tokens: tokens.len() as u32,
-            completion_tokens: generated,
-            trace,
-            reused_tokens: reused,
-        }))
-    }
-
-    /// Streams one generated token's text (and log-probability) to the client.
-    fn emit(
-        &self,
-        token: LlamaToken,
-        entry: Option<TokenLogprob>,
-        stream: &mut TextStream,
-        held: &mut VecDeque<(usize, TokenLogprob)>,
-        events: &tmpsc::Sender<Event>,
-    ) -> Step {
-        let bytes = self.piece(token);
-        if let Some(entry) = entry {
-            held.push_back((stream.pushed_bytes(), entry));
-        }
-        send_released(stream.push(&bytes), stream, held, events)
-    }
-
-    /// Tokens for a piece of generated text (no BOS; special tokens by name, so a forced
-    /// `<tool_call>` is the vocabulary's own token where it has one).
-    fn tokenize_bytes(&self, bytes: &[u8]) -> Vec<u32> {
-        self.model
-            .vocab()
-            .tokenize(bytes, false, true)
-            .into_iter()
-            .map(|t| t.0 as u32)
-            .collect()
-    }
-
-    fn logprob(&self, logits: &[f32], token: u32, n: usize) -> TokenLogprob {
-        let lse = logprobs::log_sum_exp(logits);
-        let top = logprobs::top_n(logits, n)
-            .into_iter()
-            .map(|(i, l)| (self.piece(LlamaToken(i as i32)), l - lse))
-            .collect();
-        TokenLogprob {
-            bytes: self.piece(LlamaToken(token as i32)),
-            logprob: logits
-                .get(token as usize)
-                .map_or(f32::NEG_INFINITY, |l| l - lse),
-            top,
-        }
-    }
-
-    /// Decodes the prompt from an empty cache; returns the batch index holding the logits.
-    /// Prefills `tokens`; returns the batch index of the last one's logits and how many leading
-    /// tokens were kept from the cache. With `reuse`, the longest prefix shared with what the
-    /// cache holds is kept (at least the last token is decoded, for its logits), and the rest
-    /// of the cache removed; without, the cache is cleared.
-    fn prefill(&mut self, tokens: &[LlamaToken], reuse: bool) -> Result<(i32, u32), EngineError> {
-        let mut keep = if reuse {
-            self.cached
-                .iter()
-                .zip(tokens)
-                .take_while(|(a, b)| a == b)
-                .count()
-                .min(tokens.len().saturating_sub(1))
-        } else {
-            0
-        };
-        // Whatever fails below, the cache is not trusted again.
-        let cached = std::mem::take(&mut self.cached);
-        if keep > 0 {
-            let removed = self
-                .ctx
-                .clear_kv_cache_seq(Some(0), Some(keep as u32), None)
-                .unwrap_or(false);
-            if !removed {
-                keep = 0;
-            }
-        }
-        if keep == 0 {
-            self.ctx.clear_kv_cache();
-        }
-        drop(cached);
+    /// Decodes `tokens` from position 0 of sequence 0 in batches; the bench's prompt phase.
+    fn prefill_alone(&mut self, tokens: &[LlamaToken]) -> Result<(), EngineError> {
         let n = tokens.len();
-        let rest = &tokens[keep..];
-        for (c, chunk) in rest.chunks(self.n_batch).enumerate() {
+        for (c, chunk) in tokens.chunks(self.n_batch).enumerate() {
             self.batch.clear();
-            let base = keep + c * self.n_batch;
             for (j, &t) in chunk.iter().enumerate() {
-                let i = base + j;
+                let i = c * self.n_batch + j;
                 self.batch
                     .add(t, i as i32, &[0], i + 1 == n)
                     .map_err(|e| EngineError::Decode(e.to_string()))?;
@@ -502,42 +626,12 @@ impl<'m> Worker<'m> {
                 .decode(&mut self.batch)
                 .map_err(|e| EngineError::Decode(e.to_string()))?;
         }
-        self.cached = tokens.to_vec();
-        Ok((self.batch.n_tokens() - 1, keep as u32))
-    }
-
-    /// Decodes `token` at `pos` and the `forced` tokens after it in one batch; returns the batch
-    /// index of the last one's logits. With `all_logits`, every position keeps its logits
-    /// (log-probabilities of forced tokens need them).
-    fn decode_step(
-        &mut self,
-        token: LlamaToken,
-        forced: &[u32],
-        pos: i32,
-        all_logits: bool,
-    ) -> Result<i32, EngineError> {
-        self.batch.clear();
-        let n = 1 + forced.len();
-        let tokens = std::iter::once(token).chain(forced.iter().map(|&t| LlamaToken(t as i32)));
-        for (i, t) in tokens.enumerate() {
-            self.batch
-                .add(t, pos + i as i32, &[0], all_logits || i + 1 == n)
-                .map_err(|e| EngineError::Decode(e.to_string()))?;
-        }
-        let decoded = self.ctx.decode(&mut self.batch);
-        if decoded.is_err() || self.cached.len() != pos as usize {
-            self.cached.clear();
-        } else {
-            self.cached.push(token);
-            self.cached
-                .extend(forced.iter().map(|&t| LlamaToken(t as i32)));
-        }
-        decoded.map_err(|e| EngineError::Decode(e.to_string()))?;
-        Ok(n as i32 - 1)
+        Ok(())
     }
 
     /// `llama-bench`'s pp/tg shape through this engine's decode and sampling path: a prompt of
     /// `n_prompt` pseudo-random tokens in one batch, then `n_gen` greedy single-token steps.
+    /// Runs with no sequence in flight, and leaves every slot's cache empty.
     fn bench(
         &mut self,
         n_prompt: u32,
@@ -552,6 +646,9 @@ impl<'m> Worker<'m> {
                 requested: Some(n_gen),
             });
         }
+        for s in &mut self.slots {
+            s.cached.clear();
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(42);
         let vocab = self.n_vocab.max(1) as u32;
         let prompt: Vec<LlamaToken> = (0..n_prompt)
@@ -560,19 +657,25 @@ impl<'m> Worker<'m> {
         let mut runs = Vec::new();
         // The first round warms caches and page-ins, as llama-bench's warm-up run does.
         for rep in 0..=reps {
+            self.ctx.clear_kv_cache();
             let t = Instant::now();
-            self.prefill(&prompt, false)?;
+            self.prefill_alone(&prompt)?;
             self.ctx.synchronize();
             let pp = t.elapsed().as_secs_f64();
 
             self.ctx.clear_kv_cache();
-            self.cached.clear();
             let mut sampler = Sampler::new(SamplingParams::greedy());
             let mut token = self.model.vocab().bos();
             let t = Instant::now();
             for pos in 0..n_gen {
-                let last = self.decode_step(token, &[], pos as i32, false)?;
-                token = LlamaToken(sampler.sample(self.ctx.get_logits_ith(last)) as i32);
+                self.batch.clear();
+                self.batch
+                    .add(token, pos as i32, &[0], true)
+                    .map_err(|e| EngineError::Decode(e.to_string()))?;
+                self.ctx
+                    .decode(&mut self.batch)
+                    .map_err(|e| EngineError::Decode(e.to_string()))?;
+                token = LlamaToken(sampler.sample(self.ctx.get_logits_ith(0)) as i32);
             }
             let tg = t.elapsed().as_secs_f64();
             if rep > 0 {
@@ -582,6 +685,7 @@ impl<'m> Worker<'m> {
                 });
             }
         }
+        self.ctx.clear_kv_cache();
         Ok(BenchReport {
             n_prompt,
             n_gen,
@@ -589,40 +693,4 @@ impl<'m> Worker<'m> {
             runs,
         })
     }
-}
-
-/// Sends what the text stream released, with the log-probabilities of the tokens it covers.
-fn send_released(
-    released: Released,
-    stream: &TextStream,
-    held: &mut VecDeque<(usize, TokenLogprob)>,
-    events: &tmpsc::Sender<Event>,
-) -> Step {
-    let (text, step) = match released {
-        Released::Text(t) => (t, Step::Continue),
-        Released::Stopped(t) => (t, Step::Stopped),
-    };
-    let upto = stream.released_bytes();
-    let mut logprobs = Vec::new();
-    while let Some((start, entry)) = held.front() {
-        let covered = *start < upto || *start + entry.bytes.len() <= upto;
-        if !covered {
-            break;
-        }
-        if let Some((_, entry)) = held.pop_front() {
-            logprobs.push(entry);
-        }
-    }
-    if matches!(step, Step::Stopped) {
-        // Tokens that only made up the stop string are not part of the answer.
-        held.clear();
-    }
-    if (!text.is_empty() || !logprobs.is_empty())
-        && events
-            .blocking_send(Event::Delta(Delta { text, logprobs }))
-            .is_err()
-    {
-        return Step::ClientGone;
-    }
-    step
 }

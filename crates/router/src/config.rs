@@ -45,6 +45,8 @@ pub struct ServerConfig {
 pub const DEFAULT_MAX_QUEUE: usize = 64;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most requests an embedded tier decodes together.
+pub const MAX_PARALLEL: usize = 64;
 
 /// A named place a request can be answered.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,7 +112,10 @@ pub enum BackendConfig {
         /// A catalog name, a pulled model's name, or a GGUF path.
         model: String,
         threads: Option<usize>,
+        /// Positions one request may use.
         ctx: Option<u32>,
+        /// Requests decoded together.
+        parallel: Option<usize>,
     },
     /// Any OpenAI-compatible server (OpenAI, Ollama, vLLM, llama.cpp server, smallfirst).
     OpenAi(Remote),
@@ -222,6 +227,7 @@ impl Config {
                     model: model.into(),
                     threads: None,
                     ctx: None,
+                    parallel: None,
                 },
                 prices: Prices::default(),
                 context_window: None,
@@ -343,6 +349,7 @@ struct RawTier {
     api_key_env: Option<Spanned<String>>,
     threads: Option<Spanned<usize>>,
     ctx: Option<Spanned<u32>>,
+    parallel: Option<Spanned<usize>>,
     #[serde(default)]
     price: RawPrice,
     context_window: Option<Spanned<u32>>,
@@ -485,6 +492,15 @@ impl RawTier {
             {
                 return invalid(path("ctx"), c.span(), "must be at least 16 tokens");
             }
+            if let Some(p) = &self.parallel
+                && !(1..=MAX_PARALLEL).contains(p.get_ref())
+            {
+                return invalid(
+                    path("parallel"),
+                    p.span(),
+                    format!("must be 1 to {MAX_PARALLEL}"),
+                );
+            }
             BackendConfig::Embedded {
                 model: self
                     .model
@@ -492,11 +508,13 @@ impl RawTier {
                     .unwrap_or_else(|| DEFAULT_EMBEDDED_MODEL.to_string()),
                 threads: self.threads.map(Spanned::into_inner),
                 ctx: self.ctx.map(Spanned::into_inner),
+                parallel: self.parallel.map(Spanned::into_inner),
             }
         } else {
             for (field, span) in [
                 ("threads", self.threads.as_ref().map(Spanned::span)),
                 ("ctx", self.ctx.as_ref().map(Spanned::span)),
+                ("parallel", self.parallel.as_ref().map(Spanned::span)),
             ] {
                 if let Some(span) = span {
                     not_for(field, span)?;

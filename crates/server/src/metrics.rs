@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 /// Bounds on the embedded engine's work.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Local requests that may wait while one generates.
+    /// Local requests that may wait while every slot is generating.
     pub max_queue: usize,
+    /// Local requests that generate together (the engine's slots).
+    pub slots: usize,
     /// Longest a local request may take, from arrival to its last token.
     pub request_timeout: Duration,
     /// Keep the KV cache of a prompt prefix shared with the previous request.
@@ -24,6 +26,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_queue: 64,
+            slots: 1,
             request_timeout: Duration::from_secs(600),
             prefix_reuse: true,
         }
@@ -104,7 +107,7 @@ impl Metrics {
     pub fn new(limits: Limits) -> Arc<Self> {
         Arc::new(Metrics {
             in_flight: AtomicUsize::new(0),
-            max_in_flight: limits.max_queue + 1,
+            max_in_flight: limits.max_queue + limits.slots.max(1),
             request_timeout: limits.request_timeout,
             prefix_reuse: limits.prefix_reuse,
             generating: AtomicUsize::new(0),

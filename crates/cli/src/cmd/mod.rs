@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use anyhow::Context;
 use smallfirst_engine::{Engine, EngineConfig, EngineError};
 use smallfirst_models::{Cache, ModelError, PipConfig, Puller};
+use smallfirst_router::config::MAX_PARALLEL;
 
 use crate::env;
 
@@ -26,9 +27,13 @@ pub struct ModelArgs {
     /// Compute threads (default: the cores this process may use).
     #[arg(long, short = 't')]
     pub threads: Option<usize>,
-    /// Context size in tokens (default: the model's training context, at most 8192).
+    /// Context size in tokens for each request (default: the model's training context, at
+    /// most 4096).
     #[arg(long)]
     pub ctx: Option<u32>,
+    /// Requests decoded together, each with a KV cache of --ctx tokens (default: 4).
+    #[arg(long, short = 'p')]
+    pub parallel: Option<usize>,
 }
 
 pub fn puller() -> Puller {
@@ -53,10 +58,17 @@ pub fn load_engine(args: &ModelArgs) -> anyhow::Result<(String, Engine)> {
     if args.threads == Some(0) {
         anyhow::bail!("--threads must be at least 1");
     }
+    if let Some(p) = args.parallel
+        && !(1..=MAX_PARALLEL).contains(&p)
+    {
+        anyhow::bail!("--parallel must be 1 to {MAX_PARALLEL}");
+    }
     let engine = Engine::start(EngineConfig {
         model_path: path.clone(),
         n_ctx: args.ctx,
         threads: args.threads,
+        slots: args.parallel,
+        prefill_chunk: None,
     })
     .with_context(|| format!("cannot start the engine on `{}`", path.display()))?;
     Ok((name, engine))

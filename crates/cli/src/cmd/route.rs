@@ -31,7 +31,7 @@ pub struct Args {
     pub files: Vec<PathBuf>,
 }
 
-const DEFAULT_WINDOW: u32 = 8192;
+const DEFAULT_WINDOW: u32 = 4096;
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = match &args.config {

@@ -72,11 +72,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         model: m,
         threads,
         ctx,
+        parallel,
     }) = embedded.map(|t| &t.backend)
     {
         model.model = model.model.or_else(|| Some(m.clone()));
         model.threads = model.threads.or(*threads);
         model.ctx = model.ctx.or(*ctx);
+        model.parallel = model.parallel.or(*parallel);
     }
     let host = match args.host {
         Some(h) => h,
@@ -118,6 +120,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     model = %l.model_id,
                     arch = %info.architecture,
                     n_ctx = info.n_ctx,
+                    parallel = info.slots,
                     threads = info.threads,
                     "listening on http://{addr}/v1"
                 );
@@ -131,6 +134,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let policy = Policy::new(&config, window);
         let limits = Limits {
             max_queue: args.max_queue.unwrap_or(config.server.max_queue),
+            slots: local.as_ref().map_or(1, |l| l.engine.info().slots),
             request_timeout: secs(args.request_timeout, config.server.request_timeout)?,
             prefix_reuse: !args.no_prefix_reuse,
         };

@@ -154,6 +154,7 @@ async fn a_shared_prefix_is_reused_and_answers_are_the_same() {
         model_path: crate::model_path(),
         n_ctx: Some(1024),
         threads: Some(1),
+        ..EngineConfig::default()
     })
     .expect("loads");
     let e = &own;

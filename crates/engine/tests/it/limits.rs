@@ -10,6 +10,7 @@ async fn prompt_longer_than_context_is_refused() {
         model_path: model_path(),
         n_ctx: Some(64),
         threads: Some(1),
+        ..EngineConfig::default()
     })
     .expect("loads");
     assert_eq!(small.info().n_ctx, 64);
@@ -45,6 +46,7 @@ fn missing_model_file_is_a_clear_error() {
         model_path: "/nonexistent/model.gguf".into(),
         n_ctx: None,
         threads: None,
+        ..EngineConfig::default()
     })
     .err()
     .expect("fails");
@@ -61,6 +63,7 @@ fn a_file_that_is_not_gguf_fails_to_load_without_panicking() {
         model_path: path,
         n_ctx: None,
         threads: Some(1),
+        ..EngineConfig::default()
     })
     .err()
     .expect("fails");

@@ -11,6 +11,7 @@ use smallfirst_engine::{
     SamplingParams, TokenLogprob,
 };
 
+mod batching;
 mod constrained;
 mod generate;
 mod limits;
@@ -45,6 +46,7 @@ pub fn engine() -> &'static Engine {
             model_path: model_path(),
             n_ctx: Some(2048),
             threads: Some(2),
+            ..EngineConfig::default()
         })
         .expect("model loads")
     })

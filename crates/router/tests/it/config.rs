@@ -50,7 +50,8 @@ fn a_good_file_becomes_a_config() {
         BackendConfig::Embedded {
             model: "qwen2.5-coder-0.5b-instruct".into(),
             threads: Some(2),
-            ctx: Some(4096)
+            ctx: Some(4096),
+            parallel: None
         }
     );
     let mid = c.tier("mid").expect("mid");
@@ -109,6 +110,8 @@ fn every_mistake_names_its_field_and_line() {
         ("".into(), "tiers", None, "at least one tier"),
         ("[tiers.local]\nbackend = \"embedded\"\nbase_url = \"http://x\"\n".into(), "tiers.local.base_url", Some(3), "does not apply to backend `embedded`"),
         ("[tiers.local]\nbackend = \"embedded\"\nthreads = 0\n".into(), "tiers.local.threads", Some(3), "at least 1"),
+        ("[tiers.local]\nbackend = \"embedded\"\nparallel = 0\n".into(), "tiers.local.parallel", Some(3), "1 to 64"),
+        ("[tiers.f]\nbackend = \"openai\"\nmodel = \"m\"\nbase_url = \"http://x\"\nparallel = 2\n".into(), "tiers.f.parallel", Some(5), "does not apply"),
         ("[tiers.f]\nbackend = \"openai\"\nmodel = \"m\"\ncontext_window = 8\n".into(), "tiers.f.base_url", None, "is required"),
         ("[tiers.f]\nbackend = \"openai\"\nmodel = \"m\"\nbase_url = \"ftp://x\"\ncontext_window = 8\n".into(), "tiers.f.base_url", Some(4), "http"),
         ("[tiers.f]\nbackend = \"openai\"\nmodel = \"m\"\nbase_url = \"not a url\"\ncontext_window = 8\n".into(), "tiers.f.base_url", Some(4), "not a URL"),

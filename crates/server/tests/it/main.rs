@@ -39,6 +39,7 @@ fn state() -> AppState {
             model_path: model_path(),
             n_ctx: Some(256),
             threads: Some(2),
+            ..EngineConfig::default()
         })
         .expect("model loads (run `smallfirst pull smollm2-135m-instruct` first)")
     });
