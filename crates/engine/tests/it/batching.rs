@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use smallfirst_engine::{ChatMessage, Engine, EngineConfig, Event, GenerateParams};
 
-use crate::{greedy, model_path};
+use crate::{greedy, model_path, text_and_reuse as answer};
 
 fn engine(slots: usize, prefill_chunk: usize) -> Engine {
     Engine::start(EngineConfig {
@@ -26,20 +26,6 @@ fn chat(e: &Engine, system: Option<&str>, user: &str) -> String {
     }
     messages.push(ChatMessage::new("user", user));
     e.render(&messages).expect("renders")
-}
-
-/// The text and the prompt tokens kept from the cache.
-async fn answer(e: &Engine, prompt: String, params: GenerateParams) -> (String, u32) {
-    let mut g = e.generate(prompt, params).await.expect("starts");
-    let mut text = String::new();
-    while let Some(ev) = g.events.recv().await {
-        match ev {
-            Event::Delta(d) => text.push_str(&d.text),
-            Event::Done(done) => return (text, done.reused_tokens),
-            Event::Failed(r) => panic!("generation failed: {r}"),
-        }
-    }
-    panic!("no Done")
 }
 
 const QUESTIONS: [&str; 6] = [

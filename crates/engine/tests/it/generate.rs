@@ -1,7 +1,7 @@
 //! Sampling, stop strings, log-probabilities and usage on the real model.
 
 use smallfirst_engine::{
-    ChatMessage, Engine, EngineConfig, Event, FinishReason, GenerateParams, SamplingParams,
+    ChatMessage, Engine, EngineConfig, FinishReason, GenerateParams, SamplingParams,
 };
 
 use crate::{engine, greedy, run};
@@ -180,18 +180,7 @@ async fn a_shared_prefix_is_reused_and_answers_are_the_same() {
             prefix_reuse: reuse,
             ..greedy(16)
         };
-        async move {
-            let mut g = e.generate(prompt, params).await.expect("starts");
-            let mut text = String::new();
-            while let Some(ev) = g.events.recv().await {
-                match ev {
-                    Event::Delta(d) => text.push_str(&d.text),
-                    Event::Done(done) => return (text, done.reused_tokens),
-                    Event::Failed(r) => panic!("{r}"),
-                }
-            }
-            panic!("no Done")
-        }
+        crate::text_and_reuse(e, prompt, params)
     };
     for user in [
         "Where is my card?",

@@ -102,6 +102,20 @@ pub async fn run(
     panic!("event stream ended without Done");
 }
 
+/// A rendered prompt's answer text and the prompt tokens kept from the cache.
+pub async fn text_and_reuse(e: &Engine, prompt: String, params: GenerateParams) -> (String, u32) {
+    let mut g = e.generate(prompt, params).await.expect("starts");
+    let mut text = String::new();
+    while let Some(ev) = g.events.recv().await {
+        match ev {
+            Event::Delta(d) => text.push_str(&d.text),
+            Event::Done(done) => return (text, done.reused_tokens),
+            Event::Failed(r) => panic!("generation failed: {r}"),
+        }
+    }
+    panic!("event stream ended without Done")
+}
+
 pub fn greedy(max_tokens: u32) -> GenerateParams {
     GenerateParams {
         max_tokens: Some(max_tokens),
