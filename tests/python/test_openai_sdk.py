@@ -78,6 +78,16 @@ def test_max_tokens_gives_length(client):
     assert r.usage.completion_tokens == 7
 
 
+def test_ignore_eos_runs_to_max_tokens(client):
+    """llama.cpp's and vLLM's `ignore_eos` extension, sent the way the SDK sends extensions."""
+    messages = [{"role": "user", "content": "Reply with the word yes."}]
+    short = client.chat.completions.create(model="local", messages=messages, max_tokens=40, temperature=0)
+    assert short.usage.completion_tokens < 40 and short.choices[0].finish_reason == "stop"
+    long = client.chat.completions.create(model="local", messages=messages, max_tokens=40, temperature=0,
+                                          extra_body={"ignore_eos": True})
+    assert long.usage.completion_tokens == 40 and long.choices[0].finish_reason == "length"
+
+
 def test_same_seed_same_text(client):
     kwargs = dict(model=MODEL_ID, messages=[{"role": "user", "content": "Invent a name for a cat."}],
                   max_tokens=24, temperature=1.0, seed=1234)

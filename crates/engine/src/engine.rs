@@ -71,6 +71,9 @@ pub struct GenerateParams {
     /// Keep the KV cache of the tokens an earlier request left that this prompt starts with,
     /// and prefill only the rest ([`Done::reused_tokens`]).
     pub prefix_reuse: bool,
+    /// Never sample an end-of-generation token: generate `max_tokens` (benchmarks). Without
+    /// effect on a constrained answer, which ends with its grammar.
+    pub ignore_eos: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

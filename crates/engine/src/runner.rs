@@ -197,6 +197,8 @@ struct Worker<'m> {
     chunk: usize,
     /// Built on the first constrained request, then kept for the model's lifetime.
     grammars: Option<Grammars>,
+    /// The vocabulary's end-of-generation tokens.
+    eog: Vec<u32>,
     slots: Vec<Slot>,
     /// In the order they took their slots.
     running: Vec<Seq>,
@@ -223,13 +225,18 @@ impl<'m> Worker<'m> {
         } else {
             String::new()
         };
+        let n_vocab = model.n_vocab().max(0) as usize;
+        let eog = (0..n_vocab as u32)
+            .filter(|&t| vocab.is_eog(LlamaToken(t as i32)))
+            .collect();
         Worker {
             model,
             ctx,
+            eog,
             batch: LlamaBatch::new(n_batch, 1),
             n_ctx,
             n_batch,
-            n_vocab: model.n_vocab().max(0) as usize,
+            n_vocab,
             bos_text,
             // Every running sequence's pending tokens fit in one batch beside a prompt chunk.
             chunk: chunk.min(n_batch.saturating_sub(slots * (1 + FORCED_PER_STEP)).max(1)),
@@ -330,6 +337,11 @@ impl<'m> Worker<'m> {
                 events,
             } => (prompt, *params, started, events),
         };
+        let mut params = params;
+        if params.ignore_eos && params.constraint.is_none() {
+            let ban = self.eog.iter().map(|&t| (t, f32::NEG_INFINITY));
+            params.sampling.logit_bias.extend(ban);
+        }
         let tokens = self.tokenize(&prompt);
         let n_prompt = tokens.len() as u32;
         tracing::debug!(prompt, ?tokens, "tokenized");
@@ -460,6 +472,26 @@ impl<'m> Worker<'m> {
         }
         self.clock += 1;
         self.batch.clear();
+        // Prompt tokens each prefilling sequence gets this step: oldest first, up to a chunk
+        // beside every running sequence's pending tokens.
+        let pending: usize = self
+            .running
+            .iter()
+            .filter(|s| !s.is_prefilling())
+            .map(|s| s.pending.len())
+            .sum();
+        let mut budget = self.chunk.min(self.n_batch.saturating_sub(pending));
+        let mut prompt = vec![0usize; self.running.len()];
+        for (i, s) in self.running.iter().enumerate() {
+            if s.is_prefilling() {
+                prompt[i] = (s.tokens.len() - s.prefilled).min(budget);
+                budget -= prompt[i];
+            }
+        }
+        // Rows go in slot order: with a KV stream per slot, llama.cpp decodes in one pass only
+        // sequences whose ids follow each other in the batch.
+        let mut order: Vec<usize> = (0..self.running.len()).collect();
+        order.sort_unstable_by_key(|&i| self.running[i].slot);
         let mut rows = Vec::with_capacity(self.running.len());
         let mut added = 0usize;
         let add = |batch: &mut LlamaBatch, t: LlamaToken, pos: u32, seq: usize, logits: bool| {
@@ -468,58 +500,49 @@ impl<'m> Worker<'m> {
                 .map_err(|e| EngineError::Decode(e.to_string()))
         };
         let mut result = Ok(());
-        for (i, s) in self.running.iter().enumerate() {
-            if s.is_prefilling() || s.pending.is_empty() {
-                continue;
-            }
-            let all = s.wants_all_logits();
-            let n = s.pending.len();
-            for (j, &t) in s.pending.iter().enumerate() {
-                result = result.and_then(|()| {
-                    add(
-                        &mut self.batch,
-                        t,
-                        s.pos + j as u32,
-                        s.slot,
-                        all || j + 1 == n,
-                    )
-                });
-            }
-            rows.push(Rows::Pending {
-                seq: i,
-                first: added as i32,
-            });
-            added += n;
-        }
-        let mut budget = self.chunk.min(self.n_batch.saturating_sub(added));
-        for (i, s) in self.running.iter().enumerate() {
-            if budget == 0 {
-                break;
-            }
+        for i in order {
+            let s = &self.running[i];
             if !s.is_prefilling() {
-                continue;
-            }
-            let n = (s.tokens.len() - s.prefilled).min(budget);
-            let ends = s.prefilled + n == s.tokens.len();
-            for j in 0..n {
-                let at = s.prefilled + j;
-                result = result.and_then(|()| {
-                    add(
-                        &mut self.batch,
-                        s.tokens[at],
-                        at as u32,
-                        s.slot,
-                        ends && j + 1 == n,
-                    )
+                let all = s.wants_all_logits();
+                let n = s.pending.len();
+                for (j, &t) in s.pending.iter().enumerate() {
+                    result = result.and_then(|()| {
+                        add(
+                            &mut self.batch,
+                            t,
+                            s.pos + j as u32,
+                            s.slot,
+                            all || j + 1 == n,
+                        )
+                    });
+                }
+                rows.push(Rows::Pending {
+                    seq: i,
+                    first: added as i32,
                 });
+                added += n;
+            } else if prompt[i] > 0 {
+                let n = prompt[i];
+                let ends = s.prefilled + n == s.tokens.len();
+                for j in 0..n {
+                    let at = s.prefilled + j;
+                    result = result.and_then(|()| {
+                        add(
+                            &mut self.batch,
+                            s.tokens[at],
+                            at as u32,
+                            s.slot,
+                            ends && j + 1 == n,
+                        )
+                    });
+                }
+                rows.push(Rows::Prompt {
+                    seq: i,
+                    n,
+                    last: ends.then_some((added + n - 1) as i32),
+                });
+                added += n;
             }
-            rows.push(Rows::Prompt {
-                seq: i,
-                n,
-                last: ends.then_some((added + n - 1) as i32),
-            });
-            added += n;
-            budget -= n;
         }
         if rows.is_empty() {
             return;

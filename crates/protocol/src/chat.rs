@@ -27,6 +27,10 @@ pub struct ChatRequest {
     /// Not in OpenAI's API; llama.cpp and vLLM accept it, so smallfirst does too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_k: Option<u32>,
+    /// Not in OpenAI's API; as in llama.cpp and vLLM, generate until `max_tokens` without
+    /// ending the turn (for benchmarks). A response format or tools still end with their grammar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_eos: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

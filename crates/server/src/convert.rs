@@ -106,6 +106,7 @@ pub(crate) fn plan(req: &ChatRequest, n_vocab: usize) -> Result<Plan, ApiError> 
             constraint: structure.constraint.clone(),
             confidence: false,
             prefix_reuse: true,
+            ignore_eos: req.ignore_eos.unwrap_or(false),
         },
         stream: req.is_stream(),
         include_usage: req.include_usage(),

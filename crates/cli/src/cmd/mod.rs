@@ -32,7 +32,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub ctx: Option<u32>,
     /// Requests decoded together, each with a KV cache of --ctx tokens (default: 4).
-    #[arg(long, short = 'p')]
+    #[arg(long)]
     pub parallel: Option<usize>,
 }
 

@@ -199,3 +199,34 @@ async fn a_shared_prefix_is_reused_and_answers_are_the_same() {
         assert_eq!(cold, warm, "{user}: the same answer with and without reuse");
     }
 }
+
+#[tokio::test]
+async fn ignore_eos_generates_max_tokens() {
+    let e = crate::engine();
+    let short = crate::run(e, "Reply with the word yes.", greedy(48))
+        .await
+        .expect("runs");
+    assert!(
+        short.done.completion_tokens < 48,
+        "the turn ends by itself: {}",
+        short.done.completion_tokens
+    );
+    let long = crate::run(
+        e,
+        "Reply with the word yes.",
+        GenerateParams {
+            ignore_eos: true,
+            ..greedy(48)
+        },
+    )
+    .await
+    .expect("runs");
+    assert_eq!(long.done.completion_tokens, 48);
+    assert_eq!(long.done.finish, FinishReason::Length);
+    assert!(
+        long.text.starts_with(&short.text),
+        "{:?} then {:?}",
+        short.text,
+        long.text
+    );
+}
