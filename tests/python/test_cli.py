@@ -102,3 +102,40 @@ def test_config_check_explains_mistakes(binary, tmp_path):
     line = r.stderr.strip()
     assert r.returncode != 0 and f"{bad}:9:" in line and "tiers.frontier.breaker.cooldown" in line, line
     assert "positive number of seconds" in line, line
+
+
+def test_scan_reports_clean_findings_and_unscannable_with_exit_codes(binary, tmp_path):
+    clean = run(binary, "scan", "--json", model_path())
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    doc = json.loads(clean.stdout)
+    assert doc["version"] == 1
+    [f] = doc["files"]
+    assert f["format"] == "gguf" and f["complete"] and len(f["sha256"]) == 64
+    # Nothing but a note that its chat template is the family's published one.
+    assert [(x["rule"], x["severity"]) for x in f["findings"]] == [("template.known", "info")]
+    # Half a model: its tensors run past the end of the file.
+    cut = tmp_path / "cut.bin"
+    with open(model_path(), "rb") as src:
+        cut.write_bytes(src.read(4 << 20))
+    found = run(binary, "scan", "--json", str(cut))
+    assert found.returncode == 1
+    rules = {x["rule"] for x in json.loads(found.stdout)["files"][0]["findings"]}
+    assert "gguf.tensor-bounds" in rules, rules
+    sarif = json.loads(run(binary, "scan", "--sarif", str(cut)).stdout)
+    assert sarif["version"] == "2.1.0"
+    assert any(r["ruleId"] == "gguf.tensor-bounds" and r["level"] == "error" for r in sarif["runs"][0]["results"])
+    other = tmp_path / "weights.pt"
+    other.write_bytes(b"\x80\x04not really")
+    unscanned = run(binary, "scan", str(other))
+    assert unscanned.returncode == 2, unscanned.stdout
+    assert "not scanned" in unscanned.stdout
+
+
+def test_serve_refuses_a_model_that_fails_its_scan(binary, tmp_path):
+    cut = tmp_path / "cut.gguf"
+    with open(model_path(), "rb") as src:
+        cut.write_bytes(src.read(4 << 20))
+    r = run(binary, "serve", "--model", str(cut), "--port", "0")
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "gguf.tensor-bounds" in last and "smallfirst scan" in last, r.stderr

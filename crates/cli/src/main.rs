@@ -35,6 +35,8 @@ enum Command {
     Config(cmd::config::Args),
     /// Show where `model: "auto"` requests would be routed, and why, without sending them.
     Route(cmd::route::Args),
+    /// Check model files without loading them (exit 0 clean, 1 findings, 2 not scanned).
+    Scan(cmd::scan::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,15 +60,21 @@ fn main() -> ExitCode {
         Command::Models(args) => cmd::models::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Config(args) => cmd::config::run(args),
+        Command::Scan(args) => return finish(cmd::scan::run(args), ExitCode::from(2)),
     };
+    finish(result.map(|()| ExitCode::SUCCESS), ExitCode::FAILURE)
+}
+
+/// The exit code, printing an error (with a hint where one helps) as `failed`.
+fn finish(result: anyhow::Result<ExitCode>, failed: ExitCode) -> ExitCode {
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             match cmd::hint(&e) {
                 Some(hint) => eprintln!("error: {e:#} (hint: {hint})"),
                 None => eprintln!("error: {e:#}"),
             }
-            ExitCode::FAILURE
+            failed
         }
     }
 }

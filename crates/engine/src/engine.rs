@@ -6,6 +6,7 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 
 use llama_cpp_2::model::LlamaModel;
+use smallfirst_inspect::{Severity, scan};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use crate::runner::Runner;
@@ -26,6 +27,8 @@ pub struct EngineConfig {
     /// Prompt tokens prefilled per step while other sequences decode; `None` takes
     /// [`DEFAULT_PREFILL_CHUNK`](crate::DEFAULT_PREFILL_CHUNK).
     pub prefill_chunk: Option<usize>,
+    /// A file with a finding at or above this severity is not loaded; `None` takes `error`.
+    pub refuse_at: Option<Severity>,
 }
 
 /// Cores this process may actually run on (cgroup quota and affinity included). ggml's worker
@@ -215,6 +218,7 @@ impl Engine {
                 path: config.model_path,
             });
         }
+        check_file(&config)?;
         let (jobs, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let counters = Arc::new(Counters::default());
@@ -353,6 +357,40 @@ impl Drop for Inner {
             tracing::error!("the engine thread panicked");
         }
     }
+}
+
+/// Runs the GGUF checks (safe Rust) before llama.cpp's own parser reads the file.
+fn check_file(config: &EngineConfig) -> Result<(), EngineError> {
+    let report = scan::check_gguf(&config.model_path).map_err(|e| EngineError::Load {
+        path: config.model_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let threshold = config.refuse_at.unwrap_or(Severity::Error);
+    let refused: Vec<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity >= threshold)
+        .map(|f| format!("{} {}: {}", f.severity, f.rule, f.message))
+        .collect();
+    if refused.is_empty() && report.complete {
+        return Ok(());
+    }
+    let mut findings = refused
+        .iter()
+        .take(3)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if refused.len() > 3 {
+        findings.push_str(&format!(" (and {} more)", refused.len() - 3));
+    }
+    if findings.is_empty() {
+        findings = "its header could not be read to the end".into();
+    }
+    Err(EngineError::Unsafe {
+        path: config.model_path.clone(),
+        findings,
+    })
 }
 
 /// Context size to create: what was asked, else the training context up to a cap.

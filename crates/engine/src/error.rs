@@ -8,6 +8,9 @@ pub enum EngineError {
     ModelMissing { path: PathBuf },
     #[error("could not load model `{path}`: {reason}")]
     Load { path: PathBuf, reason: String },
+    /// The file failed the checks that run before llama.cpp's parser sees it.
+    #[error("model file `{path}` failed its safety checks: {findings}")]
+    Unsafe { path: PathBuf, findings: String },
     #[error("could not create a llama.cpp context of {n_ctx} tokens: {reason}")]
     Context { n_ctx: u32, reason: String },
     #[error("{0}")]

@@ -35,5 +35,6 @@ pub use engine::{
 pub use error::EngineError;
 pub use runner::{DEFAULT_PREFILL_CHUNK, DEFAULT_SLOTS};
 pub use sampling::{Sampler, SamplingParams};
+pub use smallfirst_inspect::Severity;
 pub use template::{CHATML, ChatMessage, ChatTemplate};
 pub use text::{Released, TextStream};

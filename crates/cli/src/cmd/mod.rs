@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use anyhow::Context;
-use smallfirst_engine::{Engine, EngineConfig, EngineError};
+use smallfirst_engine::{Engine, EngineConfig, EngineError, Severity};
 use smallfirst_models::{Cache, ModelError, PipConfig, Puller};
 use smallfirst_router::config::MAX_PARALLEL;
 
@@ -15,6 +15,7 @@ pub mod config;
 pub mod models;
 pub mod pull;
 pub mod route;
+pub mod scan;
 pub mod serve;
 
 /// Model, threads and context options shared by the commands that load a model.
@@ -34,6 +35,17 @@ pub struct ModelArgs {
     /// Requests decoded together, each with a KV cache of --ctx tokens (default: 4).
     #[arg(long)]
     pub parallel: Option<usize>,
+    /// Refuse a model file with a scan finding at or above this severity: critical, error
+    /// (default) or warning.
+    #[arg(long, value_parser = severity)]
+    pub refuse_at: Option<Severity>,
+}
+
+fn severity(s: &str) -> Result<Severity, String> {
+    match Severity::parse(s) {
+        Some(Severity::Info) | None => Err("expected critical, error or warning".into()),
+        Some(v) => Ok(v),
+    }
 }
 
 pub fn puller() -> Puller {
@@ -69,6 +81,7 @@ pub fn load_engine(args: &ModelArgs) -> anyhow::Result<(String, Engine)> {
         threads: args.threads,
         slots: args.parallel,
         prefill_chunk: None,
+        refuse_at: args.refuse_at,
     })
     .with_context(|| format!("cannot start the engine on `{}`", path.display()))?;
     Ok((name, engine))
@@ -96,6 +109,9 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
                     Some("is it a GGUF file? `smallfirst pull` verifies models it fetches")
                 }
                 EngineError::Context { .. } => Some("try a smaller --ctx"),
+                EngineError::Unsafe { .. } => Some(
+                    "`smallfirst scan FILE` lists every finding; --refuse-at critical loads files with lesser ones",
+                ),
                 EngineError::ContextLength { .. } => Some("shorten the prompt or raise --ctx"),
                 _ => None,
             };

@@ -15,6 +15,7 @@ fn engine(slots: usize, prefill_chunk: usize) -> Engine {
         threads: Some(2),
         slots: Some(slots),
         prefill_chunk: Some(prefill_chunk),
+        ..EngineConfig::default()
     })
     .expect("loads")
 }

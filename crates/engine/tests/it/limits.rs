@@ -67,6 +67,36 @@ fn a_file_that_is_not_gguf_fails_to_load_without_panicking() {
     })
     .err()
     .expect("fails");
-    assert!(matches!(err, EngineError::Load { .. }), "{err}");
+    assert!(
+        matches!(&err, EngineError::Unsafe { findings, .. } if findings.contains("gguf.magic")),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_cut_off_model_is_refused_before_llama_cpp_reads_it() {
+    // A download cut short: the header is whole, the tensors run past the end of the file.
+    let dir = tempfile_dir("cut");
+    let path = dir.join("cut.gguf");
+    let whole = std::fs::read(model_path()).expect("reads the test model");
+    std::fs::write(&path, &whole[..whole.len() / 2]).expect("write");
+    let err = Engine::start(EngineConfig {
+        model_path: path,
+        threads: Some(1),
+        ..EngineConfig::default()
+    })
+    .err()
+    .expect("refused");
+    assert!(
+        matches!(&err, EngineError::Unsafe { findings, .. } if findings.contains("gguf.tensor-bounds")),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("smallfirst-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    dir
 }
