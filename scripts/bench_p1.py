@@ -11,9 +11,7 @@ Prints a Markdown table; --json writes the raw numbers.
 
 import argparse
 import json
-import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,24 +20,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALLFIRST = ROOT / "target" / "release" / "smallfirst"
-SHARED = Path(os.environ.get("SMALLFIRST_SHARED", ROOT.parent / "shared"))
-
-
-def llama_bin(arg):
-    if arg:
-        return Path(arg)
-    out = subprocess.run(
-        ["bash", str(SHARED / "bench" / "build-llama-reference.sh")], check=True, capture_output=True, text=True
-    )
-    return Path(out.stdout.strip().splitlines()[-1])
-
-
-def model_path(name):
-    subprocess.run([str(SMALLFIRST), "pull", name], check=True)
-    rows = json.loads(subprocess.run([str(SMALLFIRST), "models", "--json"], check=True, capture_output=True, text=True).stdout)
-    return next(r["path"] for r in rows if r["name"] == name)
+from benchlib import SMALLFIRST, free_port, llama_bin, model_path, start
 
 
 def llama_bench(binp, model, threads, reps):
@@ -62,24 +43,6 @@ def engine_bench(model, threads, reps):
     return [r["prompt_tokens_per_s"] for r in runs], [r["decode_tokens_per_s"] for r in runs]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(cmd, port):
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"server did not start: {cmd}")
 
 
 PROMPT = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."

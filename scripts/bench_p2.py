@@ -20,9 +20,6 @@ a KV cache of 512 positions per slot. Medians over rounds are printed as a Markd
 
 import argparse
 import json
-import os
-import signal
-import socket
 import statistics
 import subprocess
 import threading
@@ -31,58 +28,12 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALLFIRST = ROOT / "target" / "release" / "smallfirst"
-SHARED = Path(os.environ.get("SMALLFIRST_SHARED", ROOT.parent / "shared"))
+from benchlib import SMALLFIRST, free_port, llama_bin, model_path, start, stop
 PROMPT_TOKENS = 128
 GEN_TOKENS = 128
 SLOT_CTX = 512
 WORDS = ("river stone cloud maple harbor lantern meadow copper violet orchard signal velvet canyon "
          "ember falcon glacier willow summit quartz prairie").split()
-
-
-def llama_bin(arg):
-    if arg:
-        return Path(arg)
-    out = subprocess.run(["bash", str(SHARED / "bench" / "build-llama-reference.sh")], check=True,
-                         capture_output=True, text=True)
-    return Path(out.stdout.strip().splitlines()[-1])
-
-
-def model_path(name):
-    subprocess.run([str(SMALLFIRST), "pull", name], check=True)
-    rows = json.loads(subprocess.run([str(SMALLFIRST), "models", "--json"], check=True, capture_output=True,
-                                     text=True).stdout)
-    return next(r["path"] for r in rows if r["name"] == name)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(cmd, port):
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"{cmd[0]} did not start")
-
-
-def stop(proc):
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def body(prompt, max_tokens, extra=None):
