@@ -124,8 +124,15 @@ def test_scan_reports_clean_findings_and_unscannable_with_exit_codes(binary, tmp
     sarif = json.loads(run(binary, "scan", "--sarif", str(cut)).stdout)
     assert sarif["version"] == "2.1.0"
     assert any(r["ruleId"] == "gguf.tensor-bounds" and r["level"] == "error" for r in sarif["runs"][0]["results"])
-    other = tmp_path / "weights.pt"
-    other.write_bytes(b"\x80\x04not really")
+    # A pickle that calls os.system on load, written byte by byte (never loaded here).
+    evil = tmp_path / "weights.pt"
+    evil.write_bytes(b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02R.")
+    denied = run(binary, "scan", "--json", str(evil))
+    assert denied.returncode == 1
+    [f] = json.loads(denied.stdout)["files"]
+    assert f["format"] == "pickle" and f["findings"][0]["rule"] == "pickle.global-denied"
+    other = tmp_path / "notes.bin"
+    other.write_bytes(b"just some text")
     unscanned = run(binary, "scan", str(other))
     assert unscanned.returncode == 2, unscanned.stdout
     assert "not scanned" in unscanned.stdout

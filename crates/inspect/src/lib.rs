@@ -6,10 +6,15 @@
 //!   checks for that format; what `smallfirst scan` prints and what the engine runs before
 //!   llama.cpp's own parser sees a file.
 //! - [`template`]: a chat template checked without running it.
+//! - [`pickle`]: pickle streams walked opcode by opcode, never loaded; the globals they import
+//!   checked against a denylist (and an allowlist in strict mode).
+//! - [`safetensors`]: the JSON header's lengths, dtypes, shapes and ranges.
 
 #![forbid(unsafe_code)]
 
 pub mod gguf;
+pub mod pickle;
+pub mod safetensors;
 pub mod scan;
 pub mod template;
 

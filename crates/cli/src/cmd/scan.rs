@@ -22,6 +22,9 @@ pub struct Args {
     /// Print SARIF 2.1.0, for code-scanning tools.
     #[arg(long)]
     pub sarif: bool,
+    /// Also flag pickle globals outside the allowlist of what checkpoints need.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// Files under `paths`, in a stable order.
@@ -65,7 +68,7 @@ fn unreadable(path: &Path, e: &std::io::Error) -> FileReport {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let reports: Vec<FileReport> = files(&args.paths)?
         .iter()
-        .map(|p| scan::scan_file(p).unwrap_or_else(|e| unreadable(p, &e)))
+        .map(|p| scan::scan_file(p, args.strict).unwrap_or_else(|e| unreadable(p, &e)))
         .collect();
     let mut out = std::io::stdout().lock();
     if args.json {

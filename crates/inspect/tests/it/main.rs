@@ -7,6 +7,7 @@ use smallfirst_inspect::gguf::{self, Value};
 use smallfirst_inspect::scan::{self, Format};
 use smallfirst_inspect::{Finding, Severity};
 
+mod formats;
 mod mutate;
 mod writer;
 
@@ -201,14 +202,14 @@ fn scan_sniffs_content_and_hashes_the_file() {
     let path = dir.path().join("model.bin");
     let bytes = Gguf::clean().bytes();
     std::fs::write(&path, &bytes).expect("writes");
-    let report = scan::scan_file(&path).expect("scans");
+    let report = scan::scan_file(&path, false).expect("scans");
     assert_eq!(report.format, Format::Gguf, "by content, not by extension");
     assert!(report.is_clean(), "{:#?}", report.findings);
     assert_eq!(report.size, bytes.len() as u64);
     assert_eq!(report.sha256, writer::sha256(&bytes));
     let other = dir.path().join("notes.gguf");
     std::fs::write(&other, b"hello, world").expect("writes");
-    let report = scan::scan_file(&other).expect("scans");
+    let report = scan::scan_file(&other, false).expect("scans");
     assert_eq!(report.format, Format::Unknown);
     assert!(!report.complete && !report.is_clean());
 }

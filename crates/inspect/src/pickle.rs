@@ -1,0 +1,517 @@
+//! Pickle streams walked, never loaded: every opcode of protocols 0 to 5 is decoded with its
+//! argument, a small model of the stack and memo resolves what `STACK_GLOBAL` imports (also
+//! through memo round trips), and every imported global is checked against a denylist (and, in
+//! strict mode, an allowlist of what ML checkpoints need). A stream that breaks off is read up to
+//! where it breaks: `pickle.load` would have run everything before the error.
+
+use std::collections::HashMap;
+
+use crate::{Finding, Severity};
+
+/// Globals that run code, reach the system or the network, or load more code. A name ending
+/// in `.*` matches the whole module and its submodules.
+const DENY: &[&str] = &[
+    "os.*",
+    "posix.*",
+    "nt.*",
+    "subprocess.*",
+    "sys.*",
+    "shutil.*",
+    "socket.*",
+    "pty.*",
+    "runpy.*",
+    "importlib.*",
+    "pickle.*",
+    "_pickle.*",
+    "marshal.*",
+    "ctypes.*",
+    "code.*",
+    "commands.*",
+    "webbrowser.*",
+    "requests.*",
+    "urllib.*",
+    "http.*",
+    "ftplib.*",
+    "telnetlib.*",
+    "smtplib.*",
+    "asyncio.*",
+    "multiprocessing.*",
+    "threading.*",
+    "signal.*",
+    "tempfile.*",
+    "pathlib.*",
+    "io.*",
+    "builtins.eval",
+    "builtins.exec",
+    "builtins.compile",
+    "builtins.open",
+    "builtins.__import__",
+    "builtins.getattr",
+    "builtins.setattr",
+    "builtins.delattr",
+    "builtins.globals",
+    "builtins.locals",
+    "builtins.vars",
+    "builtins.input",
+    "builtins.breakpoint",
+    "builtins.memoryview",
+    "__builtin__.eval",
+    "__builtin__.exec",
+    "__builtin__.compile",
+    "__builtin__.open",
+    "__builtin__.__import__",
+    "__builtin__.getattr",
+    "__builtin__.setattr",
+    "__builtin__.execfile",
+    "__builtin__.file",
+    "types.CodeType",
+    "types.FunctionType",
+    "types.ModuleType",
+    "operator.attrgetter",
+    "operator.methodcaller",
+    "functools.partial",
+    "platform.popen",
+    "timeit.*",
+    "pdb.*",
+    "bdb.*",
+    "venv.*",
+    "ensurepip.*",
+    "pip.*",
+    "setuptools.*",
+    "distutils.*",
+    "torch.load",
+    "torch.hub.*",
+    "torch._C._jit_*",
+    "numpy.load",
+    "numpy.lib.npyio.*",
+];
+
+/// What model checkpoints (PyTorch, NumPy, collections) import; in strict mode anything else
+/// is flagged.
+const ALLOW: &[&str] = &[
+    "collections.OrderedDict",
+    "collections.defaultdict",
+    "builtins.set",
+    "builtins.frozenset",
+    "builtins.slice",
+    "builtins.complex",
+    "builtins.bytearray",
+    "builtins.object",
+    "builtins.tuple",
+    "builtins.list",
+    "builtins.dict",
+    "builtins.int",
+    "builtins.float",
+    "builtins.str",
+    "builtins.bool",
+    "builtins.range",
+    "__builtin__.set",
+    "_codecs.encode",
+    "copyreg._reconstructor",
+    "torch._utils._rebuild_tensor",
+    "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_tensor_v3",
+    "torch._utils._rebuild_parameter",
+    "torch._utils._rebuild_parameter_with_state",
+    "torch._utils._rebuild_qtensor",
+    "torch._utils._rebuild_sparse_tensor",
+    "torch._tensor._rebuild_from_type_v2",
+    "torch.Size",
+    "torch.device",
+    "torch.dtype",
+    "torch.float32",
+    "torch.float16",
+    "torch.bfloat16",
+    "torch.*Storage",
+    "torch.storage._load_from_bytes",
+    "numpy.core.multiarray._reconstruct",
+    "numpy._core.multiarray._reconstruct",
+    "numpy.core.multiarray.scalar",
+    "numpy._core.multiarray.scalar",
+    "numpy.ndarray",
+    "numpy.dtype",
+];
+
+/// Whether `module.name` matches a pattern: exact, `module.*` (module and submodules), or a
+/// trailing `*` inside the last part (`torch.*Storage`, `torch._C._jit_*`).
+fn matches(pattern: &str, global: &str) -> bool {
+    if let Some(module) = pattern.strip_suffix(".*") {
+        return global
+            .strip_prefix(module)
+            .is_some_and(|rest| rest.starts_with('.'));
+    }
+    match pattern.find('*') {
+        Some(star) => {
+            let (pre, post) = (&pattern[..star], &pattern[star + 1..]);
+            global.len() >= pre.len() + post.len()
+                && global.starts_with(pre)
+                && global.ends_with(post)
+                && !global[pre.len()..global.len() - post.len()].contains('.')
+        }
+        None => pattern == global,
+    }
+}
+
+/// A global imported by the stream, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Global {
+    pub module: String,
+    pub name: String,
+    pub offset: u64,
+}
+
+/// What walking a stream found.
+#[derive(Debug, Default)]
+pub struct Walk {
+    pub globals: Vec<Global>,
+    pub findings: Vec<Finding>,
+    /// Bytes the stream (or streams) took.
+    pub consumed: usize,
+    /// Ended with STOP, not broken off.
+    pub complete: bool,
+}
+
+/// A stack entry, as much of it as the checks need.
+#[derive(Debug, Clone)]
+enum Item {
+    Mark,
+    Str(String),
+    Other,
+}
+
+/// Walks the pickle stream (and any pickles right after it, as PyTorch's legacy format writes)
+/// at the start of `data`. `base` is added to offsets in findings (for members of a container).
+pub fn walk(data: &[u8], base: u64, strict: bool) -> Walk {
+    let mut out = Walk::default();
+    let mut at = 0;
+    loop {
+        match one(data, at, &mut out.globals) {
+            Ok(end) => {
+                out.complete = true;
+                at = end;
+                // Another pickle follows only if it starts with PROTO.
+                if data.get(at) != Some(&0x80) {
+                    break;
+                }
+                out.complete = false;
+            }
+            Err((end, why)) => {
+                out.findings.push(
+                    Finding::new(
+                        "pickle.broken",
+                        Severity::Warning,
+                        format!(
+                            "the stream breaks off ({why}); what came before would already have run"
+                        ),
+                    )
+                    .at(base + end as u64),
+                );
+                at = end;
+                break;
+            }
+        }
+    }
+    out.consumed = at;
+    for g in &out.globals {
+        let full = format!("{}.{}", g.module, g.name);
+        if DENY.iter().any(|p| matches(p, &full)) {
+            out.findings.push(
+                Finding::new(
+                    "pickle.global-denied",
+                    Severity::Critical,
+                    format!("imports `{full}`, which can run code or reach the system on load"),
+                )
+                .at(base + g.offset),
+            );
+        } else if strict && !ALLOW.iter().any(|p| matches(p, &full)) {
+            out.findings.push(
+                Finding::new(
+                    "pickle.global-unknown",
+                    Severity::Warning,
+                    format!("imports `{full}`, which is not among the globals checkpoints need"),
+                )
+                .at(base + g.offset),
+            );
+        }
+    }
+    out
+}
+
+/// One pickle from `start`; `Ok(end)` after its STOP, `Err((where, why))` when it breaks.
+fn one(data: &[u8], start: usize, globals: &mut Vec<Global>) -> Result<usize, (usize, String)> {
+    let mut at = start;
+    let mut stack: Vec<Item> = Vec::new();
+    let mut memo: HashMap<u64, Item> = HashMap::new();
+    let err = |at: usize, why: &str| Err((at, why.to_string()));
+    // Stack helpers: the model never fails on underflow, it only loses precision.
+    fn pop(stack: &mut Vec<Item>) -> Item {
+        stack.pop().unwrap_or(Item::Other)
+    }
+    fn pop_mark(stack: &mut Vec<Item>) {
+        while let Some(i) = stack.pop() {
+            if matches!(i, Item::Mark) {
+                break;
+            }
+        }
+    }
+    loop {
+        let Some(&op) = data.get(at) else {
+            return err(at, "no STOP");
+        };
+        let op_at = at;
+        at += 1;
+        // Fixed-size and length-prefixed arguments.
+        let take = |at: &mut usize, n: usize| -> Option<&[u8]> {
+            let s = data.get(*at..at.checked_add(n)?)?;
+            *at += n;
+            Some(s)
+        };
+        let le = |b: &[u8]| b.iter().rev().fold(0u64, |n, &x| (n << 8) | u64::from(x));
+        let line = |at: &mut usize| -> Option<&[u8]> {
+            let rest = data.get(*at..)?;
+            let end = rest.iter().position(|&b| b == b'\n')?;
+            *at += end + 1;
+            Some(&rest[..end])
+        };
+        macro_rules! arg {
+            ($n:expr) => {
+                match take(&mut at, $n) {
+                    Some(b) => b,
+                    None => return err(op_at, "an argument runs past the end"),
+                }
+            };
+        }
+        macro_rules! sized {
+            ($n:expr) => {{
+                let n = le(arg!($n));
+                match usize::try_from(n).ok().and_then(|n| take(&mut at, n)) {
+                    Some(b) => b,
+                    None => return err(op_at, "a length runs past the end"),
+                }
+            }};
+        }
+        macro_rules! text_line {
+            () => {
+                match line(&mut at) {
+                    Some(b) => b,
+                    None => return err(op_at, "a text argument has no newline"),
+                }
+            };
+        }
+        match op {
+            b'.' => return Ok(at),
+            b'(' => stack.push(Item::Mark),
+            b'0' => {
+                pop(&mut stack);
+            }
+            b'1' => pop_mark(&mut stack),
+            b'2' => {
+                let top = stack.last().cloned().unwrap_or(Item::Other);
+                stack.push(top);
+            }
+            // Numbers and constants.
+            b'F' | b'I' | b'L' => {
+                text_line!();
+                stack.push(Item::Other);
+            }
+            b'J' => {
+                arg!(4);
+                stack.push(Item::Other);
+            }
+            b'K' => {
+                arg!(1);
+                stack.push(Item::Other);
+            }
+            b'M' => {
+                arg!(2);
+                stack.push(Item::Other);
+            }
+            b'G' => {
+                arg!(8);
+                stack.push(Item::Other);
+            }
+            0x8a => {
+                sized!(1);
+                stack.push(Item::Other);
+            }
+            0x8b => {
+                sized!(4);
+                stack.push(Item::Other);
+            }
+            b'N' | 0x88 | 0x89 | b'}' | b']' | b')' | 0x8f => stack.push(Item::Other),
+            // Strings: kept, since STACK_GLOBAL takes its module and name from them.
+            b'S' | b'V' => {
+                let s = text_line!();
+                let s = String::from_utf8_lossy(s);
+                stack.push(Item::Str(s.trim_matches(['\'', '"']).to_string()));
+            }
+            b'T' | b'X' => {
+                let s = sized!(4);
+                stack.push(Item::Str(String::from_utf8_lossy(s).into_owned()));
+            }
+            b'U' | 0x8c => {
+                let s = sized!(1);
+                stack.push(Item::Str(String::from_utf8_lossy(s).into_owned()));
+            }
+            0x8d => {
+                let s = sized!(8);
+                stack.push(Item::Str(String::from_utf8_lossy(s).into_owned()));
+            }
+            // Bytes.
+            b'B' => {
+                sized!(4);
+                stack.push(Item::Other);
+            }
+            b'C' => {
+                sized!(1);
+                stack.push(Item::Other);
+            }
+            0x8e | 0x96 => {
+                sized!(8);
+                stack.push(Item::Other);
+            }
+            0x97 => stack.push(Item::Other),
+            0x98 => {}
+            // Containers.
+            b'a' => {
+                pop(&mut stack);
+            }
+            b'e' | b'u' | 0x90 => pop_mark(&mut stack),
+            b's' => {
+                pop(&mut stack);
+                pop(&mut stack);
+            }
+            b'b' => {
+                pop(&mut stack);
+            }
+            b'd' | b'l' | b't' | 0x91 | b'o' => {
+                pop_mark(&mut stack);
+                stack.push(Item::Other);
+            }
+            0x85 => {
+                pop(&mut stack);
+                stack.push(Item::Other);
+            }
+            0x86 => {
+                pop(&mut stack);
+                pop(&mut stack);
+                stack.push(Item::Other);
+            }
+            0x87 => {
+                for _ in 0..3 {
+                    pop(&mut stack);
+                }
+                stack.push(Item::Other);
+            }
+            // Imports and calls.
+            b'c' | b'i' => {
+                let module = String::from_utf8_lossy(text_line!()).into_owned();
+                let name = String::from_utf8_lossy(text_line!()).into_owned();
+                globals.push(Global {
+                    module,
+                    name,
+                    offset: op_at as u64,
+                });
+                if op == b'i' {
+                    pop_mark(&mut stack);
+                }
+                stack.push(Item::Other);
+            }
+            0x93 => {
+                let name = pop(&mut stack);
+                let module = pop(&mut stack);
+                let text = |i: Item| match i {
+                    Item::Str(s) => s,
+                    _ => "<unresolved>".to_string(),
+                };
+                globals.push(Global {
+                    module: text(module),
+                    name: text(name),
+                    offset: op_at as u64,
+                });
+                stack.push(Item::Other);
+            }
+            b'R' | 0x81 => {
+                pop(&mut stack);
+                pop(&mut stack);
+                stack.push(Item::Other);
+            }
+            0x92 => {
+                for _ in 0..3 {
+                    pop(&mut stack);
+                }
+                stack.push(Item::Other);
+            }
+            b'P' => {
+                text_line!();
+                stack.push(Item::Other);
+            }
+            b'Q' => {
+                pop(&mut stack);
+                stack.push(Item::Other);
+            }
+            0x82 => {
+                arg!(1);
+                stack.push(Item::Other);
+            }
+            0x83 => {
+                arg!(2);
+                stack.push(Item::Other);
+            }
+            0x84 => {
+                arg!(4);
+                stack.push(Item::Other);
+            }
+            // Memo.
+            b'p' => {
+                let key = text_line!();
+                let key = String::from_utf8_lossy(key)
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(u64::MAX);
+                memo.insert(key, stack.last().cloned().unwrap_or(Item::Other));
+            }
+            b'q' => {
+                let key = le(arg!(1));
+                memo.insert(key, stack.last().cloned().unwrap_or(Item::Other));
+            }
+            b'r' => {
+                let key = le(arg!(4));
+                memo.insert(key, stack.last().cloned().unwrap_or(Item::Other));
+            }
+            0x94 => {
+                let key = memo.len() as u64;
+                memo.insert(key, stack.last().cloned().unwrap_or(Item::Other));
+            }
+            b'g' => {
+                let key = text_line!();
+                let key = String::from_utf8_lossy(key)
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap_or(u64::MAX);
+                stack.push(memo.get(&key).cloned().unwrap_or(Item::Other));
+            }
+            b'h' => {
+                let key = le(arg!(1));
+                stack.push(memo.get(&key).cloned().unwrap_or(Item::Other));
+            }
+            b'j' => {
+                let key = le(arg!(4));
+                stack.push(memo.get(&key).cloned().unwrap_or(Item::Other));
+            }
+            // Framing.
+            0x80 => {
+                arg!(1);
+            }
+            0x95 => {
+                arg!(8);
+            }
+            _ => return err(op_at, &format!("unknown opcode 0x{op:02x}")),
+        }
+    }
+}
+
+/// Whether `head` looks like the start of a pickle (protocol 2 or later announce themselves).
+pub fn sniff(head: &[u8]) -> bool {
+    head.len() >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1])
+}

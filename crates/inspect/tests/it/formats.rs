@@ -1,0 +1,258 @@
+//! Pickles and safetensors written here byte by byte: imports of `os.system`, `subprocess` and
+//! `builtins.eval` directly, through the memo, and in broken streams; clean checkpoints; zip
+//! containers; malformed safetensors headers.
+
+use std::io::Write;
+
+use smallfirst_inspect::Severity;
+use smallfirst_inspect::pickle;
+use smallfirst_inspect::scan::{self, Format};
+
+fn short_str(s: &str) -> Vec<u8> {
+    let mut b = vec![0x8c, s.len() as u8];
+    b.extend_from_slice(s.as_bytes());
+    b
+}
+
+/// `os.system("id")` with GLOBAL, protocol 2.
+fn os_system() -> Vec<u8> {
+    let mut b = b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02R".to_vec();
+    b.push(b'.');
+    b
+}
+
+/// `subprocess.check_output("id")` with STACK_GLOBAL, protocol 4.
+fn subprocess_stack_global() -> Vec<u8> {
+    let mut b = vec![0x80, 0x04];
+    b.extend(short_str("subprocess"));
+    b.push(0x94);
+    b.extend(short_str("check_output"));
+    b.push(0x94);
+    b.push(0x93);
+    b.extend(short_str("id"));
+    b.extend([0x85, b'R', b'.']);
+    b
+}
+
+/// `builtins.eval("1+1")`: the module and name stored in the memo, popped, fetched back.
+fn eval_through_memo() -> Vec<u8> {
+    let mut b = vec![0x80, 0x04];
+    b.extend(short_str("builtins"));
+    b.extend([0x94, b'0']); // memo 0, pop
+    b.extend(short_str("eval"));
+    b.extend([0x94, b'0']); // memo 1, pop
+    b.extend([b'h', 0, b'h', 1, 0x93]);
+    b.extend(short_str("1+1"));
+    b.extend([0x85, b'R', b'.']);
+    b
+}
+
+/// `collections.OrderedDict()`, what a state dict starts with.
+fn ordered_dict() -> Vec<u8> {
+    b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01.".to_vec()
+}
+
+fn rules(walk: &pickle::Walk) -> Vec<(&'static str, Severity)> {
+    walk.findings.iter().map(|f| (f.rule, f.severity)).collect()
+}
+
+#[test]
+fn dangerous_imports_are_critical_however_they_are_spelled() {
+    for (what, bytes, global) in [
+        ("GLOBAL", os_system(), "os.system"),
+        (
+            "STACK_GLOBAL",
+            subprocess_stack_global(),
+            "subprocess.check_output",
+        ),
+        ("memo", eval_through_memo(), "builtins.eval"),
+    ] {
+        let walk = pickle::walk(&bytes, 0, false);
+        assert!(walk.complete, "{what}");
+        let found = walk
+            .findings
+            .iter()
+            .find(|f| f.rule == "pickle.global-denied")
+            .unwrap_or_else(|| panic!("{what}: {:?}", walk.findings));
+        assert_eq!(found.severity, Severity::Critical);
+        assert!(found.message.contains(global), "{what}: {}", found.message);
+    }
+}
+
+#[test]
+fn a_broken_stream_is_read_up_to_where_it_breaks() {
+    let mut bytes = os_system();
+    bytes.pop(); // no STOP
+    bytes.extend([0xff, 0xfe]);
+    let walk = pickle::walk(&bytes, 0, false);
+    let r = rules(&walk);
+    assert!(
+        r.contains(&("pickle.global-denied", Severity::Critical)),
+        "{r:?}"
+    );
+    assert!(r.contains(&("pickle.broken", Severity::Warning)), "{r:?}");
+    // Cut at every point: never a panic, and a cut past the import still finds it.
+    let whole = subprocess_stack_global();
+    for cut in 0..whole.len() {
+        let walk = pickle::walk(&whole[..cut], 0, false);
+        assert!(!walk.complete);
+    }
+}
+
+#[test]
+fn a_clean_checkpoint_pickle_passes_even_strict_and_unknown_globals_are_flagged_strict() {
+    let walk = pickle::walk(&ordered_dict(), 0, true);
+    assert!(
+        walk.complete && walk.findings.is_empty(),
+        "{:?}",
+        walk.findings
+    );
+    let odd = b"\x80\x02cnumpy.random\nRandomState\nq\x00)Rq\x01.".to_vec();
+    assert!(pickle::walk(&odd, 0, false).findings.is_empty());
+    assert_eq!(
+        rules(&pickle::walk(&odd, 0, true)),
+        [("pickle.global-unknown", Severity::Warning)]
+    );
+}
+
+fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("writes");
+    path
+}
+
+fn zip_of(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    {
+        let mut z = zip::ZipWriter::new(&mut out);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for (name, bytes) in members {
+            z.start_file(*name, opts).expect("member");
+            z.write_all(bytes).expect("writes");
+        }
+        z.finish().expect("finishes");
+    }
+    out.into_inner()
+}
+
+#[test]
+fn files_are_sniffed_by_content_and_zip_members_are_walked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A pickle named like a GGUF is read as a pickle.
+    let p = write(dir.path(), "model.gguf", &os_system());
+    let r = scan::scan_file(&p, false).expect("scans");
+    assert_eq!(r.format, Format::Pickle);
+    assert!(r.complete && r.worst() == Some(Severity::Critical));
+    // PyTorch's zip layout: the pickle member is walked, the tensor data is not.
+    let evil = zip_of(&[
+        ("archive/data.pkl", eval_through_memo()),
+        ("archive/data/0", vec![0; 64]),
+    ]);
+    let p = write(dir.path(), "pytorch_model.bin", &evil);
+    let r = scan::scan_file(&p, false).expect("scans");
+    assert_eq!(r.format, Format::Zip);
+    assert!(
+        r.findings
+            .iter()
+            .any(|f| f.rule == "pickle.global-denied" && f.message.contains("archive/data.pkl")),
+        "{:?}",
+        r.findings
+    );
+    let clean = zip_of(&[
+        ("archive/data.pkl", ordered_dict()),
+        ("archive/version", b"3\n".to_vec()),
+    ]);
+    let p = write(dir.path(), "clean.pt", &clean);
+    let r = scan::scan_file(&p, true).expect("scans");
+    assert!(r.is_clean(), "{:?}", r.findings);
+}
+
+fn safetensors(header: &str, data: usize) -> Vec<u8> {
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header.as_bytes());
+    b.extend(std::iter::repeat_n(0u8, data));
+    b
+}
+
+#[test]
+fn safetensors_headers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scan = |name: &str, bytes: Vec<u8>| {
+        let p = write(dir.path(), name, &bytes);
+        scan::scan_file(&p, false).expect("scans")
+    };
+    let ok = scan(
+        "ok.safetensors",
+        safetensors(
+            r#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"b":{"dtype":"BF16","shape":[4],"data_offsets":[16,24]}}"#,
+            24,
+        ),
+    );
+    assert_eq!(ok.format, Format::Safetensors);
+    assert!(ok.is_clean(), "{:?}", ok.findings);
+    for (header, data, rule) in [
+        (
+            r#"{"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,64]}}"#,
+            16,
+            "safetensors.bounds",
+        ),
+        (
+            r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}}"#,
+            16,
+            "safetensors.size",
+        ),
+        (
+            r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,16]}}"#,
+            16,
+            "safetensors.size",
+        ),
+        (
+            r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#,
+            16,
+            "safetensors.overlap",
+        ),
+        (
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#,
+            16,
+            "safetensors.hole",
+        ),
+        (
+            r#"{"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}}"#,
+            8,
+            "safetensors.tensor",
+        ),
+        (r#"{"a": [1, 2"#, 8, "safetensors.json"),
+    ] {
+        let r = scan("bad.safetensors", safetensors(header, data));
+        assert!(
+            r.findings.iter().any(|f| f.rule == rule),
+            "{header}: {:?}",
+            r.findings
+        );
+    }
+    let mut huge = safetensors(r#"{"a":1}"#, 0);
+    huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    let r = scan("huge.safetensors", huge);
+    assert!(
+        r.format == Format::Unknown || r.findings.iter().any(|f| f.rule == "safetensors.length")
+    );
+}
+
+#[test]
+fn twenty_thousand_mutated_pickles_never_panic() {
+    use crate::mutate::{Rng, mutate};
+    let mut rng = Rng(0x0BAD_5EED_0000_0007);
+    for base in [
+        os_system(),
+        subprocess_stack_global(),
+        eval_through_memo(),
+        ordered_dict(),
+    ] {
+        for _ in 0..5_000 {
+            let b = mutate(&mut rng, &base, base.len());
+            let walk = pickle::walk(&b, 0, true);
+            assert!(walk.consumed <= b.len());
+        }
+    }
+}
