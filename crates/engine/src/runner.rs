@@ -96,9 +96,16 @@ impl Runner {
         let chunk = config.prefill_chunk.unwrap_or(DEFAULT_PREFILL_CHUNK).max(1);
         // Each slot has a KV stream of its own (not one unified buffer): attention then runs
         // over a sequence's own tokens only, as llama-server and llama-batched-bench do.
-        let n_batch = (n_ctx.saturating_mul(slots as u32)).min(MAX_BATCH);
+        let Some(total) = u32::try_from(slots).ok().and_then(|s| n_ctx.checked_mul(s)) else {
+            let _ = ready.send(Err(EngineError::Context {
+                n_ctx,
+                reason: format!("{slots} slots of {n_ctx} positions overflow a context"),
+            }));
+            return;
+        };
+        let n_batch = total.min(MAX_BATCH);
         let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(n_ctx.saturating_mul(slots as u32)))
+            .with_n_ctx(NonZeroU32::new(total))
             .with_n_seq_max(slots as u32)
             .with_kv_unified(false)
             .with_n_batch(n_batch)
@@ -108,7 +115,7 @@ impl Runner {
             Ok(c) => c,
             Err(e) => {
                 let _ = ready.send(Err(EngineError::Context {
-                    n_ctx: n_ctx.saturating_mul(slots as u32),
+                    n_ctx: total,
                     reason: e.to_string(),
                 }));
                 return;
@@ -195,6 +202,8 @@ struct Worker<'m> {
     bos_text: String,
     /// Prompt tokens prefilled per step.
     chunk: usize,
+    /// Most grammar-forced tokens per sequence and step: every sequence's fit in one batch.
+    forced_cap: usize,
     /// Built on the first constrained request, then kept for the model's lifetime.
     grammars: Option<Grammars>,
     /// The vocabulary's end-of-generation tokens.
@@ -238,8 +247,9 @@ impl<'m> Worker<'m> {
             n_batch,
             n_vocab,
             bos_text,
-            // Every running sequence's pending tokens fit in one batch beside a prompt chunk.
-            chunk: chunk.min(n_batch.saturating_sub(slots * (1 + FORCED_PER_STEP)).max(1)),
+            // `step` caps a chunk by what the pending tokens leave of the batch.
+            chunk,
+            forced_cap: (n_batch / slots).saturating_sub(1).min(FORCED_PER_STEP),
             grammars: None,
             slots: (0..slots).map(|_| Slot::default()).collect(),
             running: Vec::new(),
@@ -565,6 +575,7 @@ impl<'m> Worker<'m> {
                 ctx: &self.ctx,
                 grammars: self.grammars.as_ref(),
                 n_ctx: self.n_ctx,
+                forced_cap: self.forced_cap,
             };
             let mut generated = 0u64;
             for r in &rows {
@@ -662,7 +673,7 @@ impl<'m> Worker<'m> {
         reps: u32,
         threads: usize,
     ) -> Result<BenchReport, EngineError> {
-        if n_prompt == 0 || n_prompt + n_gen > self.n_ctx {
+        if n_prompt == 0 || n_prompt.checked_add(n_gen).is_none_or(|n| n > self.n_ctx) {
             return Err(EngineError::ContextLength {
                 n_ctx: self.n_ctx,
                 prompt_tokens: n_prompt,

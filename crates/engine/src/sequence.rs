@@ -27,6 +27,8 @@ pub(crate) struct Cx<'a, 'm> {
     pub grammars: Option<&'a Grammars>,
     /// Positions one sequence may use.
     pub n_ctx: u32,
+    /// Most tokens a grammar may force in one step, so every sequence's fit in one batch.
+    pub forced_cap: usize,
 }
 
 impl Cx<'_, '_> {
@@ -258,6 +260,9 @@ impl Seq {
         if self.guide.as_ref().is_some_and(Guide::is_done) {
             return Ok(self.finish(FinishReason::Stop));
         }
+        if self.generated >= self.max_tokens {
+            return Ok(self.finish(FinishReason::Length));
+        }
         if self.pos >= cx.n_ctx {
             return Ok(self.finish(FinishReason::Length));
         }
@@ -265,7 +270,7 @@ impl Seq {
         // tokenized as the model's tokenizer would, and decoded in the same batch.
         let room = (self.max_tokens - self.generated)
             .min(cx.n_ctx.saturating_sub(self.pos + 1))
-            .min(FORCED_PER_STEP as u32) as usize;
+            .min(cx.forced_cap as u32) as usize;
         let forced = match self.guide.as_mut() {
             Some(g) if room > 0 => g.forced(|b| cx.tokenize_bytes(b), room)?,
             _ => Vec::new(),

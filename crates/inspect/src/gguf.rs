@@ -17,6 +17,10 @@ const MAX_KEY: u64 = 1024;
 const MAX_STRING: u64 = 16 << 20;
 /// Most elements in one metadata array (vocabularies reach a few hundred thousand).
 const MAX_ARRAY: u64 = 1 << 24;
+/// Most array elements in all metadata together: each costs a `Value` in memory, so this
+/// bounds what reading a header may take (vocabularies with their scores, types and merges
+/// come to a few million).
+const MAX_ELEMENTS: u64 = 1 << 23;
 /// Most metadata pairs and tensors.
 const MAX_KV: u64 = 1 << 16;
 const MAX_TENSORS: u64 = 1 << 20;
@@ -270,6 +274,7 @@ pub fn read(input: impl Read, file_size: u64) -> io::Result<Report> {
         input,
         pos: 0,
         size: file_size,
+        elements: 0,
     };
     let mut report = Report {
         gguf: Gguf {
@@ -295,6 +300,8 @@ struct Reader<R> {
     input: R,
     pos: u64,
     size: u64,
+    /// Array elements read so far.
+    elements: u64,
 }
 
 impl<R: Read> Reader<R> {
@@ -538,13 +545,14 @@ fn value<R: Read>(r: &mut Reader<R>, kind: u32, key: &str, top: bool) -> Result<
                     ));
                 }
             };
-            if n > MAX_ARRAY || n.saturating_mul(min) > r.left() {
+            r.elements = r.elements.saturating_add(n);
+            if n > MAX_ARRAY || n.saturating_mul(min) > r.left() || r.elements > MAX_ELEMENTS {
                 return Err(Stop::Malformed(
                     Finding::new(
                         "gguf.length",
                         Severity::Critical,
                         format!(
-                            "`{key}`: an array of {n} elements cannot fit in the {} bytes left (limit {MAX_ARRAY})",
+                            "`{key}`: an array of {n} elements cannot fit in the {} bytes left (limits: {MAX_ARRAY} per array, {MAX_ELEMENTS} in all)",
                             r.left()
                         ),
                     )

@@ -23,6 +23,11 @@ const DENY: &[&str] = &[
     "importlib.*",
     "pickle.*",
     "_pickle.*",
+    "cPickle.*",
+    "urllib2.*",
+    "httplib.*",
+    "thread.*",
+    "_thread.*",
     "marshal.*",
     "ctypes.*",
     "code.*",
@@ -55,15 +60,9 @@ const DENY: &[&str] = &[
     "builtins.input",
     "builtins.breakpoint",
     "builtins.memoryview",
-    "__builtin__.eval",
-    "__builtin__.exec",
-    "__builtin__.compile",
-    "__builtin__.open",
-    "__builtin__.__import__",
-    "__builtin__.getattr",
-    "__builtin__.setattr",
-    "__builtin__.execfile",
-    "__builtin__.file",
+    "builtins.execfile",
+    "builtins.file",
+    "builtins.reload",
     "types.CodeType",
     "types.FunctionType",
     "types.ModuleType",
@@ -105,7 +104,6 @@ const ALLOW: &[&str] = &[
     "builtins.str",
     "builtins.bool",
     "builtins.range",
-    "__builtin__.set",
     "_codecs.encode",
     "copyreg._reconstructor",
     "torch._utils._rebuild_tensor",
@@ -152,6 +150,35 @@ fn matches(pattern: &str, global: &str) -> bool {
     }
 }
 
+/// The names Python 3 gives Python 2 modules when it loads an old pickle (`fix_imports`).
+fn py3_module(module: &str) -> &str {
+    match module {
+        "__builtin__" => "builtins",
+        "cPickle" => "pickle",
+        "copy_reg" => "copyreg",
+        "thread" => "_thread",
+        "urllib2" => "urllib.request",
+        "httplib" => "http.client",
+        "commands" => "subprocess",
+        other => other,
+    }
+}
+
+/// Every name the import can resolve to: `module.name` (with Python 2 modules renamed), and,
+/// since a dotted name resolves through attributes (`logging` + `os.system`), each tail of it
+/// that starts at a dot.
+fn resolutions(g: &Global) -> Vec<String> {
+    let full = format!("{}.{}", py3_module(&g.module), g.name);
+    let mut out = vec![full.clone()];
+    for (i, _) in full.match_indices('.') {
+        let tail = &full[i + 1..];
+        if tail.contains('.') {
+            out.push(tail.to_string());
+        }
+    }
+    out
+}
+
 /// A global imported by the stream, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Global {
@@ -169,7 +196,16 @@ pub struct Walk {
     pub consumed: usize,
     /// Ended with STOP, not broken off.
     pub complete: bool,
+    /// It broke off because the data ended (a cut file, or a read limit), not on a bad opcode.
+    pub ran_out: bool,
 }
+
+/// First bytes of a pickle: PROTO, or what protocol 0 and 1 pickles usually open with (GLOBAL,
+/// MARK, empty containers).
+const STARTS: [u8; 6] = [0x80, b'c', b'(', b']', b'}', b')'];
+
+/// What an import whose module or name the walk could not follow is recorded as.
+const UNRESOLVED: &str = "<unresolved>";
 
 /// A stack entry, as much of it as the checks need.
 #[derive(Debug, Clone)]
@@ -189,13 +225,16 @@ pub fn walk(data: &[u8], base: u64, strict: bool) -> Walk {
             Ok(end) => {
                 out.complete = true;
                 at = end;
-                // Another pickle follows only if it starts with PROTO.
-                if data.get(at) != Some(&0x80) {
+                // Another pickle may follow (PyTorch's legacy format writes several): one that
+                // starts with PROTO, or with an opcode a protocol 0 or 1 pickle starts with.
+                if !data.get(at).is_some_and(|b| STARTS.contains(b)) {
                     break;
                 }
                 out.complete = false;
             }
             Err((end, why)) => {
+                out.ran_out =
+                    end >= data.len() || why.contains("past the end") || why.contains("no ");
                 out.findings.push(
                     Finding::new(
                         "pickle.broken",
@@ -214,16 +253,28 @@ pub fn walk(data: &[u8], base: u64, strict: bool) -> Walk {
     out.consumed = at;
     for g in &out.globals {
         let full = format!("{}.{}", g.module, g.name);
-        if DENY.iter().any(|p| matches(p, &full)) {
+        let names = resolutions(g);
+        if g.module == UNRESOLVED || g.name == UNRESOLVED {
+            out.findings.push(
+                Finding::new(
+                    "pickle.global-unresolved",
+                    Severity::Critical,
+                    format!("imports `{full}`: a name built at load time, which cannot be checked"),
+                )
+                .at(base + g.offset),
+            );
+        } else if let Some(n) = names.iter().find(|n| DENY.iter().any(|p| matches(p, n))) {
             out.findings.push(
                 Finding::new(
                     "pickle.global-denied",
                     Severity::Critical,
-                    format!("imports `{full}`, which can run code or reach the system on load"),
+                    format!(
+                        "imports `{full}` (`{n}`), which can run code or reach the system on load"
+                    ),
                 )
                 .at(base + g.offset),
             );
-        } else if strict && !ALLOW.iter().any(|p| matches(p, &full)) {
+        } else if strict && !ALLOW.iter().any(|p| matches(p, &names[0])) {
             out.findings.push(
                 Finding::new(
                     "pickle.global-unknown",
@@ -342,8 +393,13 @@ fn one(data: &[u8], start: usize, globals: &mut Vec<Global>) -> Result<usize, (u
             // Strings: kept, since STACK_GLOBAL takes its module and name from them.
             b'S' | b'V' => {
                 let s = text_line!();
-                let s = String::from_utf8_lossy(s);
-                stack.push(Item::Str(s.trim_matches(['\'', '"']).to_string()));
+                // Python decodes escapes here; a string with one is not followed.
+                if s.contains(&b'\\') {
+                    stack.push(Item::Other);
+                } else {
+                    let s = String::from_utf8_lossy(s);
+                    stack.push(Item::Str(s.trim_matches(['\'', '"']).to_string()));
+                }
             }
             b'T' | b'X' => {
                 let s = sized!(4);
@@ -422,7 +478,7 @@ fn one(data: &[u8], start: usize, globals: &mut Vec<Global>) -> Result<usize, (u
                 let module = pop(&mut stack);
                 let text = |i: Item| match i {
                     Item::Str(s) => s,
-                    _ => "<unresolved>".to_string(),
+                    _ => UNRESOLVED.to_string(),
                 };
                 globals.push(Global {
                     module: text(module),
@@ -450,16 +506,18 @@ fn one(data: &[u8], start: usize, globals: &mut Vec<Global>) -> Result<usize, (u
                 pop(&mut stack);
                 stack.push(Item::Other);
             }
-            0x82 => {
-                arg!(1);
-                stack.push(Item::Other);
-            }
-            0x83 => {
-                arg!(2);
-                stack.push(Item::Other);
-            }
-            0x84 => {
-                arg!(4);
+            // Imports through the copyreg extension registry: nothing to check them against.
+            0x82..=0x84 => {
+                arg!(match op {
+                    0x82 => 1,
+                    0x83 => 2,
+                    _ => 4,
+                });
+                globals.push(Global {
+                    module: "copyreg".into(),
+                    name: UNRESOLVED.into(),
+                    offset: op_at as u64,
+                });
                 stack.push(Item::Other);
             }
             // Memo.

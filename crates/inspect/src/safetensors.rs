@@ -10,12 +10,15 @@ use crate::{Finding, Severity};
 /// The format's own limit on the header.
 const MAX_HEADER: u64 = 100 << 20;
 
-fn dtype_bytes(dtype: &str) -> Option<u64> {
+/// Bits per element.
+fn dtype_bits(dtype: &str) -> Option<u64> {
     Some(match dtype {
-        "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" | "F8_E8M0" => 1,
-        "I16" | "U16" | "F16" | "BF16" => 2,
-        "I32" | "U32" | "F32" => 4,
-        "I64" | "U64" | "F64" => 8,
+        "F4" => 4,
+        "F6_E2M3" | "F6_E3M2" => 6,
+        "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" | "F8_E8M0" => 8,
+        "I16" | "U16" | "F16" | "BF16" => 16,
+        "I32" | "U32" | "F32" => 32,
+        "I64" | "U64" | "F64" | "C64" => 64,
         _ => return None,
     })
 }
@@ -80,8 +83,8 @@ pub fn check(header: &[u8], data_len: u64) -> Vec<Finding> {
             .get("data_offsets")
             .and_then(Value::as_array)
             .and_then(|a| a.iter().map(Value::as_u64).collect());
-        let (Some(size), Some(shape), Some([begin, end])) = (
-            dtype_bytes(dtype),
+        let (Some(bits), Some(shape), Some([begin, end])) = (
+            dtype_bits(dtype),
             shape,
             offsets
                 .as_deref()
@@ -96,7 +99,10 @@ pub fn check(header: &[u8], data_len: u64) -> Vec<Finding> {
             );
             continue;
         };
-        let bytes = shape.iter().try_fold(size, |n, &d| n.checked_mul(d));
+        let bytes = shape
+            .iter()
+            .try_fold(bits, |n, &d| n.checked_mul(d))
+            .map(|b| b.div_ceil(8));
         if end < begin || end > data_len {
             flag(
                 "safetensors.bounds",

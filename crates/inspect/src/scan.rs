@@ -33,10 +33,10 @@ impl Format {
             Format::Gguf
         } else if head.starts_with(b"PK\x03\x04") {
             Format::Zip
-        } else if pickle::sniff(head) {
-            Format::Pickle
         } else if safetensors::sniff(head, size) {
             Format::Safetensors
+        } else if pickle::sniff(head) {
+            Format::Pickle
         } else {
             Format::Unknown
         }
@@ -128,7 +128,7 @@ pub fn scan_file(path: &Path, strict: bool) -> io::Result<FileReport> {
             let broke = walk.findings.iter().any(|f| f.rule == "pickle.broken");
             // A stream that broke inside what was read was read whole; one cut by the read
             // limit was not.
-            report.complete = walk.complete || (broke && (whole || walk.consumed < buf.len()));
+            report.complete = walk.complete || (broke && (whole || !walk.ran_out));
             report.findings = walk.findings;
         }
         Format::Zip => {

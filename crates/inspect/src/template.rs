@@ -77,7 +77,15 @@ fn pieces(source: &str) -> (Vec<&str>, Vec<&str>) {
             continue;
         };
         text.push(&rest[..start]);
-        match open[2..].find(close) {
+        let body = &open[2..];
+        // The tag ends at its delimiter outside string literals (`{{ '}}' ~ x }}` is one tag);
+        // comments have no literals.
+        let end = if open.starts_with("{#") {
+            body.find(close)
+        } else {
+            end_outside_quotes(body, close)
+        };
+        match end {
             Some(end) => {
                 if !open.starts_with("{#") {
                     code.push(&open[2..2 + end]);
@@ -92,6 +100,29 @@ fn pieces(source: &str) -> (Vec<&str>, Vec<&str>) {
     }
     text.push(rest);
     (code, text)
+}
+
+/// Where `close` first appears in `code` outside a quoted string.
+fn end_outside_quotes(code: &str, close: &str) -> Option<usize> {
+    let mut quote = None;
+    let mut escaped = false;
+    for (i, c) in code.char_indices() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if code[i..].starts_with(close) => return Some(i),
+            None => {}
+        }
+    }
+    None
 }
 
 /// String literals inside template code.
@@ -267,6 +298,13 @@ mod tests {
         assert!(rules(&hidden).contains(&"template.invisible"));
         let bidi = format!("{CHATML}\u{202E}");
         assert!(rules(&bidi).contains(&"template.invisible"));
+    }
+
+    #[test]
+    fn a_delimiter_inside_a_string_does_not_end_the_tag() {
+        let t =
+            format!("{CHATML}{{{{ '}}}}' ~ cycler.__init__.__globals__.os.popen('id').read() }}}}");
+        assert!(rules(&t).contains(&"template.code"), "{:?}", check("t", &t));
     }
 
     #[test]

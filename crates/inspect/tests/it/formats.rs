@@ -256,3 +256,65 @@ fn twenty_thousand_mutated_pickles_never_panic() {
         }
     }
 }
+
+#[test]
+fn imports_the_walk_cannot_follow_or_that_hide_their_name_are_critical() {
+    let critical = |bytes: &[u8], what: &str| {
+        let walk = pickle::walk(bytes, 0, false);
+        assert!(
+            walk.findings
+                .iter()
+                .any(|f| f.severity == Severity::Critical),
+            "{what}: {:?}",
+            walk.findings
+        );
+    };
+    // STACK_GLOBAL on strings Python decodes from escapes: `os` spelled `\x6fs`.
+    let mut b = b"\x80\x02S'\\x6fs'\nS'system'\n".to_vec();
+    b.extend([0x93, b'.']);
+    critical(&b, "escaped STRING");
+    // A module name built at load time: str(b'os', 'ascii').
+    let mut b = b"\x80\x04cbuiltins\nstr\nC\x02osX\x05\x00\x00\x00ascii\x86R".to_vec();
+    b.extend(short_str("system"));
+    b.extend([0x93, b'.']);
+    critical(&b, "computed module");
+    // The copyreg extension registry.
+    critical(b"\x80\x02\x82\x01).", "EXT1");
+    // Dotted names resolve through attributes: logging.os.system.
+    let mut b = vec![0x80, 0x04];
+    b.extend(short_str("logging"));
+    b.extend(short_str("os.system"));
+    b.extend([0x93, b'.']);
+    critical(&b, "dotted name");
+    // Python 2 names, renamed on load.
+    critical(b"\x80\x02c__builtin__\nglobals\n).", "__builtin__.globals");
+    critical(b"\x80\x02ccPickle\nloads\n).", "cPickle.loads");
+}
+
+#[test]
+fn a_second_pickle_without_proto_is_walked_too() {
+    let mut b = ordered_dict();
+    b.extend(b"cos\nsystem\n(S'id'\ntR.");
+    let walk = pickle::walk(&b, 0, false);
+    assert!(
+        walk.findings
+            .iter()
+            .any(|f| f.rule == "pickle.global-denied"),
+        "{:?}",
+        walk.findings
+    );
+}
+
+#[test]
+fn a_safetensors_header_whose_length_looks_like_proto_is_read_as_safetensors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 640 bytes of header: its length starts 0x80 0x02, as a protocol 2 pickle would.
+    let mut header = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#.to_string();
+    while header.len() < 640 {
+        header.push(' ');
+    }
+    let p = write(dir.path(), "w.safetensors", &safetensors(&header, 8));
+    let r = scan::scan_file(&p, false).expect("scans");
+    assert_eq!(r.format, Format::Safetensors);
+    assert!(r.is_clean(), "{:?}", r.findings);
+}
