@@ -202,7 +202,7 @@ pub struct Walk {
 
 /// First bytes of a pickle: PROTO, or what protocol 0 and 1 pickles usually open with (GLOBAL,
 /// MARK, empty containers).
-const STARTS: [u8; 6] = [0x80, b'c', b'(', b']', b'}', b')'];
+pub const STARTS: [u8; 6] = [0x80, b'c', b'(', b']', b'}', b')'];
 
 /// What an import whose module or name the walk could not follow is recorded as.
 const UNRESOLVED: &str = "<unresolved>";

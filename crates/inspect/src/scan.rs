@@ -156,11 +156,21 @@ pub fn scan_file(path: &Path, strict: bool) -> io::Result<FileReport> {
                 }
             }
         }
-        Format::Unknown => report.findings.push(Finding::new(
-            "scan.format",
-            Severity::Info,
-            "not a format this scanner reads (GGUF, pickle, zip, safetensors); nothing was checked",
-        )),
+        Format::Unknown if got > 0 && pickle::STARTS.contains(&head[0]) => {
+            // Protocol 0 and 1 pickles do not announce themselves: one that walks to its STOP
+            // is a pickle.
+            let mut buf = head[..got].to_vec();
+            (&mut input).take(PICKLE_READ).read_to_end(&mut buf)?;
+            let walk = pickle::walk(&buf, 0, strict);
+            if walk.complete {
+                report.format = Format::Pickle;
+                report.complete = true;
+                report.findings = walk.findings;
+            } else {
+                report.findings.push(unknown());
+            }
+        }
+        Format::Unknown => report.findings.push(unknown()),
     }
     // The rest of the file, for the hash.
     io::copy(&mut input, &mut io::sink())?;
@@ -196,6 +206,14 @@ fn templates(g: &Gguf) -> Vec<Finding> {
             )],
         })
         .collect()
+}
+
+fn unknown() -> Finding {
+    Finding::new(
+        "scan.format",
+        Severity::Info,
+        "not a format this scanner reads (GGUF, pickle, zip, safetensors); nothing was checked",
+    )
 }
 
 /// Walks every pickle in a zip archive (by name `*.pkl`, or by content). The archive is never

@@ -318,3 +318,20 @@ fn a_safetensors_header_whose_length_looks_like_proto_is_read_as_safetensors() {
     assert_eq!(r.format, Format::Safetensors);
     assert!(r.is_clean(), "{:?}", r.findings);
 }
+
+#[test]
+fn a_protocol_0_pickle_is_sniffed_by_walking_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = write(dir.path(), "old.pkl", b"cos\nsystem\n(S'id'\ntR.");
+    let r = scan::scan_file(&p, false).expect("scans");
+    assert_eq!(r.format, Format::Pickle);
+    assert!(
+        r.findings.iter().any(|f| f.rule == "pickle.global-denied"),
+        "{:?}",
+        r.findings
+    );
+    // Text that merely starts like one is not a pickle.
+    let p = write(dir.path(), "notes.txt", b"(this is a note)\n");
+    let r = scan::scan_file(&p, false).expect("scans");
+    assert_eq!(r.format, Format::Unknown);
+}
