@@ -6,6 +6,7 @@ use std::sync::{Arc, mpsc};
 use std::thread;
 
 use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
 use smallfirst_inspect::{Severity, scan};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
@@ -231,12 +232,7 @@ impl Engine {
                 reason: format!("cannot spawn the engine thread: {e}"),
             })?;
         let (info, template, model) = ready_rx.recv().map_err(|_| EngineError::Stopped)??;
-        let vocab = model.vocab();
-        let bos_text = if vocab.should_add_bos() {
-            String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None)).into_owned()
-        } else {
-            String::new()
-        };
+        let bos_text = bos_text(&model);
         Ok(Engine {
             inner: Arc::new(Inner {
                 jobs: Some(jobs),
@@ -262,12 +258,7 @@ impl Engine {
 
     /// The tokens `prompt` (already rendered) takes, counted on the caller's thread.
     pub fn count_tokens(&self, prompt: &str) -> usize {
-        let add_bos = self.inner.bos_text.is_empty() || !prompt.starts_with(&self.inner.bos_text);
-        self.inner
-            .model
-            .vocab()
-            .tokenize(prompt.as_bytes(), add_bos, true)
-            .len()
+        tokenize(&self.inner.model, &self.inner.bos_text, prompt).len()
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -357,6 +348,23 @@ impl Drop for Inner {
             tracing::error!("the engine thread panicked");
         }
     }
+}
+
+/// The BOS token's text when the model adds one ("" otherwise).
+pub(crate) fn bos_text(model: &LlamaModel) -> String {
+    let vocab = model.vocab();
+    if vocab.should_add_bos() {
+        String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None)).into_owned()
+    } else {
+        String::new()
+    }
+}
+
+/// A rendered prompt's tokens. The template may already print BOS; adding a second one degrades
+/// some models.
+pub(crate) fn tokenize(model: &LlamaModel, bos_text: &str, prompt: &str) -> Vec<LlamaToken> {
+    let add_bos = bos_text.is_empty() || !prompt.starts_with(bos_text);
+    model.vocab().tokenize(prompt.as_bytes(), add_bos, true)
 }
 
 /// Runs the GGUF checks (safe Rust) before llama.cpp's own parser reads the file.

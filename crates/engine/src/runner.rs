@@ -19,17 +19,15 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::token::LlamaToken;
-use rand_chacha::ChaCha8Rng;
-use rand_core::{RngCore, SeedableRng};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use crate::constraint::{Grammars, Guide};
-use crate::engine::{Counters, Job, context_size};
+use crate::engine::{self, Counters, Job, context_size};
 use crate::sequence::{Cx, FORCED_PER_STEP, Outcome, Seq};
 use crate::slots::{self, Slot};
 use crate::{
-    BenchReport, BenchRun, ChatTemplate, EngineConfig, EngineError, Event, GenerateParams,
-    ModelInfo, Sampler, SamplingParams, default_threads,
+    BenchReport, ChatTemplate, EngineConfig, EngineError, Event, GenerateParams, ModelInfo,
+    default_threads,
 };
 
 /// llama.cpp's backend is process-global and may be initialised once.
@@ -55,6 +53,8 @@ pub const DEFAULT_PREFILL_CHUNK: usize = 256;
 
 /// The most tokens one `llama_decode` takes.
 const MAX_BATCH: u32 = 2048;
+
+mod bench;
 
 pub(crate) struct Runner;
 
@@ -229,11 +229,7 @@ impl<'m> Worker<'m> {
     ) -> Self {
         let n_batch = ctx.n_batch() as usize;
         let vocab = model.vocab();
-        let bos_text = if vocab.should_add_bos() {
-            String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None)).into_owned()
-        } else {
-            String::new()
-        };
+        let bos_text = engine::bos_text(model);
         let n_vocab = model.n_vocab().max(0) as usize;
         let eog = (0..n_vocab as u32)
             .filter(|&t| vocab.is_eog(LlamaToken(t as i32)))
@@ -620,11 +616,7 @@ impl<'m> Worker<'m> {
     }
 
     fn tokenize(&self, prompt: &str) -> Vec<LlamaToken> {
-        // The template may already print BOS; adding a second one degrades some models.
-        let add_bos = self.bos_text.is_empty() || !prompt.starts_with(&self.bos_text);
-        self.model
-            .vocab()
-            .tokenize(prompt.as_bytes(), add_bos, true)
+        engine::tokenize(self.model, &self.bos_text, prompt)
     }
 
     /// The grammar state for one constrained sequence; the token table is built on first use.
@@ -643,88 +635,5 @@ impl<'m> Worker<'m> {
             .as_mut()
             .ok_or_else(|| EngineError::Grammar("no token table".into()))?;
         Ok(Guide::new(grammars.matcher(constraint)?, constraint))
-    }
-
-    /// Decodes `tokens` from position 0 of sequence 0 in batches; the bench's prompt phase.
-    fn prefill_alone(&mut self, tokens: &[LlamaToken]) -> Result<(), EngineError> {
-        let n = tokens.len();
-        for (c, chunk) in tokens.chunks(self.n_batch).enumerate() {
-            self.batch.clear();
-            for (j, &t) in chunk.iter().enumerate() {
-                let i = c * self.n_batch + j;
-                self.batch
-                    .add(t, i as i32, &[0], i + 1 == n)
-                    .map_err(|e| EngineError::Decode(e.to_string()))?;
-            }
-            self.ctx
-                .decode(&mut self.batch)
-                .map_err(|e| EngineError::Decode(e.to_string()))?;
-        }
-        Ok(())
-    }
-
-    /// `llama-bench`'s pp/tg shape through this engine's decode and sampling path: a prompt of
-    /// `n_prompt` pseudo-random tokens in one batch, then `n_gen` greedy single-token steps.
-    /// Runs with no sequence in flight, and leaves every slot's cache empty.
-    fn bench(
-        &mut self,
-        n_prompt: u32,
-        n_gen: u32,
-        reps: u32,
-        threads: usize,
-    ) -> Result<BenchReport, EngineError> {
-        if n_prompt == 0 || n_prompt.checked_add(n_gen).is_none_or(|n| n > self.n_ctx) {
-            return Err(EngineError::ContextLength {
-                n_ctx: self.n_ctx,
-                prompt_tokens: n_prompt,
-                requested: Some(n_gen),
-            });
-        }
-        for s in &mut self.slots {
-            s.cached.clear();
-        }
-        let mut rng = ChaCha8Rng::seed_from_u64(42);
-        let vocab = self.n_vocab.max(1) as u32;
-        let prompt: Vec<LlamaToken> = (0..n_prompt)
-            .map(|_| LlamaToken((rng.next_u32() % vocab) as i32))
-            .collect();
-        let mut runs = Vec::new();
-        // The first round warms caches and page-ins, as llama-bench's warm-up run does.
-        for rep in 0..=reps {
-            self.ctx.clear_kv_cache();
-            let t = Instant::now();
-            self.prefill_alone(&prompt)?;
-            self.ctx.synchronize();
-            let pp = t.elapsed().as_secs_f64();
-
-            self.ctx.clear_kv_cache();
-            let mut sampler = Sampler::new(SamplingParams::greedy());
-            let mut token = self.model.vocab().bos();
-            let t = Instant::now();
-            for pos in 0..n_gen {
-                self.batch.clear();
-                self.batch
-                    .add(token, pos as i32, &[0], true)
-                    .map_err(|e| EngineError::Decode(e.to_string()))?;
-                self.ctx
-                    .decode(&mut self.batch)
-                    .map_err(|e| EngineError::Decode(e.to_string()))?;
-                token = LlamaToken(sampler.sample(self.ctx.get_logits_ith(0)) as i32);
-            }
-            let tg = t.elapsed().as_secs_f64();
-            if rep > 0 {
-                runs.push(BenchRun {
-                    prompt_tokens_per_s: f64::from(n_prompt) / pp,
-                    decode_tokens_per_s: f64::from(n_gen) / tg,
-                });
-            }
-        }
-        self.ctx.clear_kv_cache();
-        Ok(BenchReport {
-            n_prompt,
-            n_gen,
-            threads,
-            runs,
-        })
     }
 }
