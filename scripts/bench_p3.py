@@ -11,37 +11,22 @@ clinc150's 150), so the cache must keep two prefixes at once.
 import argparse
 import json
 import signal
-import socket
 import statistics
-import subprocess
 import time
-from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALLFIRST = ROOT / "target" / "release" / "smallfirst"
+import benchlib
+from benchlib import ROOT, SMALLFIRST, free_port
+
 DATA = ROOT.parent / "shared" / "data" / "evals"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(model, threads, extra):
     port = free_port()
-    proc = subprocess.Popen([str(SMALLFIRST), "serve", "--model", model, "--threads", str(threads), "--ctx", "2048",
-                             "--port", str(port), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise SystemExit("server did not start")
+    proc = benchlib.start([str(SMALLFIRST), "serve", "--model", model, "--threads", str(threads), "--ctx", "2048",
+                           "--port", str(port), *extra], port)
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def ttft(base, system, user):

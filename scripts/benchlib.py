@@ -38,9 +38,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start(cmd, port):
+def start(cmd, port, stderr=subprocess.DEVNULL):
     """Starts a server and waits for its /health."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:

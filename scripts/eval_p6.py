@@ -18,27 +18,22 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
+
+import benchlib
+from benchlib import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALLFIRST = ROOT / "target" / "release" / "smallfirst"
 DATA = Path(os.environ.get("SMALLFIRST_SHARED", ROOT.parent / "shared")) / "data" / "evals"
 SETS = {"banking77": "banking77_test.jsonl", "clinc150": "clinc150_test_plus_oos.jsonl"}
 SYSTEM = "Classify the customer's message by its intent."
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def model_path(name):
@@ -56,16 +51,9 @@ def serve(model, tmp):
         text += f"\n[tasks.{name}]\nlabels = {json.dumps(labels)}\nthreshold = 0.0\n"
     config.write_text(text)
     port = free_port()
-    proc = subprocess.Popen([str(SMALLFIRST), "serve", "--config", str(config), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp / f"{Path(model).stem}.log", "wb"))
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    sys.exit(f"{model} did not come up")
+    log = open(tmp / f"{Path(model).stem}.log", "wb")
+    proc = benchlib.start([str(SMALLFIRST), "serve", "--config", str(config), "--port", str(port)], port, stderr=log)
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def classify(base, task, text):
