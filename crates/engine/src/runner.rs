@@ -572,12 +572,11 @@ impl<'m> Worker<'m> {
                 grammars: self.grammars.as_ref(),
                 n_ctx: self.n_ctx,
                 forced_cap: self.forced_cap,
+                generated: &self.counters.generated_tokens,
             };
-            let mut generated = 0u64;
             for r in &rows {
                 let seq = &mut self.running[r.seq()];
                 let slot = &mut self.slots[seq.slot];
-                let before = seq.generated();
                 let outcome = match *r {
                     Rows::Pending { first, .. } => {
                         slot.cached.extend_from_slice(&seq.pending);
@@ -593,7 +592,6 @@ impl<'m> Worker<'m> {
                         }
                     }
                 };
-                generated += u64::from(seq.generated() - before);
                 match outcome {
                     Outcome::Running => {}
                     Outcome::Finished | Outcome::Gone => ended.push((r.seq(), true)),
@@ -603,9 +601,6 @@ impl<'m> Worker<'m> {
                     }
                 }
             }
-            self.counters
-                .generated_tokens
-                .fetch_add(generated, Ordering::Relaxed);
         }
         // Highest index first, so the others stay where they are while removing.
         ended.sort_unstable_by_key(|&(i, _)| std::cmp::Reverse(i));

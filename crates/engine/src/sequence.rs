@@ -3,6 +3,7 @@
 //! rows of the batch.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::LlamaContext;
@@ -29,6 +30,9 @@ pub(crate) struct Cx<'a, 'm> {
     pub n_ctx: u32,
     /// Most tokens a grammar may force in one step, so every sequence's fit in one batch.
     pub forced_cap: usize,
+    /// The engine's count of generated tokens, advanced before a token's text is sent, so a
+    /// client that has read an answer sees it counted.
+    pub generated: &'a AtomicU64,
 }
 
 impl Cx<'_, '_> {
@@ -139,11 +143,6 @@ impl Seq {
         }
     }
 
-    /// Tokens generated so far.
-    pub(crate) fn generated(&self) -> u32 {
-        self.generated
-    }
-
     /// The client stopped listening.
     pub(crate) fn is_gone(&self) -> bool {
         self.events.is_closed()
@@ -175,7 +174,7 @@ impl Seq {
                 .logprobs
                 .map(|n| cx.logprob(cx.ctx.get_logits_ith(first + i as i32 - 1), f.0 as u32, n));
             self.sampler.accept(f.0 as u32);
-            self.generated += 1;
+            self.count(cx);
             match self.emit(cx, f, entry) {
                 Step::Continue => {}
                 Step::Stopped => return self.finish(FinishReason::Stop),
@@ -251,7 +250,7 @@ impl Seq {
             g.accept(token.0 as u32)?;
         }
         self.sampler.accept(token.0 as u32);
-        self.generated += 1;
+        self.count(cx);
         match self.emit(cx, token, entry) {
             Step::Continue => {}
             Step::Stopped => return Ok(self.finish(FinishReason::Stop)),
@@ -281,6 +280,11 @@ impl Seq {
         self.pending
             .extend(forced.into_iter().map(|t| LlamaToken(t as i32)));
         Ok(Outcome::Running)
+    }
+
+    fn count(&mut self, cx: &Cx) {
+        self.generated += 1;
+        cx.generated.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Streams one generated token's text (and log-probability) to the client.

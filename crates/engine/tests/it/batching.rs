@@ -134,8 +134,13 @@ async fn a_client_that_goes_away_frees_its_slot() {
         "{} tokens generated for nobody",
         stopped_at.generated_tokens
     );
-    // The only slot serves the next request.
-    let next = answer(&e, chat(&e, None, "Hi"), cold(4)).await;
+    // The only slot serves the next request, and its four tokens are counted by the time the
+    // answer is read.
+    let four = GenerateParams {
+        ignore_eos: true,
+        ..cold(4)
+    };
+    let next = answer(&e, chat(&e, None, "Hi"), four).await;
     assert!(!next.0.is_empty());
     assert_eq!(e.load().generated_tokens, stopped_at.generated_tokens + 4);
 }
