@@ -139,9 +139,11 @@ impl Gguf {
         self.arch_value(suffix).and_then(Value::as_u64)
     }
 
-    /// Bytes of all tensors.
+    /// Bytes of all tensors (saturating: a hostile table may claim more than a u64 holds).
     pub fn tensor_bytes(&self) -> u64 {
-        self.tensors.iter().map(|t| t.n_bytes).sum()
+        self.tensors
+            .iter()
+            .fold(0u64, |a, t| a.saturating_add(t.n_bytes))
     }
 }
 

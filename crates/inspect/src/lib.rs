@@ -12,7 +12,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fit;
 pub mod gguf;
+pub mod machine;
 pub mod pickle;
 pub mod safetensors;
 pub mod scan;

@@ -7,6 +7,7 @@ use smallfirst_inspect::gguf::{self, Value};
 use smallfirst_inspect::scan::{self, Format};
 use smallfirst_inspect::{Finding, Severity};
 
+mod fit;
 mod formats;
 mod mutate;
 mod writer;

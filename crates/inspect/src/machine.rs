@@ -1,0 +1,341 @@
+//! This machine, as far as running a model on it goes: cores (those this process may use, which
+//! a container or an affinity mask may cut), memory (what the kernel says is available, and a
+//! cgroup's limit where one is set), CPU features, GPUs (through `nvidia-smi` where installed),
+//! and memory bandwidth measured by reading a buffer larger than any cache.
+//!
+//! Linux first: elsewhere memory and features come back unknown and `fit` says so rather than
+//! guessing.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+/// What `fit` needs to know about the machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    /// The CPU's model name.
+    pub cpu: String,
+    /// Logical CPUs online.
+    pub cores: usize,
+    /// Logical CPUs this process may use (affinity mask, cgroup quota).
+    pub usable_cores: usize,
+    /// The SIMD features llama.cpp's CPU kernels use, those this CPU has.
+    pub features: Vec<String>,
+    pub memory: Memory,
+    pub gpus: Vec<Gpu>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    /// Physical memory.
+    pub total: u64,
+    /// What can be allocated without swapping: the kernel's `MemAvailable`, or less where a
+    /// cgroup's limit leaves less.
+    pub available: u64,
+    /// The cgroup's memory limit, when one is set.
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gpu {
+    pub name: String,
+    pub memory_total: u64,
+    pub memory_free: u64,
+}
+
+/// Memory read speed with the threads a model would decode with.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bandwidth {
+    pub bytes_per_s: f64,
+    pub threads: usize,
+}
+
+/// SIMD features worth naming, as `/proc/cpuinfo` spells them.
+const FEATURES: &[&str] = &[
+    "sse3",
+    "ssse3",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_int8",
+    "asimd",
+    "asimddp",
+    "sve",
+    "i8mm",
+];
+
+impl Machine {
+    /// Reads what the kernel reports; cheap (no measurement).
+    pub fn detect() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cores = std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .ok()
+            .and_then(|s| count_cpu_list(s.trim()))
+            .or_else(|| {
+                let n = cpuinfo
+                    .lines()
+                    .filter(|l| l.starts_with("processor"))
+                    .count();
+                (n > 0).then_some(n)
+            })
+            .unwrap_or(1);
+        let usable_cores = std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(cores);
+        Machine {
+            cpu: cpu_name(&cpuinfo),
+            cores,
+            usable_cores,
+            features: cpu_features_in(&cpuinfo),
+            memory: Memory::detect(),
+            gpus: nvidia_gpus(),
+        }
+    }
+}
+
+impl Memory {
+    pub fn detect() -> Memory {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let total = meminfo_kib(&meminfo, "MemTotal").unwrap_or(0) * 1024;
+        let mut available = meminfo_kib(&meminfo, "MemAvailable").unwrap_or(0) * 1024;
+        let limit = cgroup_limit(Path::new("/sys/fs/cgroup"));
+        if let Some((limit, used)) = limit {
+            available = available.min(limit.saturating_sub(used));
+        }
+        Memory {
+            total,
+            available,
+            limit: limit.map(|(l, _)| l),
+        }
+    }
+}
+
+fn cpu_name(cpuinfo: &str) -> String {
+    cpuinfo
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            matches!(k.trim(), "model name" | "Model" | "cpu model").then(|| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// This CPU's SIMD features (those [`Machine::features`] names).
+pub fn cpu_features() -> Vec<String> {
+    cpu_features_in(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default())
+}
+
+fn cpu_features_in(cpuinfo: &str) -> Vec<String> {
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            matches!(k.trim(), "flags" | "Features").then_some(v)
+        })
+        .map(|v| v.split_whitespace().collect())
+        .unwrap_or_default();
+    FEATURES
+        .iter()
+        .filter(|f| flags.contains(f))
+        .map(|f| f.to_string())
+        .collect()
+}
+
+/// `0-3,8-11` → 8.
+fn count_cpu_list(list: &str) -> Option<usize> {
+    let mut n = 0;
+    for part in list.split(',') {
+        n += match part.split_once('-') {
+            Some((a, b)) => b.parse::<usize>().ok()?.checked_sub(a.parse().ok()?)? + 1,
+            None => {
+                part.parse::<usize>().ok()?;
+                1
+            }
+        };
+    }
+    (n > 0).then_some(n)
+}
+
+fn meminfo_kib(meminfo: &str, key: &str) -> Option<u64> {
+    meminfo.lines().find_map(|l| {
+        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The cgroup v2 limit and what the cgroup holds that it cannot give back (its usage less the
+/// file pages it could drop), or `None` where no limit is set.
+fn cgroup_limit(root: &Path) -> Option<(u64, u64)> {
+    let limit: u64 = std::fs::read_to_string(root.join("memory.max"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let current: u64 = std::fs::read_to_string(root.join("memory.current"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(root.join("memory.stat")).unwrap_or_default();
+    let file = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("inactive_file ")?.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    Some((limit, current.saturating_sub(file)))
+}
+
+/// GPUs `nvidia-smi` reports; none when it is not installed or fails.
+fn nvidia_gpus() -> Vec<Gpu> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=name,memory.total,memory.free",
+            "--format=csv,noheader,nounits",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => parse_nvidia_smi(&String::from_utf8_lossy(&o.stdout)),
+        _ => Vec::new(),
+    }
+}
+
+/// `NVIDIA H100 80GB HBM3, 81559, 81007` per line, memory in MiB.
+fn parse_nvidia_smi(out: &str) -> Vec<Gpu> {
+    out.lines()
+        .filter_map(|l| {
+            let mut f = l.split(',').map(str::trim);
+            let name = f.next()?.to_string();
+            let total: u64 = f.next()?.parse().ok()?;
+            let free: u64 = f.next()?.parse().ok()?;
+            Some(Gpu {
+                name,
+                memory_total: total << 20,
+                memory_free: free << 20,
+            })
+        })
+        .collect()
+}
+
+/// Bytes read per probe pass: well past any CPU's last-level cache.
+const PROBE_BYTES: usize = 256 << 20;
+
+/// Measures how fast `threads` threads together read memory: each sums its share of a buffer
+/// larger than the caches; the best of a few passes (others on the machine only slow it down).
+/// Takes about half a second and `PROBE_BYTES` of memory.
+pub fn measure_bandwidth(threads: usize) -> Bandwidth {
+    let threads = threads.max(1);
+    let words = PROBE_BYTES / 8;
+    // Distinct values, so no page is shared with another (zero pages would be).
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let chunk = words.div_ceil(threads);
+    let mut best = f64::INFINITY;
+    let mut sink = 0u64;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let sums: Vec<u64> = std::thread::scope(|s| {
+            let handles: Vec<_> = buf
+                .chunks(chunk)
+                .map(|part| s.spawn(move || sum(part)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0)).collect()
+        });
+        best = best.min(start.elapsed().as_secs_f64());
+        sink = sums.iter().fold(sink, |a, &b| a.wrapping_add(b));
+    }
+    std::hint::black_box(sink);
+    Bandwidth {
+        bytes_per_s: PROBE_BYTES as f64 / best,
+        threads,
+    }
+}
+
+/// Four independent sums, so the loop is bound by loads rather than by one add chain.
+fn sum(part: &[u64]) -> u64 {
+    let mut acc = [0u64; 4];
+    let mut blocks = part.chunks_exact(4);
+    for b in &mut blocks {
+        for (a, v) in acc.iter_mut().zip(b) {
+            *a = a.wrapping_add(*v);
+        }
+    }
+    let tail = blocks
+        .remainder()
+        .iter()
+        .fold(0u64, |a, &v| a.wrapping_add(v));
+    acc.iter().fold(tail, |a, &v| a.wrapping_add(v))
+}
+
+/// This process's peak resident memory (`VmHWM`), on Linux.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    meminfo_kib(&status, "VmHWM").map(|k| k * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_count() {
+        assert_eq!(count_cpu_list("0"), Some(1));
+        assert_eq!(count_cpu_list("0-3,8-11"), Some(8));
+        assert_eq!(count_cpu_list("0-1"), Some(2));
+        assert_eq!(count_cpu_list("3-1"), None);
+        assert_eq!(count_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn meminfo_fields_in_bytes() {
+        let m = "MemTotal:       24684096 kB\nMemFree: 1 kB\nMemAvailable:   24235316 kB\n";
+        assert_eq!(meminfo_kib(m, "MemTotal"), Some(24684096));
+        assert_eq!(meminfo_kib(m, "MemAvailable"), Some(24235316));
+        assert_eq!(meminfo_kib(m, "Mem"), None);
+    }
+
+    #[test]
+    fn features_and_name_from_cpuinfo() {
+        let c = "processor : 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse3 avx avx2 fma f16c avx512f\n";
+        assert_eq!(cpu_name(c), "AMD EPYC 7B13");
+        assert_eq!(
+            cpu_features_in(c),
+            ["sse3", "avx", "avx2", "fma", "f16c", "avx512f"]
+        );
+    }
+
+    #[test]
+    fn nvidia_smi_lines() {
+        let g = parse_nvidia_smi("NVIDIA H100 80GB HBM3, 81559, 81007\nbad line\n");
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].name, "NVIDIA H100 80GB HBM3");
+        assert_eq!(g[0].memory_total, 81559 << 20);
+    }
+
+    #[test]
+    fn cgroup_limit_less_reclaimable_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(cgroup_limit(dir.path()), None);
+        std::fs::write(dir.path().join("memory.max"), "max\n").expect("write");
+        assert_eq!(cgroup_limit(dir.path()), None, "no limit");
+        std::fs::write(dir.path().join("memory.max"), "1000\n").expect("write");
+        std::fs::write(dir.path().join("memory.current"), "600\n").expect("write");
+        std::fs::write(
+            dir.path().join("memory.stat"),
+            "anon 400\ninactive_file 150\n",
+        )
+        .expect("write");
+        assert_eq!(cgroup_limit(dir.path()), Some((1000, 450)));
+    }
+
+    #[test]
+    fn summing_is_exact() {
+        let v: Vec<u64> = (0..1003).collect();
+        assert_eq!(sum(&v), 1003 * 1002 / 2);
+    }
+}
