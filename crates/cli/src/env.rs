@@ -19,16 +19,21 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// The model cache directory.
-pub fn models_dir() -> PathBuf {
-    if let Some(dir) = var(MODELS_DIR) {
-        return PathBuf::from(dir);
-    }
+/// smallfirst's cache directory: `$XDG_CACHE_HOME/smallfirst`, else `$HOME/.cache/smallfirst`.
+pub fn cache_dir() -> PathBuf {
     let base = var(XDG_CACHE_HOME)
         .map(PathBuf::from)
         .or_else(|| var(HOME).map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(|| PathBuf::from(".cache"));
-    base.join("smallfirst").join("models")
+    base.join("smallfirst")
+}
+
+/// The model cache directory.
+pub fn models_dir() -> PathBuf {
+    match var(MODELS_DIR) {
+        Some(dir) => PathBuf::from(dir),
+        None => cache_dir().join("models"),
+    }
 }
 
 pub fn python() -> String {

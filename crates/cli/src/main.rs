@@ -37,6 +37,9 @@ enum Command {
     Route(cmd::route::Args),
     /// Check model files without loading them (exit 0 clean, 1 findings, 2 not scanned).
     Scan(cmd::scan::Args),
+    /// Whether models fit this machine and how fast they would run, from their headers (exit 0
+    /// fits, 1 does not fit, 2 not read).
+    Fit(cmd::fit::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => cmd::bench::run(args),
         Command::Config(args) => cmd::config::run(args),
         Command::Scan(args) => return finish(cmd::scan::run(args), ExitCode::from(2)),
+        Command::Fit(args) => return finish(cmd::fit::run(args), ExitCode::from(2)),
     };
     finish(result.map(|()| ExitCode::SUCCESS), ExitCode::FAILURE)
 }

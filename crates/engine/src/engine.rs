@@ -30,6 +30,8 @@ pub struct EngineConfig {
     pub prefill_chunk: Option<usize>,
     /// A file with a finding at or above this severity is not loaded; `None` takes `error`.
     pub refuse_at: Option<Severity>,
+    /// Load even when the model's estimated memory is more than is available.
+    pub ignore_fit: bool,
 }
 
 /// Cores this process may actually run on (cgroup quota and affinity included). ggml's worker
@@ -209,6 +211,8 @@ struct Inner {
     /// The BOS token's text when the model adds one, to avoid counting it twice.
     bos_text: String,
     counters: Arc<Counters>,
+    /// This engine's mapped file, counted against what later engines may load.
+    _loaded: crate::fit::Loaded,
 }
 
 impl Engine {
@@ -219,7 +223,8 @@ impl Engine {
                 path: config.model_path,
             });
         }
-        check_file(&config)?;
+        let gguf = check_file(&config)?;
+        let loaded = crate::fit::check(&config, &gguf)?;
         let (jobs, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let counters = Arc::new(Counters::default());
@@ -242,6 +247,7 @@ impl Engine {
                 model,
                 bos_text,
                 counters,
+                _loaded: loaded,
             }),
         })
     }
@@ -368,7 +374,7 @@ pub(crate) fn tokenize(model: &LlamaModel, bos_text: &str, prompt: &str) -> Vec<
 }
 
 /// Runs the GGUF checks (safe Rust) before llama.cpp's own parser reads the file.
-fn check_file(config: &EngineConfig) -> Result<(), EngineError> {
+fn check_file(config: &EngineConfig) -> Result<smallfirst_inspect::gguf::Gguf, EngineError> {
     let report = scan::check_gguf(&config.model_path).map_err(|e| EngineError::Load {
         path: config.model_path.clone(),
         reason: e.to_string(),
@@ -381,7 +387,7 @@ fn check_file(config: &EngineConfig) -> Result<(), EngineError> {
         .map(|f| format!("{} {}: {}", f.severity, f.rule, f.message))
         .collect();
     if refused.is_empty() && report.complete {
-        return Ok(());
+        return Ok(report.gguf);
     }
     let mut findings = refused
         .iter()

@@ -11,6 +11,19 @@ pub enum EngineError {
     /// The file failed the checks that run before llama.cpp's parser sees it.
     #[error("model file `{path}` failed its safety checks: {findings}")]
     Unsafe { path: PathBuf, findings: String },
+    #[error(
+        "model `{path}` needs about {} of memory with a context of {ctx} tokens for each of {parallel} sequences, and {} is available{}",
+        gib(*need), gib(*available),
+        match largest_ctx { Some(c) => format!("; a context of {c} tokens fits"), None => String::new() }
+    )]
+    DoesNotFit {
+        path: PathBuf,
+        need: u64,
+        available: u64,
+        ctx: u64,
+        parallel: u64,
+        largest_ctx: Option<u64>,
+    },
     #[error("could not create a llama.cpp context of {n_ctx} tokens: {reason}")]
     Context { n_ctx: u32, reason: String },
     #[error("{0}")]
@@ -36,4 +49,13 @@ pub enum EngineError {
     Decode(String),
     #[error("the engine thread has stopped")]
     Stopped,
+}
+
+/// Bytes as GiB with two decimals (MiB below one GiB).
+pub fn gib(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64)
+    }
 }

@@ -11,12 +11,15 @@
 //! - [`Sampler`] / [`SamplingParams`]: temperature, top-k, top-p, penalties, seed, in Rust.
 //! - [`logprobs`]: vectorised log-softmax pieces, computed only when asked.
 //! - [`TextStream`]: UTF-8-safe streaming with stop strings that may span tokens.
+//! - [`fit`]: whether a model fits in memory with the engine's settings, checked before every
+//!   load (after the file's safety checks).
 //! - [`Constraint`]: a grammar the answer must follow (a JSON Schema from [`schema`], tool
 //!   calls from [`tools`]), enforced token by token with llguidance.
 
 mod constraint;
 mod engine;
 mod error;
+pub mod fit;
 pub mod logprobs;
 mod runner;
 mod sampling;
@@ -32,7 +35,7 @@ pub use engine::{
     BenchReport, BenchRun, Delta, Done, Engine, EngineConfig, Event, FinishReason, GenerateParams,
     Generation, Load, ModelInfo, StepProb, TokenLogprob, default_threads,
 };
-pub use error::EngineError;
+pub use error::{EngineError, gib};
 pub use runner::{DEFAULT_PREFILL_CHUNK, DEFAULT_SLOTS};
 pub use sampling::{Sampler, SamplingParams};
 pub use smallfirst_inspect::Severity;

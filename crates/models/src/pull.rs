@@ -115,29 +115,35 @@ impl Puller {
     /// The path for `spec`: a GGUF file as given, a pulled model, or a catalog model (pulled
     /// now if it is not yet in the cache). Returns the model's name with its path.
     pub fn resolve(&self, spec: &str) -> Result<(String, PathBuf), ModelError> {
-        let path = Path::new(spec);
-        if path.is_file() {
-            return Ok((
-                stem(
-                    &path
-                        .file_name()
-                        .map(|f| f.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                ),
-                path.to_path_buf(),
-            ));
-        }
-        let name = catalog::find(spec).map_or(spec, |e| e.name);
-        if let Some((path, _)) = self.cache.get(name)? {
-            return Ok((name.to_string(), path));
+        if let Some(found) = self.find_local(spec)? {
+            return Ok(found);
         }
         if catalog::find(spec).is_none() {
             return Err(ModelError::Unknown {
                 name: spec.to_string(),
             });
         }
+        let name = catalog::find(spec).map_or(spec, |e| e.name);
         let pulled = self.pull(name, &PullOptions::default())?;
         Ok((pulled.name, pulled.path))
+    }
+
+    /// A path to a file, or a model already in the cache; `None` for anything that would have
+    /// to be pulled first.
+    pub fn find_local(&self, spec: &str) -> Result<Option<(String, PathBuf)>, ModelError> {
+        let path = Path::new(spec);
+        if path.is_file() {
+            let file = path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            return Ok(Some((stem(&file), path.to_path_buf())));
+        }
+        let name = catalog::find(spec).map_or(spec, |e| e.name);
+        Ok(self
+            .cache
+            .get(name)?
+            .map(|(path, _)| (name.to_string(), path)))
     }
 
     fn pull_catalog(

@@ -43,7 +43,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let report = super::runtime()?.block_on(engine.bench(args.n_prompt, args.n_gen, args.reps))?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        let v = serde_json::json!({"model": name, "report": report});
+        let peak_rss = smallfirst_inspect::machine::peak_rss();
+        let v = serde_json::json!({"model": name, "report": report, "peak_rss_bytes": peak_rss});
         writeln!(out, "{v}").context("cannot write to stdout")?;
         return Ok(());
     }

@@ -12,6 +12,7 @@ use crate::env;
 pub mod bench;
 pub mod chat;
 pub mod config;
+pub mod fit;
 pub mod models;
 pub mod pull;
 pub mod route;
@@ -39,6 +40,10 @@ pub struct ModelArgs {
     /// (default) or warning.
     #[arg(long, value_parser = severity)]
     pub refuse_at: Option<Severity>,
+    /// Load the model even when its estimated memory is more than this machine has available
+    /// (see `smallfirst fit`).
+    #[arg(long)]
+    pub no_fit_check: bool,
 }
 
 fn severity(s: &str) -> Result<Severity, String> {
@@ -82,6 +87,7 @@ pub fn load_engine(args: &ModelArgs) -> anyhow::Result<(String, Engine)> {
         slots: args.parallel,
         prefill_chunk: None,
         refuse_at: args.refuse_at,
+        ignore_fit: args.no_fit_check,
     })
     .with_context(|| format!("cannot start the engine on `{}`", path.display()))?;
     Ok((name, engine))
@@ -113,6 +119,9 @@ pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
                     "`smallfirst scan FILE` lists every finding; --refuse-at critical loads files with lesser ones",
                 ),
                 EngineError::ContextLength { .. } => Some("shorten the prompt or raise --ctx"),
+                EngineError::DoesNotFit { .. } => Some(
+                    "lower --ctx or --parallel; `smallfirst fit MODEL` shows where the memory goes; --no-fit-check loads it anyway",
+                ),
                 _ => None,
             };
         }

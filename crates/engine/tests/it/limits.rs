@@ -1,4 +1,5 @@
-//! What the engine refuses: prompts beyond the context, missing files.
+//! What the engine refuses: prompts beyond the context, missing files, unsafe files, models
+//! that would not fit in memory.
 
 use smallfirst_engine::{Engine, EngineConfig, EngineError};
 
@@ -93,6 +94,56 @@ fn a_cut_off_model_is_refused_before_llama_cpp_reads_it() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_model_that_would_not_fit_is_refused_with_what_would() {
+    // A million tokens for each of 64 sequences: over a terabyte of KV cache. Refused before
+    // llama.cpp allocates anything.
+    let err = Engine::start(EngineConfig {
+        model_path: model_path(),
+        n_ctx: Some(1_000_000),
+        slots: Some(64),
+        threads: Some(1),
+        ..EngineConfig::default()
+    })
+    .err()
+    .expect("refused");
+    match &err {
+        EngineError::DoesNotFit {
+            need,
+            available,
+            ctx: 1_000_000,
+            parallel: 64,
+            largest_ctx,
+            ..
+        } => {
+            assert!(need > available, "{err}");
+            assert!(
+                largest_ctx.is_some_and(|c| c % 256 == 0 && c <= 8192),
+                "{err}"
+            );
+        }
+        other => panic!("expected DoesNotFit, got {other}"),
+    }
+    assert!(err.to_string().contains("a context of"), "{err}");
+}
+
+#[test]
+fn a_loaded_model_counts_against_the_next() {
+    let size = std::fs::metadata(model_path()).expect("model").len();
+    let e = Engine::start(EngineConfig {
+        model_path: model_path(),
+        n_ctx: Some(256),
+        slots: Some(1),
+        threads: Some(1),
+        ..EngineConfig::default()
+    })
+    .expect("loads");
+    // Its mapped file is memory the kernel still calls available; the next load's check does
+    // not. (Other tests' engines may be loaded too.)
+    assert!(smallfirst_engine::fit::already_loaded() >= size);
+    drop(e);
 }
 
 fn tempfile_dir(name: &str) -> std::path::PathBuf {
