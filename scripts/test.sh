@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit and integration tests on the real model, then the official
-# `openai` Python SDK against a live server. CI runs exactly this.
+# `openai` Python SDK against a live server. CI runs this, then the fuzz targets (scripts/fuzz.sh).
 source "$(dirname "$0")/setup.sh"
 
 "$SMALLFIRST" pull smollm2-135m-instruct

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Writes small seed inputs for the fuzz targets (a clean little GGUF, pickles, a safetensors
+file) into CORPUS/<target>/, so the fuzzers start from the formats' shapes rather than nothing.
+
+    python3 scripts/fuzz_seeds.py fuzz/corpus
+"""
+
+import json
+import struct
+import sys
+from pathlib import Path
+
+
+def s(b):
+    return struct.pack("<Q", len(b)) + b
+
+
+def gguf():
+    kv = [
+        s(b"general.architecture") + struct.pack("<I", 8) + s(b"llama"),
+        s(b"llama.block_count") + struct.pack("<II", 4, 2),
+        s(b"llama.embedding_length") + struct.pack("<II", 4, 8),
+        s(b"llama.attention.head_count") + struct.pack("<II", 4, 2),
+        s(b"llama.attention.head_count_kv") + struct.pack("<II", 4, 1),
+        s(b"llama.context_length") + struct.pack("<II", 4, 512),
+        s(b"tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 4) + b"".join(s(t) for t in [b"a", b"b", b"c", b"d"]),
+        s(b"tokenizer.chat_template") + struct.pack("<I", 8) + s(b"{% for m in messages %}{{ m.content }}{% endfor %}"),
+    ]
+    tensors = [(b"token_embd.weight", [8, 4], 0, 0), (b"blk.0.attn_q.weight", [8, 8], 0, 128),
+               (b"blk.1.attn_q.weight", [8, 8], 0, 384)]
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv)) + b"".join(kv)
+    for name, dims, ty, off in tensors:
+        head += s(name) + struct.pack("<I", len(dims)) + struct.pack(f"<{len(dims)}Q", *dims) + struct.pack("<IQ", ty, off)
+    head += b"\0" * ((-len(head)) % 32)
+    return head + bytes(640)
+
+
+def main():
+    root = Path(sys.argv[1])
+    seeds = {
+        "gguf": {"clean.gguf": gguf()},
+        "pickle": {
+            # os.system through GLOBAL, and through STACK_GLOBAL with memo round trips.
+            "global.pkl": b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02R.",
+            "stack.pkl": b"\x80\x04\x95\x1c\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93\x94\x8c\x02id\x94\x85\x94R\x94.",
+            "dict.pkl": b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01K\x01X\x01\x00\x00\x00bq\x02G?\xf0\x00\x00\x00\x00\x00\x00u.",
+        },
+        "safetensors": {},
+    }
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+                         "__metadata__": {"format": "pt"}}).encode()
+    seeds["safetensors"]["small.safetensors"] = struct.pack("<Q", len(header)) + header + bytes(16)
+    for target, files in seeds.items():
+        d = root / target
+        d.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (d / name).write_bytes(data)
+
+
+if __name__ == "__main__":
+    main()
