@@ -67,6 +67,35 @@ pub(super) fn check(report: &mut Report) {
             "tokenizer.ggml.tokens is not an array".into(),
         );
     }
+    // Element types llama.cpp's vocabulary loader reads the arrays as (an array is of one type,
+    // so its first element says).
+    for (key, want, is) in [
+        (
+            "tokenizer.ggml.tokens",
+            "string",
+            is_string as fn(&Value) -> bool,
+        ),
+        ("tokenizer.ggml.merges", "string", is_string),
+        ("tokenizer.ggml.scores", "f32", |v| {
+            matches!(v, Value::F32(_))
+        }),
+        ("tokenizer.ggml.token_type", "i32", |v| {
+            matches!(v, Value::I32(_))
+        }),
+    ] {
+        if let Some(first) = g
+            .get(key)
+            .and_then(Value::as_array)
+            .and_then(<[Value]>::first)
+            && !is(first)
+        {
+            flag(
+                "gguf.vocab",
+                Severity::Error,
+                format!("{key} holds {first:?}-like values where llama.cpp reads {want}s"),
+            );
+        }
+    }
     if let Some(n) = n_vocab {
         for key in ["tokenizer.ggml.scores", "tokenizer.ggml.token_type"] {
             if let Some(v) = g.get(key) {
@@ -141,4 +170,8 @@ pub(super) fn check(report: &mut Report) {
         }
     }
     report.findings.extend(found);
+}
+
+fn is_string(v: &Value) -> bool {
+    matches!(v, Value::String(_))
 }

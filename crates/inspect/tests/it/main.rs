@@ -185,6 +185,17 @@ fn vocabulary_and_special_tokens() {
     let mut g = Gguf::clean();
     g.set(Kv::i32("tokenizer.ggml.padding_token_id", -7));
     assert_rule(&g.bytes(), "gguf.special-token", Severity::Critical);
+    // Arrays of the right length but the wrong element type: scores as integers, token types
+    // as floats, tokens as numbers.
+    let mut g = Gguf::clean();
+    g.set(Kv::i32_array("tokenizer.ggml.scores", &[0; 4]));
+    assert_rule(&g.bytes(), "gguf.vocab", Severity::Error);
+    let mut g = Gguf::clean();
+    g.set(Kv::f32_array("tokenizer.ggml.token_type", &[1.0; 4]));
+    assert_rule(&g.bytes(), "gguf.vocab", Severity::Error);
+    let mut g = Gguf::clean();
+    g.set(Kv::i32_array("tokenizer.ggml.tokens", &[1, 2, 3, 4]));
+    assert_rule(&g.bytes(), "gguf.vocab", Severity::Error);
 }
 
 #[test]
