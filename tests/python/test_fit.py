@@ -78,3 +78,15 @@ def test_serve_refuses_a_model_that_would_not_fit(binary):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error:") and "needs about" in last and "is available" in last, r.stderr
     assert "a context of" in last and "--no-fit-check" in last, last
+
+
+def test_fit_counts_models_already_running(binary, tmp_path, server):
+    # The session's server has the test model mapped: fit lists it as in use.
+    r = fit(binary, tmp_path, model_path(), "--json")
+    assert r.returncode == 0, r.stderr
+    running = {m["path"]: m for m in json.loads(r.stdout)["running"]}
+    mine = running.get(os.path.realpath(model_path()))
+    assert mine is not None, running
+    assert mine["bytes"] >= os.path.getsize(model_path()) * 0.98 and mine["pids"]
+    text = fit(binary, tmp_path, model_path())
+    assert "running: " + os.path.realpath(model_path()) in text.stdout

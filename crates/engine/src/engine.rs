@@ -211,8 +211,6 @@ struct Inner {
     /// The BOS token's text when the model adds one, to avoid counting it twice.
     bos_text: String,
     counters: Arc<Counters>,
-    /// This engine's mapped file, counted against what later engines may load.
-    _loaded: crate::fit::Loaded,
 }
 
 impl Engine {
@@ -224,7 +222,7 @@ impl Engine {
             });
         }
         let gguf = check_file(&config)?;
-        let loaded = crate::fit::check(&config, &gguf)?;
+        crate::fit::check(&config, &gguf)?;
         let (jobs, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let counters = Arc::new(Counters::default());
@@ -247,7 +245,6 @@ impl Engine {
                 model,
                 bos_text,
                 counters,
-                _loaded: loaded,
             }),
         })
     }

@@ -1,19 +1,17 @@
 //! Whether a model fits before it is loaded: the engine's own settings turned into
 //! [`fit::Settings`], the estimate compared with the memory this machine has available, less
-//! the mapped files of engines this process already runs (their pages count as available to
-//! the kernel, but they are in use).
+//! the GGUF files running models (this process's included) have mapped: the kernel counts
+//! those pages as available, but they are in use. The file being loaded is not taken off, since
+//! its pages would be shared.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
-use smallfirst_inspect::fit::{self, Memory, Settings, Shape, Verdict};
+use smallfirst_inspect::fit::{self, Settings, Shape, Verdict};
 use smallfirst_inspect::gguf::Gguf;
 use smallfirst_inspect::machine;
 
 use crate::engine::context_size;
 use crate::{DEFAULT_PREFILL_CHUNK, DEFAULT_SLOTS, EngineConfig, EngineError};
-
-/// Bytes of model files mapped by the engines alive in this process.
-static MAPPED: AtomicU64 = AtomicU64::new(0);
 
 /// The settings `config` gives llama.cpp for this model.
 pub fn settings(config: &EngineConfig, shape: &Shape, features: &[String]) -> Settings {
@@ -35,24 +33,37 @@ pub fn repacks(features: &[String]) -> bool {
     features.iter().any(|f| f == "avx2" || f == "asimddp")
 }
 
-/// Memory already taken by this process's engines that `MemAvailable` still counts.
-pub fn already_loaded() -> u64 {
-    MAPPED.load(Ordering::Relaxed)
+/// Memory available for loading `path`: what the kernel calls available, less the GGUF files
+/// other than `path` that running models have mapped.
+pub fn available_for(path: &Path) -> u64 {
+    let in_use = in_use_except(&machine::mapped_models(), path);
+    machine::Memory::detect().available.saturating_sub(in_use)
 }
 
-/// What loading the model would take and whether it fits; refuses with
-/// [`EngineError::DoesNotFit`] when it does not (unless `config.ignore_fit`).
-pub(crate) fn check(config: &EngineConfig, g: &Gguf) -> Result<Loaded, EngineError> {
+/// Bytes of `mapped` files other than `path`.
+pub fn in_use_except(mapped: &[machine::MappedModel], path: &Path) -> u64 {
+    let own = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    mapped
+        .iter()
+        .filter(|m| m.path != own)
+        .map(|m| m.bytes)
+        .fold(0, u64::saturating_add)
+}
+
+/// Refuses with [`EngineError::DoesNotFit`] a model whose estimate is more than is available
+/// (unless `config.ignore_fit`).
+pub(crate) fn check(config: &EngineConfig, g: &Gguf) -> Result<(), EngineError> {
+    if config.ignore_fit {
+        return Ok(());
+    }
     let shape = Shape::read(g).map_err(|e| EngineError::Load {
         path: config.model_path.clone(),
         reason: e.to_string(),
     })?;
     let s = settings(config, &shape, machine::cpu_features().as_slice());
     let need = fit::memory(g, &shape, &s);
-    let available = machine::Memory::detect()
-        .available
-        .saturating_sub(already_loaded());
-    if !config.ignore_fit && Verdict::of(need.total, available) == Verdict::DoesNotFit {
+    let available = available_for(&config.model_path);
+    if Verdict::of(need.total, available) == Verdict::DoesNotFit {
         return Err(EngineError::DoesNotFit {
             path: config.model_path.clone(),
             need: need.total,
@@ -62,24 +73,5 @@ pub(crate) fn check(config: &EngineConfig, g: &Gguf) -> Result<Loaded, EngineErr
             largest_ctx: fit::largest_ctx(g, &shape, &s, available),
         });
     }
-    Ok(Loaded::new(need))
-}
-
-/// A loaded engine's share of [`MAPPED`], given back when it is dropped.
-#[derive(Debug)]
-pub(crate) struct Loaded {
-    file: u64,
-}
-
-impl Loaded {
-    fn new(need: Memory) -> Loaded {
-        MAPPED.fetch_add(need.file, Ordering::Relaxed);
-        Loaded { file: need.file }
-    }
-}
-
-impl Drop for Loaded {
-    fn drop(&mut self) {
-        MAPPED.fetch_sub(self.file, Ordering::Relaxed);
-    }
+    Ok(())
 }

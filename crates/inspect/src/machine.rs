@@ -6,7 +6,8 @@
 //! Linux first: elsewhere memory and features come back unknown and `fit` says so rather than
 //! guessing.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -272,6 +273,72 @@ fn sum(part: &[u64]) -> u64 {
     acc.iter().fold(tail, |a, &v| a.wrapping_add(v))
 }
 
+/// A GGUF file some process on this machine has mapped (a model server: this one, another
+/// smallfirst, llama-server, Ollama).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MappedModel {
+    pub path: PathBuf,
+    /// The most any one process maps of it (processes share the pages).
+    pub bytes: u64,
+    pub pids: Vec<u32>,
+}
+
+/// GGUF files mapped by the processes whose maps this user may read. Their pages are in the
+/// page cache, which the kernel counts as available, but a running model needs them: `fit`
+/// takes them off what is available (except the file being fitted, whose pages it would share).
+pub fn mapped_models() -> Vec<MappedModel> {
+    let mut found: BTreeMap<PathBuf, MappedModel> = BTreeMap::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(maps) = std::fs::read_to_string(entry.path().join("maps")) else {
+            continue;
+        };
+        for (path, bytes) in gguf_mappings(&maps) {
+            let m = found.entry(path.clone()).or_insert_with(|| MappedModel {
+                path,
+                bytes: 0,
+                pids: Vec::new(),
+            });
+            m.bytes = m.bytes.max(bytes);
+            m.pids.push(pid);
+        }
+    }
+    found.into_values().collect()
+}
+
+/// Bytes mapped per `.gguf` file in one process's `maps`.
+fn gguf_mappings(maps: &str) -> BTreeMap<PathBuf, u64> {
+    let mut out: BTreeMap<PathBuf, u64> = BTreeMap::new();
+    for line in maps.lines() {
+        // start-end perms offset dev inode path
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(path)) = (f.next(), f.nth(4)) else {
+            continue;
+        };
+        if !path.ends_with(".gguf") {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+            continue;
+        };
+        let e = out.entry(PathBuf::from(path)).or_default();
+        *e = e.saturating_add(b.saturating_sub(a));
+    }
+    out
+}
+
 /// This process's peak resident memory (`VmHWM`), on Linux.
 pub fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -331,6 +398,21 @@ mod tests {
         )
         .expect("write");
         assert_eq!(cgroup_limit(dir.path()), Some((1000, 450)));
+    }
+
+    #[test]
+    fn gguf_mappings_from_maps() {
+        let maps = "\
+7f0000000000-7f0000100000 r--s 00000000 fd:01 123 /models/a.gguf
+7f0000100000-7f0000180000 r--s 00100000 fd:01 123 /models/a.gguf
+7f0000200000-7f0000201000 r-xp 00000000 fd:01 9 /usr/lib/libc.so.6
+7f0000300000-7f0000301000 rw-p 00000000 00:00 0
+7f0000400000-7f0000400800 r--s 00000000 fd:01 124 /models/b.gguf
+";
+        let m = gguf_mappings(maps);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[Path::new("/models/a.gguf")], 0x180000);
+        assert_eq!(m[Path::new("/models/b.gguf")], 0x800);
     }
 
     #[test]

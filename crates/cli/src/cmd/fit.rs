@@ -129,17 +129,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let m = Machine::detect();
     let threads = args.threads.unwrap_or(m.usable_cores);
     let bw = bandwidth(&m, threads, args.probe);
-    let available = m.memory.available;
+    // Models running on this machine hold their files' pages, which the kernel still counts
+    // as available.
+    let mapped = machine::mapped_models();
     let mut reports = Vec::new();
     for (name, path) in &models {
+        let available = m
+            .memory
+            .available
+            .saturating_sub(engine_fit::in_use_except(&mapped, path));
         reports.push(fit_one(name, path, &args, &m, threads, bw, available)?);
     }
     let mut out = std::io::stdout().lock();
     if args.json {
-        let v = json!({"version": 1, "machine": m, "bandwidth": bw, "models": reports});
+        let v = json!({"version": 1, "machine": m, "bandwidth": bw, "running": mapped,
+                       "models": reports});
         writeln!(out, "{v}").context("cannot write to stdout")?;
     } else {
-        print_machine(&mut out, &m, bw)?;
+        print_machine(&mut out, &m, bw, &mapped)?;
         for r in &reports {
             print_report(&mut out, r)?;
         }
@@ -231,7 +238,12 @@ fn fit_one(
     })
 }
 
-fn print_machine(out: &mut impl Write, m: &Machine, bw: Bandwidth) -> anyhow::Result<()> {
+fn print_machine(
+    out: &mut impl Write,
+    m: &Machine,
+    bw: Bandwidth,
+    mapped: &[machine::MappedModel],
+) -> anyhow::Result<()> {
     let gpus = if m.gpus.is_empty() {
         "no GPU".to_string()
     } else {
@@ -268,6 +280,20 @@ fn print_machine(out: &mut impl Write, m: &Machine, bw: Bandwidth) -> anyhow::Re
         bw.threads
     )
     .context("cannot write to stdout")?;
+    for r in mapped {
+        writeln!(
+            out,
+            "running: {} ({} mapped by pid {}), counted as in use",
+            r.path.display(),
+            gib(r.bytes),
+            r.pids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+        .context("cannot write to stdout")?;
+    }
     Ok(())
 }
 

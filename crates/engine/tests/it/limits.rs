@@ -131,18 +131,26 @@ fn a_model_that_would_not_fit_is_refused_with_what_would() {
 
 #[test]
 fn a_loaded_model_counts_against_the_next() {
-    let size = std::fs::metadata(model_path()).expect("model").len();
+    let path = std::fs::canonicalize(model_path()).expect("model");
+    let size = std::fs::metadata(&path).expect("model").len();
     let e = Engine::start(EngineConfig {
-        model_path: model_path(),
+        model_path: path.clone(),
         n_ctx: Some(256),
         slots: Some(1),
         threads: Some(1),
         ..EngineConfig::default()
     })
     .expect("loads");
-    // Its mapped file is memory the kernel still calls available; the next load's check does
-    // not. (Other tests' engines may be loaded too.)
-    assert!(smallfirst_engine::fit::already_loaded() >= size);
+    // Its mapped file is memory the kernel still calls available; loading another model
+    // counts it as taken, loading the same file again (shared pages) does not.
+    let mapped = smallfirst_inspect::machine::mapped_models();
+    let ours = mapped.iter().find(|m| m.path == path).expect("mapped");
+    assert!(ours.pids.contains(&std::process::id()));
+    assert!(ours.bytes >= size - size / 50, "{} of {size}", ours.bytes);
+    let elsewhere = std::path::Path::new("/elsewhere.gguf");
+    let taken = smallfirst_engine::fit::in_use_except(&mapped, elsewhere);
+    let shared = smallfirst_engine::fit::in_use_except(&mapped, &path);
+    assert_eq!(taken - shared, ours.bytes);
     drop(e);
 }
 
