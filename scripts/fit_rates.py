@@ -8,8 +8,8 @@ and a deep narrow one (many short rows), both larger than any CPU cache, and run
 `smallfirst bench` on each. Decode time per token is modelled as
     bytes of weights / rate(type) + matrix rows × row cost(type) + layers × LAYER_S,
 so the two shapes give the type's rate (bytes per second per thread) and its cost per row (the
-dot product's setup, which short rows do not amortise). The wide model's prompt speed gives the
-type's arithmetic rate (FLOP per second per thread).
+dot product's setup, which short rows do not amortise). Prompt time per token is modelled the
+same way, as arithmetic / rate(type) + matrix rows × row cost(type).
 
 Nothing here is a shipped model: the shipped models are what `scripts/bench_p7.py` checks the
 estimates against.
@@ -158,6 +158,12 @@ def write_model(path, type_name, n_embd, n_ff, layers):
     return sum(b for b, _ in read), sum(dims[1] for _, dims in read)
 
 
+def solve(a1, r1, t1, a2, r2, t2):
+    """x, y with t = a·x + r·y at both points."""
+    det = a1 * r2 - a2 * r1
+    return (t1 * r2 - t2 * r1) / det, (a1 * t2 - a2 * t1) / det
+
+
 def bench(path, threads, reps):
     out = subprocess.run([str(SMALLFIRST), "bench", "-m", str(path), "-t", str(threads), "--ctx", "512",
                           "--parallel", "1", "-p", "128", "-n", "64", "-r", str(reps), "--json"],
@@ -182,19 +188,18 @@ def main():
                 nbytes, rows = write_model(path, t, n_embd, n_ff, layers)
                 tg, pp = bench(path, args.threads, args.reps)
                 flops = 2 * (layers * (4 * n_embd * n_embd + 3 * n_embd * n_ff))
-                points.append((nbytes, rows, 1.0 / tg - layers * LAYER_S, flops * pp))
+                points.append((nbytes, rows, 1.0 / tg - layers * LAYER_S, flops, 1.0 / pp))
                 path.unlink()
                 print(f"{t} {n_embd}x{layers}: {nbytes / 1e6:.1f} MB, {rows} rows, tg {tg:.1f} tok/s, pp {pp:.1f} tok/s",
                       file=sys.stderr)
-            (b1, r1, t1, _), (b2, r2, t2, flops) = points
-            # t = b·x + r·y for both shapes.
-            det = b1 * r2 - b2 * r1
-            x = (t1 * r2 - t2 * r1) / det
-            y = (b1 * t2 - b2 * t1) / det
+            (b1, r1, t1, f1, p1), (b2, r2, t2, f2, p2) = points
+            x, y = solve(b1, r1, t1, b2, r2, t2)
+            px, py = solve(f1, r1, p1, f2, r2, p2)
             results[t] = {
                 "decode_bytes_per_s_per_thread": 1.0 / x / args.threads,
                 "row_s_per_thread": y * args.threads,
-                "prompt_flops_per_thread": flops / args.threads,
+                "prompt_flops_per_thread": 1.0 / px / args.threads,
+                "prompt_row_s_per_thread": py * args.threads,
             }
     print(json.dumps({"threads": args.threads, "types": results}, indent=1))
 

@@ -388,39 +388,41 @@ pub fn rule_of_thumb(params: u64) -> (u64, u64) {
 
 /// How fast llama.cpp's CPU kernels use one weight type on one thread: bytes of weights per
 /// second and seconds per matrix row in a matrix-vector product (decode; short rows do not
-/// amortise a dot product's setup), and arithmetic per second in a matrix-matrix product
-/// (prompt). Measured with `scripts/fit_rates.py` (synthetic single-type models, one wide and
+/// amortise a dot product's setup), and arithmetic per second and seconds per row and token in
+/// a matrix-matrix product (prompt). Measured with `scripts/fit_rates.py` (synthetic single-type models, one wide and
 /// one deep) on an x86-64 core with AVX2; other CPUs differ, and the measured bandwidth bounds
 /// them all.
 struct Rate {
     decode_bytes: f64,
     row_s: f64,
     prompt_flops: f64,
+    prompt_row_s: f64,
 }
 
 fn rate(ggml_type: u32) -> Option<Rate> {
-    let (decode_gb, row_ns, prompt_gflop) = match ggml_type {
-        0 => (25.3, 25.1, 90.0),   // F32
-        1 => (30.3, 35.1, 105.0),  // F16
-        30 => (31.0, 32.5, 176.0), // BF16
-        2 => (24.7, 25.1, 152.0),  // Q4_0
-        3 => (13.0, 29.1, 49.0),   // Q4_1
-        6 => (14.1, 30.0, 102.0),  // Q5_0
-        7 => (14.0, 30.7, 47.0),   // Q5_1
-        8 => (24.8, 30.8, 125.0),  // Q8_0
-        10 => (18.0, 26.8, 94.0),  // Q2_K
-        11 => (12.9, 34.8, 193.0), // Q3_K
-        12 => (28.8, 27.9, 156.0), // Q4_K
-        13 => (19.2, 37.8, 241.0), // Q5_K
-        14 => (29.0, 41.5, 181.0), // Q6_K
-        20 => (22.6, 23.3, 151.0), // IQ4_NL
-        23 => (13.9, 31.3, 239.0), // IQ4_XS
+    let (decode_gb, row_ns, prompt_gflop, prompt_row_ns) = match ggml_type {
+        0 => (25.4, 25.2, 113.0, 10.3),  // F32
+        1 => (30.4, 35.1, 136.0, 10.4),  // F16
+        30 => (30.9, 32.4, 289.0, 10.3), // BF16
+        2 => (24.7, 25.1, 202.0, 7.6),   // Q4_0
+        3 => (13.0, 29.1, 59.0, 15.7),   // Q4_1
+        6 => (14.1, 30.0, 124.0, 8.2),   // Q5_0
+        7 => (14.0, 30.7, 58.0, 19.2),   // Q5_1
+        8 => (24.8, 30.8, 158.0, 7.8),   // Q8_0
+        10 => (18.0, 26.7, 116.0, 9.4),  // Q2_K
+        11 => (12.9, 34.9, 314.0, 9.3),  // Q3_K
+        12 => (28.8, 27.9, 216.0, 8.4),  // Q4_K
+        13 => (19.2, 37.8, 454.0, 9.1),  // Q5_K
+        14 => (29.0, 41.5, 276.0, 8.9),  // Q6_K
+        20 => (22.6, 23.3, 199.0, 7.4),  // IQ4_NL
+        23 => (13.9, 31.3, 438.0, 8.9),  // IQ4_XS
         _ => return None,
     };
     Some(Rate {
         decode_bytes: decode_gb * 1e9,
         row_s: row_ns * 1e-9,
         prompt_flops: prompt_gflop * 1e9,
+        prompt_row_s: prompt_row_ns * 1e-9,
     })
 }
 
@@ -481,7 +483,8 @@ pub fn speed(g: &Gguf, shape: &Shape, s: &Settings, threads: usize, bandwidth: f
         // projection (only the last token's logits are computed).
         let matrix = t.dims.len() >= 2 && !embedding && t.name != "output.weight";
         if matrix && let Some(r) = r {
-            prompt += 2.0 * t.n_elements as f64 / (r.prompt_flops * threads);
+            prompt += 2.0 * t.n_elements as f64 / (r.prompt_flops * threads)
+                + rows as f64 * r.prompt_row_s / threads;
         }
     }
     let decode = kernels.max(bytes_per_token as f64 / bandwidth);
