@@ -12,7 +12,7 @@ use crate::{Finding, Severity};
 
 /// Templates as their model families publish them (sha256 of the text), with the family's
 /// name: a template that matches is known good.
-const KNOWN: [(&str, &str); 2] = [
+const KNOWN: [(&str, &str); 3] = [
     (
         "SmolLM2 instruct",
         "872be49dbb638044ad01b60388f48d469ff2980e5f0dccdc22ec907db54d0788",
@@ -20,6 +20,12 @@ const KNOWN: [(&str, &str); 2] = [
     (
         "Qwen2.5-Coder instruct",
         "cd8e9439f0570856fd70470bf8889ebd8b5d1107207f67a5efb46e342330527f",
+    ),
+    // The revision in the catalog's 1.5B file: the tool-call example in its system text is
+    // written with doubled braces.
+    (
+        "Qwen2.5-Coder instruct",
+        "d5495a1e5db0611132a97e46a65dbb64a642a499421228b9c8b93229097fa9a4",
     ),
 ];
 
