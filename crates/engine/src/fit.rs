@@ -51,15 +51,20 @@ pub fn in_use_except(mapped: &[machine::MappedModel], path: &Path) -> u64 {
 }
 
 /// Refuses with [`EngineError::DoesNotFit`] a model whose estimate is more than is available
-/// (unless `config.ignore_fit`).
+/// (unless `config.ignore_fit`, or the header lacks what the estimate needs).
 pub(crate) fn check(config: &EngineConfig, g: &Gguf) -> Result<(), EngineError> {
     if config.ignore_fit {
         return Ok(());
     }
-    let shape = Shape::read(g).map_err(|e| EngineError::Load {
-        path: config.model_path.clone(),
-        reason: e.to_string(),
-    })?;
+    // An architecture whose keys `fit` does not know is loaded unchecked rather than refused:
+    // llama.cpp may well run it.
+    let shape = match Shape::read(g) {
+        Ok(shape) => shape,
+        Err(e) => {
+            tracing::warn!(path = %config.model_path.display(), "cannot estimate the model's memory, loading it unchecked: {e}");
+            return Ok(());
+        }
+    };
     let s = settings(config, &shape, machine::cpu_features().as_slice());
     let need = fit::memory(g, &shape, &s);
     let available = available_for(&config.model_path);
@@ -74,4 +79,61 @@ pub(crate) fn check(config: &EngineConfig, g: &Gguf) -> Result<(), EngineError> 
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use smallfirst_inspect::gguf::Value;
+
+    use super::*;
+
+    #[test]
+    fn an_architecture_fit_cannot_size_is_not_refused() {
+        let g = Gguf {
+            metadata: vec![("general.architecture".into(), Value::String("mamba".into()))],
+            ..Gguf::default()
+        };
+        let config = EngineConfig {
+            model_path: "/models/mamba.gguf".into(),
+            ..EngineConfig::default()
+        };
+        assert!(Shape::read(&g).is_err());
+        assert!(check(&config, &g).is_ok());
+    }
+
+    #[test]
+    fn settings_follow_the_engine_config() {
+        let shape = Shape {
+            architecture: "llama".into(),
+            layers: 2,
+            n_embd: 64,
+            n_ff: 128,
+            n_head: 2,
+            n_head_kv: vec![1, 1],
+            head_k: 32,
+            head_v: 32,
+            n_vocab: 100,
+            n_merges: 0,
+            sliding_window: None,
+            swa_layers: vec![false, false],
+            context_length: 2048,
+            tied: true,
+            params: 0,
+        };
+        let config = EngineConfig {
+            slots: Some(3),
+            ..EngineConfig::default()
+        };
+        let s = settings(&config, &shape, &["avx2".to_string()]);
+        // The model's own context (under the 4096 cap), 3 sequences, a 256-token chunk plus one
+        // token per sequence.
+        assert_eq!((s.ctx, s.parallel, s.batch), (2048, 3, 259));
+        assert!(s.repack && s.swa_full);
+        let asked = EngineConfig {
+            n_ctx: Some(512),
+            ..config
+        };
+        assert_eq!(settings(&asked, &shape, &[]).ctx, 512);
+        assert!(!settings(&asked, &shape, &[]).repack);
+    }
 }
