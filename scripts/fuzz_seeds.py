@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Writes small seed inputs for the fuzz targets (a clean little GGUF, pickles, a safetensors
-file) into CORPUS/<target>/, so the fuzzers start from the formats' shapes rather than nothing.
+"""Writes small seed inputs for the fuzz targets (little GGUFs with every key fit reads, pickles,
+a safetensors file) into CORPUS/<target>/, and a libFuzzer dictionary of GGUF key names to DICT,
+so the fuzzers start from the formats' shapes rather than nothing.
 
-    python3 scripts/fuzz_seeds.py fuzz/corpus
+    python3 scripts/fuzz_seeds.py fuzz/corpus fuzz/gguf.dict
 """
 
 import json
@@ -15,7 +16,19 @@ def s(b):
     return struct.pack("<Q", len(b)) + b
 
 
-def gguf():
+# The architecture keys fit reads (after "llama.").
+FIT_KEYS = ["block_count", "embedding_length", "feed_forward_length", "attention.head_count",
+            "attention.head_count_kv", "attention.key_length", "attention.value_length",
+            "attention.sliding_window", "attention.sliding_window_pattern", "context_length",
+            "vocab_size"]
+
+
+def u32_array(key, values):
+    return s(key) + struct.pack("<IIQ", 9, 4, len(values)) + struct.pack(f"<{len(values)}I", *values)
+
+
+def gguf(wide=False):
+    """A 2-layer llama; `wide` adds every other key fit reads, some as per-layer arrays or u64."""
     kv = [
         s(b"general.architecture") + struct.pack("<I", 8) + s(b"llama"),
         s(b"llama.block_count") + struct.pack("<II", 4, 2),
@@ -26,6 +39,16 @@ def gguf():
         s(b"tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 4) + b"".join(s(t) for t in [b"a", b"b", b"c", b"d"]),
         s(b"tokenizer.chat_template") + struct.pack("<I", 8) + s(b"{% for m in messages %}{{ m.content }}{% endfor %}"),
     ]
+    if wide:
+        kv += [
+            u32_array(b"llama.feed_forward_length", [16, 32]),
+            s(b"llama.attention.key_length") + struct.pack("<IQ", 10, 4),
+            s(b"llama.attention.value_length") + struct.pack("<II", 4, 4),
+            s(b"llama.attention.sliding_window") + struct.pack("<II", 4, 256),
+            s(b"llama.attention.sliding_window_pattern") + struct.pack("<IIQ", 9, 7, 2) + bytes([1, 0]),
+            s(b"llama.vocab_size") + struct.pack("<IQ", 10, 4),
+            s(b"tokenizer.ggml.merges") + struct.pack("<IIQ", 9, 8, 1) + s(b"a b"),
+        ]
     tensors = [(b"token_embd.weight", [8, 4], 0, 0), (b"blk.0.attn_q.weight", [8, 8], 0, 128),
                (b"blk.1.attn_q.weight", [8, 8], 0, 384)]
     head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv)) + b"".join(kv)
@@ -38,7 +61,7 @@ def gguf():
 def main():
     root = Path(sys.argv[1])
     seeds = {
-        "gguf": {"clean.gguf": gguf()},
+        "gguf": {"clean.gguf": gguf(), "keys.gguf": gguf(wide=True)},
         "pickle": {
             # os.system through GLOBAL, and through STACK_GLOBAL with memo round trips.
             "global.pkl": b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02R.",
@@ -50,6 +73,12 @@ def main():
     header = json.dumps({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
                          "__metadata__": {"format": "pt"}}).encode()
     seeds["safetensors"]["small.safetensors"] = struct.pack("<Q", len(header)) + header + bytes(16)
+    with open(sys.argv[2], "w") as d:
+        for k in FIT_KEYS:
+            d.write(f'"llama.{k}"\n')
+        for k in ["general.architecture", "tokenizer.ggml.tokens", "tokenizer.ggml.merges",
+                  "tokenizer.chat_template", "output.weight", "token_embd.weight", "gemma3"]:
+            d.write(f'"{k}"\n')
     for target, files in seeds.items():
         d = root / target
         d.mkdir(parents=True, exist_ok=True)

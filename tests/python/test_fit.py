@@ -26,7 +26,7 @@ def test_fit_reports_memory_speed_and_machine(binary, tmp_path):
     assert 0 < m["memory"]["available"] <= m["memory"]["total"]
     assert doc["bandwidth"]["bytes_per_s"] > 1e8
     [model] = doc["models"]
-    assert model["architecture"] == "llama" and model["verdict"] == "fits"
+    assert model["architecture"] == "llama" and model["verdict"] in ("fits", "tight")
     assert model["settings"]["ctx"] == 4096 and model["settings"]["parallel"] == 4
     mem = model["memory"]
     assert mem["kv"] == SMOLLM2_KV
@@ -90,3 +90,15 @@ def test_fit_counts_models_already_running(binary, tmp_path, server):
     assert mine["bytes"] >= os.path.getsize(model_path()) * 0.98 and mine["pids"]
     text = fit(binary, tmp_path, model_path())
     assert "running: " + os.path.realpath(model_path()) in text.stdout
+
+
+def test_one_unreadable_model_does_not_hide_the_others(binary, tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + bytes(8))
+    r = fit(binary, tmp_path, model_path(), str(bad), "--json")
+    assert r.returncode == 2
+    good, broken = json.loads(r.stdout)["models"]
+    assert good["verdict"] in ("fits", "tight")
+    assert broken["path"] == str(bad) and "error" in broken
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith("error:") and "broken.gguf" in line, line

@@ -15,7 +15,7 @@ use crate::{DEFAULT_PREFILL_CHUNK, DEFAULT_SLOTS, EngineConfig, EngineError};
 
 /// The settings `config` gives llama.cpp for this model.
 pub fn settings(config: &EngineConfig, shape: &Shape, features: &[String]) -> Settings {
-    let slots = config.slots.unwrap_or(DEFAULT_SLOTS) as u64;
+    let slots = config.slots.unwrap_or(DEFAULT_SLOTS).max(1) as u64;
     let n_ctx_train = u32::try_from(shape.context_length).unwrap_or(u32::MAX);
     let chunk = config.prefill_chunk.unwrap_or(DEFAULT_PREFILL_CHUNK) as u64;
     Settings {
@@ -34,10 +34,10 @@ pub fn repacks(features: &[String]) -> bool {
 }
 
 /// Memory available for loading `path`: what the kernel calls available, less the GGUF files
-/// other than `path` that running models have mapped.
-pub fn available_for(path: &Path) -> u64 {
+/// other than `path` that running models have mapped; `None` where the kernel does not say.
+pub fn available_for(path: &Path) -> Option<u64> {
     let in_use = in_use_except(&machine::mapped_models(), path);
-    machine::Memory::detect().available.saturating_sub(in_use)
+    machine::Memory::detect_less(in_use).available
 }
 
 /// Bytes of `mapped` files other than `path`.
@@ -67,7 +67,10 @@ pub(crate) fn check(config: &EngineConfig, g: &Gguf) -> Result<(), EngineError> 
     };
     let s = settings(config, &shape, machine::cpu_features().as_slice());
     let need = fit::memory(g, &shape, &s);
-    let available = available_for(&config.model_path);
+    let Some(available) = available_for(&config.model_path) else {
+        tracing::warn!("this system does not say how much memory is available; loading unchecked");
+        return Ok(());
+    };
     if Verdict::of(need.total, available) == Verdict::DoesNotFit {
         return Err(EngineError::DoesNotFit {
             path: config.model_path.clone(),

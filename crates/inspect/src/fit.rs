@@ -27,6 +27,7 @@ const BYTES_PER_MERGE: u64 = 160;
 const MOST_LAYERS: u64 = 4096;
 const MOST_WIDTH: u64 = 1 << 20;
 const MOST_HEADS: u64 = 1 << 14;
+const MOST_VOCAB: u64 = 1 << 24;
 
 /// llama.cpp's default micro-batch.
 pub const UBATCH: u64 = 512;
@@ -93,6 +94,8 @@ pub enum FitError {
     Missing(String),
     #[error("`{key}` is {value}, which no model has")]
     Implausible { key: String, value: u64 },
+    #[error("`{0}` is not a whole number")]
+    NotANumber(String),
     #[error("the header has no `general.architecture`")]
     NoArchitecture,
 }
@@ -120,21 +123,29 @@ impl Shape {
         // The layer count first: per-layer values are read into a vector of that length.
         let layers = bound("block_count", need("block_count")?, MOST_LAYERS)?;
         let n_embd = bound("embedding_length", need("embedding_length")?, MOST_WIDTH)?;
-        let n_head = per_layer(g, "attention.head_count", layers)?
-            .into_iter()
-            .max()
-            .unwrap_or(0);
+        let heads = per_layer(g, "attention.head_count", layers)?;
+        let n_head = heads.iter().copied().max().unwrap_or(0);
         bound("attention.head_count", n_head, MOST_HEADS)?;
+        // Without the key, every layer has as many KV heads as query heads.
         let n_head_kv = match g.arch_value("attention.head_count_kv") {
             Some(_) => per_layer(g, "attention.head_count_kv", layers)?,
-            None => vec![n_head; layers as usize],
+            None => heads,
         };
-        let head_k = g
-            .arch_u64("attention.key_length")
-            .unwrap_or(n_embd / n_head);
-        let head_v = g
-            .arch_u64("attention.value_length")
-            .unwrap_or(n_embd / n_head);
+        // Layers without attention have none; none has more than the query heads.
+        if let Some(&most) = n_head_kv.iter().max()
+            && most > n_head
+        {
+            bound("attention.head_count_kv", most, n_head)?;
+        }
+        let width = |suffix: &str, default: u64| match g.arch_value(suffix) {
+            None => Ok(default),
+            Some(v) => match v.as_u64() {
+                Some(n) => bound(suffix, n, MOST_WIDTH),
+                None => Err(FitError::NotANumber(format!("{arch}.{suffix}"))),
+            },
+        };
+        let head_k = width("attention.key_length", n_embd / n_head)?;
+        let head_v = width("attention.value_length", n_embd / n_head)?;
         let n_ff = match g.arch_value("feed_forward_length") {
             Some(_) => per_layer(g, "feed_forward_length", layers)?
                 .into_iter()
@@ -142,10 +153,14 @@ impl Shape {
                 .unwrap_or(0),
             None => 4 * n_embd,
         };
+        if n_ff > 16 * MOST_WIDTH {
+            bound("feed_forward_length", n_ff, 16 * MOST_WIDTH)?;
+        }
         let array_len = |key: &str| g.get(key).and_then(Value::as_array).map(|a| a.len() as u64);
-        let n_vocab = array_len("tokenizer.ggml.tokens")
-            .or_else(|| g.arch_u64("vocab_size"))
-            .ok_or_else(|| FitError::Missing("tokenizer.ggml.tokens".into()))?;
+        let n_vocab = match array_len("tokenizer.ggml.tokens") {
+            Some(n) => n,
+            None => bound("vocab_size", need("vocab_size")?, MOST_VOCAB)?,
+        };
         let sliding_window = g.arch_u64("attention.sliding_window").filter(|&w| w > 0);
         let swa_layers = match sliding_window {
             Some(_) => swa_pattern(g, &arch, layers),
@@ -197,11 +212,13 @@ fn per_layer(g: &Gguf, suffix: &str, layers: u64) -> Result<Vec<u64>, FitError> 
                 });
             }
             a.iter()
-                .map(|v| v.as_u64().ok_or_else(|| FitError::Missing(key.clone())))
+                .map(|v| v.as_u64().ok_or_else(|| FitError::NotANumber(key.clone())))
                 .collect()
         }
         Some(v) => {
-            let v = v.as_u64().ok_or_else(|| FitError::Missing(key.clone()))?;
+            let v = v
+                .as_u64()
+                .ok_or_else(|| FitError::NotANumber(key.clone()))?;
             Ok(vec![v; layers as usize])
         }
         None => Err(FitError::Missing(key)),
@@ -258,8 +275,8 @@ pub struct Memory {
 
 /// Memory for `shape` (read from `g`) run with `s`.
 pub fn memory(g: &Gguf, shape: &Shape, s: &Settings) -> Memory {
-    // In u128: a header may claim anything, and a context times sequences times layers times
-    // heads can pass u64; the result saturates instead.
+    // In u128 with saturating products: a header's values are bounded by `Shape::read`, but a
+    // context times sequences times layers times heads can still pass u64.
     let w = u128::from;
     let weights = g.tensor_bytes();
     let repacked: u128 = if s.repack {
@@ -277,18 +294,24 @@ pub fn memory(g: &Gguf, shape: &Shape, s: &Settings) -> Memory {
         0
     };
     let cells = w(s.cells());
-    let window = |il: usize| match (shape.sliding_window, shape.swa_layers[il], s.swa_full) {
+    let swa = |il: usize| shape.swa_layers.get(il).copied().unwrap_or(false);
+    let window = |il: usize| match (shape.sliding_window, swa(il), s.swa_full) {
         // llama.cpp keeps the window plus a micro-batch, in cells padded to 256.
         (Some(win), true, false) => cells.min(w(win.saturating_add(UBATCH)).div_ceil(256) * 256),
         _ => cells,
     };
     let (block, size) = type_layout(s.kv_type).unwrap_or((1, 2));
-    let kv: u128 = (0..shape.layers as usize)
-        .map(|il| {
-            let per_cell = w(shape.n_head_kv[il]) * w(shape.head_k + shape.head_v);
-            per_cell.div_ceil(w(block)) * w(size) * window(il) * w(s.parallel)
+    let kv: u128 = shape
+        .n_head_kv
+        .iter()
+        .enumerate()
+        .map(|(il, &heads)| {
+            let per_cell = w(heads).saturating_mul(w(shape.head_k) + w(shape.head_v));
+            (per_cell.div_ceil(w(block)) * w(size))
+                .saturating_mul(window(il))
+                .saturating_mul(w(s.parallel))
         })
-        .sum();
+        .fold(0, u128::saturating_add);
     let masks = if shape.sliding_window.is_some() { 2 } else { 1 };
     let max_kv = shape.n_head_kv.iter().copied().max().unwrap_or(0);
     // The widest activations live at once in a layer: the residual stream and its norm, the
@@ -300,13 +323,25 @@ pub fn memory(g: &Gguf, shape: &Shape, s: &Settings) -> Memory {
             + (w(shape.n_head) + 2 * w(max_kv)) * w(shape.head_k));
     let batch = w(s.batch);
     let vocab = w(shape.n_vocab);
-    let compute = batch * per_token + batch * cells * 2 * masks + w(s.parallel) * vocab * 4;
-    let compute_reserved = w(UBATCH) * (4 * vocab + 24 * w(shape.n_embd)).max(per_token)
-        + w(UBATCH) * cells * 2 * masks;
-    let output = w(s.parallel) * vocab * 4;
+    let output = w(s.parallel).saturating_mul(vocab * 4);
+    let compute = (batch * per_token)
+        .saturating_add(batch.saturating_mul(cells).saturating_mul(2 * masks))
+        .saturating_add(output);
+    let compute_reserved = (w(UBATCH) * (4 * vocab + 24 * w(shape.n_embd)).max(per_token))
+        .saturating_add(w(UBATCH).saturating_mul(cells).saturating_mul(2 * masks));
     let tokenizer = w(BYTES_PER_TOKEN) * vocab + w(BYTES_PER_MERGE) * w(shape.n_merges);
     let file = g.file_size;
-    let total = w(file) + repacked + kv + compute + output + tokenizer + w(PROCESS_BYTES);
+    let total = [
+        w(file),
+        repacked,
+        kv,
+        compute,
+        output,
+        tokenizer,
+        w(PROCESS_BYTES),
+    ]
+    .into_iter()
+    .fold(0, u128::saturating_add);
     let sat = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
     Memory {
         file,
@@ -331,6 +366,8 @@ pub enum Verdict {
     /// Fits, with less than that left over: other programs may push it into swap.
     Tight,
     DoesNotFit,
+    /// The machine does not say how much memory is available.
+    Unknown,
 }
 
 impl Verdict {
@@ -350,6 +387,7 @@ impl Verdict {
             Verdict::Fits => "fits",
             Verdict::Tight => "tight",
             Verdict::DoesNotFit => "does not fit",
+            Verdict::Unknown => "unknown (available memory not known)",
         }
     }
 }
@@ -358,7 +396,13 @@ impl Verdict {
 /// memory is at most `available`; `None` when not even 256 fits.
 pub fn largest_ctx(g: &Gguf, shape: &Shape, s: &Settings, available: u64) -> Option<u64> {
     let at = |ctx: u64| memory(g, shape, &Settings { ctx, ..*s }).total;
-    let top = shape.context_length.max(256) / 256;
+    // The model's own context, or what was asked when the header does not say.
+    let own = if shape.context_length > 0 {
+        shape.context_length
+    } else {
+        s.ctx
+    };
+    let top = own.max(256) / 256;
     if at(256) > available {
         return None;
     }

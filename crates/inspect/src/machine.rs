@@ -29,12 +29,12 @@ pub struct Machine {
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Memory {
-    /// Physical memory.
+    /// Physical memory (0 when the kernel does not say).
     pub total: u64,
     /// What can be allocated without swapping: the kernel's `MemAvailable`, or less where a
-    /// cgroup's limit leaves less.
-    pub available: u64,
-    /// The cgroup's memory limit, when one is set.
+    /// cgroup's limit leaves less; `None` when the kernel does not say.
+    pub available: Option<u64>,
+    /// The tightest memory limit of this process's cgroups, when one is set.
     pub limit: Option<u64>,
 }
 
@@ -104,17 +104,28 @@ impl Machine {
 
 impl Memory {
     pub fn detect() -> Memory {
+        Memory::detect_less(0)
+    }
+
+    /// As [`detect`](Memory::detect), with `in_use` bytes of page cache that running models
+    /// hold taken off the kernel's figure (it counts them as reclaimable; a cgroup's usage
+    /// already includes them).
+    pub fn detect_less(in_use: u64) -> Memory {
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let total = meminfo_kib(&meminfo, "MemTotal").unwrap_or(0) * 1024;
-        let mut available = meminfo_kib(&meminfo, "MemAvailable").unwrap_or(0) * 1024;
-        let limit = cgroup_limit(Path::new("/sys/fs/cgroup"));
-        if let Some((limit, used)) = limit {
-            available = available.min(limit.saturating_sub(used));
+        let total = meminfo_kib(&meminfo, "MemTotal")
+            .unwrap_or(0)
+            .saturating_mul(1024);
+        let mut available = meminfo_kib(&meminfo, "MemAvailable")
+            .map(|k| k.saturating_mul(1024).saturating_sub(in_use));
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let cgroup = cgroup_room(Path::new("/sys/fs/cgroup"), &own);
+        if let (Some(a), Some((_, room))) = (available.as_mut(), cgroup) {
+            *a = (*a).min(room);
         }
         Memory {
             total,
             available,
-            limit: limit.map(|(l, _)| l),
+            limit: cgroup.map(|(l, _)| l),
         }
     }
 }
@@ -172,24 +183,74 @@ fn meminfo_kib(meminfo: &str, key: &str) -> Option<u64> {
     })
 }
 
-/// The cgroup v2 limit and what the cgroup holds that it cannot give back (its usage less the
-/// file pages it could drop), or `None` where no limit is set.
-fn cgroup_limit(root: &Path) -> Option<(u64, u64)> {
-    let limit: u64 = std::fs::read_to_string(root.join("memory.max"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let current: u64 = std::fs::read_to_string(root.join("memory.current"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(root.join("memory.stat")).unwrap_or_default();
-    let file = stat
+/// The tightest memory limit over this process's cgroup and its ancestors, and the room left
+/// under it (the limit less what the cgroup holds that it cannot give back: its usage less the
+/// file pages it could drop); `None` where no limit is set. `own` is `/proc/self/cgroup`;
+/// cgroup v2 (`0::/path`) first, else v1's memory controller.
+fn cgroup_room(root: &Path, own: &str) -> Option<(u64, u64)> {
+    let mut best: Option<(u64, u64)> = None;
+    let mut take = |found: Option<(u64, u64)>| {
+        if let Some((limit, room)) = found
+            && best.is_none_or(|(_, r)| room < r)
+        {
+            best = Some((limit, room));
+        }
+    };
+    if let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) {
+        // From this cgroup up to the root of the hierarchy.
+        let mut dir = Some(Path::new(path.trim()));
+        while let Some(d) = dir {
+            let here = root.join(d.strip_prefix("/").unwrap_or(d));
+            take(v2_room(&here));
+            dir = d.parent();
+        }
+        return best;
+    }
+    let v1 = own.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then_some(path)
+    });
+    if let Some(path) = v1 {
+        let mem = root.join("memory");
+        take(v1_room(&mem.join(path.trim_start_matches('/'))));
+        take(v1_room(&mem));
+    }
+    best
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn stat_field(dir: &Path, key: &str) -> u64 {
+    std::fs::read_to_string(dir.join("memory.stat"))
+        .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("inactive_file ")?.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    Some((limit, current.saturating_sub(file)))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn v2_room(dir: &Path) -> Option<(u64, u64)> {
+    // "max" does not parse: no limit here.
+    let limit = read_u64(&dir.join("memory.max"))?;
+    let used = read_u64(&dir.join("memory.current")).unwrap_or(0);
+    let held = used.saturating_sub(stat_field(dir, "inactive_file"));
+    Some((limit, limit.saturating_sub(held)))
+}
+
+fn v1_room(dir: &Path) -> Option<(u64, u64)> {
+    let limit = read_u64(&dir.join("memory.limit_in_bytes"))?;
+    // v1 writes "no limit" as a number near 2^63.
+    if limit >= 1 << 60 {
+        return None;
+    }
+    let used = read_u64(&dir.join("memory.usage_in_bytes")).unwrap_or(0);
+    let held = used.saturating_sub(stat_field(dir, "total_inactive_file"));
+    Some((limit, limit.saturating_sub(held)))
 }
 
 /// GPUs `nvidia-smi` reports; none when it is not installed or fails.
@@ -231,7 +292,7 @@ const PROBE_BYTES: usize = 256 << 20;
 /// larger than the caches; the best of a few passes (others on the machine only slow it down).
 /// Takes about half a second and `PROBE_BYTES` of memory.
 pub fn measure_bandwidth(threads: usize) -> Bandwidth {
-    let threads = threads.max(1);
+    let threads = threads.clamp(1, 256);
     let words = PROBE_BYTES / 8;
     // Distinct values, so no page is shared with another (zero pages would be).
     let buf: Vec<u64> = (0..words as u64).collect();
@@ -252,7 +313,8 @@ pub fn measure_bandwidth(threads: usize) -> Bandwidth {
     }
     std::hint::black_box(sink);
     Bandwidth {
-        bytes_per_s: PROBE_BYTES as f64 / best,
+        // Whole bytes: a figure that survives a round trip through the JSON cache unchanged.
+        bytes_per_s: (PROBE_BYTES as f64 / best).round(),
         threads,
     }
 }
@@ -315,19 +377,26 @@ pub fn mapped_models() -> Vec<MappedModel> {
     found.into_values().collect()
 }
 
-/// Bytes mapped per `.gguf` file in one process's `maps`.
+/// Bytes mapped per `.gguf` file in one process's `maps`. A path may hold spaces; a file
+/// deleted since it was mapped (` (deleted)`) is still in memory and keeps that suffix, so it
+/// is never taken for the live file of the same name.
 fn gguf_mappings(maps: &str) -> BTreeMap<PathBuf, u64> {
     let mut out: BTreeMap<PathBuf, u64> = BTreeMap::new();
     for line in maps.lines() {
-        // start-end perms offset dev inode path
-        let mut f = line.split_whitespace();
-        let (Some(range), Some(path)) = (f.next(), f.nth(4)) else {
-            continue;
-        };
-        if !path.ends_with(".gguf") {
+        // start-end perms offset dev inode path: the path is what follows the fifth field.
+        let mut rest = line;
+        let mut fields = Vec::with_capacity(5);
+        for _ in 0..5 {
+            rest = rest.trim_start();
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            fields.push(&rest[..end]);
+            rest = &rest[end..];
+        }
+        let path = rest.trim();
+        if !path.trim_end_matches(" (deleted)").ends_with(".gguf") {
             continue;
         }
-        let Some((a, b)) = range.split_once('-') else {
+        let Some((a, b)) = fields[0].split_once('-') else {
             continue;
         };
         let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
@@ -385,19 +454,38 @@ mod tests {
     }
 
     #[test]
-    fn cgroup_limit_less_reclaimable_files() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(cgroup_limit(dir.path()), None);
-        std::fs::write(dir.path().join("memory.max"), "max\n").expect("write");
-        assert_eq!(cgroup_limit(dir.path()), None, "no limit");
-        std::fs::write(dir.path().join("memory.max"), "1000\n").expect("write");
-        std::fs::write(dir.path().join("memory.current"), "600\n").expect("write");
-        std::fs::write(
-            dir.path().join("memory.stat"),
-            "anon 400\ninactive_file 150\n",
-        )
-        .expect("write");
-        assert_eq!(cgroup_limit(dir.path()), Some((1000, 450)));
+    fn cgroup_v2_limits_up_the_tree_less_reclaimable_files() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let own = "0::/user.slice/app.scope\n";
+        assert_eq!(cgroup_room(root.path(), own), None, "no files");
+        let app = root.path().join("user.slice/app.scope");
+        std::fs::create_dir_all(&app).expect("mkdir");
+        std::fs::write(app.join("memory.max"), "max\n").expect("write");
+        assert_eq!(cgroup_room(root.path(), own), None, "no limit");
+        // The parent's limit binds: 1000 with 600 used, 150 of it droppable.
+        let slice = root.path().join("user.slice");
+        std::fs::write(slice.join("memory.max"), "1000\n").expect("write");
+        std::fs::write(slice.join("memory.current"), "600\n").expect("write");
+        std::fs::write(slice.join("memory.stat"), "anon 400\ninactive_file 150\n").expect("write");
+        assert_eq!(cgroup_room(root.path(), own), Some((1000, 550)));
+        // A tighter one lower down wins.
+        std::fs::write(app.join("memory.max"), "500\n").expect("write");
+        std::fs::write(app.join("memory.current"), "100\n").expect("write");
+        assert_eq!(cgroup_room(root.path(), own), Some((500, 400)));
+    }
+
+    #[test]
+    fn cgroup_v1_memory_controller() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let own = "12:cpu,cpuacct:/x\n4:memory:/docker/abc\n";
+        let dir = root.path().join("memory/docker/abc");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("memory.limit_in_bytes"), "9223372036854771712\n").expect("write");
+        assert_eq!(cgroup_room(root.path(), own), None, "v1's no limit");
+        std::fs::write(dir.join("memory.limit_in_bytes"), "2000\n").expect("write");
+        std::fs::write(dir.join("memory.usage_in_bytes"), "700\n").expect("write");
+        std::fs::write(dir.join("memory.stat"), "total_inactive_file 200\n").expect("write");
+        assert_eq!(cgroup_room(root.path(), own), Some((2000, 1500)));
     }
 
     #[test]
@@ -408,9 +496,13 @@ mod tests {
 7f0000200000-7f0000201000 r-xp 00000000 fd:01 9 /usr/lib/libc.so.6
 7f0000300000-7f0000301000 rw-p 00000000 00:00 0
 7f0000400000-7f0000400800 r--s 00000000 fd:01 124 /models/b.gguf
+7f0000500000-7f0000500100 r--s 00000000 fd:01 125                  /home/u/My Models/c.gguf
+7f0000600000-7f0000600100 r--s 00000000 fd:01 126 /models/a.gguf (deleted)
 ";
         let m = gguf_mappings(maps);
-        assert_eq!(m.len(), 2);
+        assert_eq!(m.len(), 4);
+        assert_eq!(m[Path::new("/home/u/My Models/c.gguf")], 0x100);
+        assert_eq!(m[Path::new("/models/a.gguf (deleted)")], 0x100);
         assert_eq!(m[Path::new("/models/a.gguf")], 0x180000);
         assert_eq!(m[Path::new("/models/b.gguf")], 0x800);
     }

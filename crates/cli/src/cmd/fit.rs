@@ -1,6 +1,7 @@
 //! `smallfirst fit [MODEL…]`: whether each model fits this machine, and how fast it would run,
 //! from its GGUF header and a brief measurement of memory bandwidth (cached). Nothing is loaded.
-//! Exit 0 when every model fits (or fits tightly), 1 when one does not.
+//! Exit 0 when every model fits (or fits tightly), 1 when one does not, 2 when one could not be
+//! read (the others are still reported).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -55,8 +56,8 @@ fn cache_file() -> PathBuf {
 }
 
 /// The cached bandwidth when it was measured on this machine with these threads, else a new
-/// measurement (saved; a cache that cannot be written is only a warning).
-fn bandwidth(m: &Machine, threads: usize, probe: bool) -> Bandwidth {
+/// measurement (saved; a cache that cannot be written is only a warning), and whether it is new.
+fn bandwidth(m: &Machine, threads: usize, probe: bool) -> (Bandwidth, bool) {
     let path = cache_file();
     if !probe
         && let Ok(text) = std::fs::read_to_string(&path)
@@ -66,7 +67,7 @@ fn bandwidth(m: &Machine, threads: usize, probe: bool) -> Bandwidth {
         && c.total == m.memory.total
         && c.bandwidth.threads == threads
     {
-        return c.bandwidth;
+        return (c.bandwidth, false);
     }
     let bandwidth = machine::measure_bandwidth(threads);
     let cached = Cached {
@@ -82,7 +83,7 @@ fn bandwidth(m: &Machine, threads: usize, probe: bool) -> Bandwidth {
     if let Err(e) = saved {
         tracing::warn!("cannot cache the bandwidth in `{}`: {e}", path.display());
     }
-    bandwidth
+    (bandwidth, true)
 }
 
 /// The models to fit: those named (without pulling anything), else every pulled one.
@@ -114,9 +115,6 @@ fn models(args: &Args) -> anyhow::Result<Vec<(String, PathBuf)>> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if args.threads == Some(0) {
-        anyhow::bail!("--threads must be at least 1");
-    }
     if args.ctx == Some(0) {
         anyhow::bail!("--ctx must be at least 1");
     }
@@ -127,36 +125,76 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let models = models(&args)?;
     let m = Machine::detect();
+    if let Some(t) = args.threads
+        && !(1..=m.cores).contains(&t)
+    {
+        anyhow::bail!("--threads must be 1 to {} (the cores online)", m.cores);
+    }
     let threads = args.threads.unwrap_or(m.usable_cores);
-    let bw = bandwidth(&m, threads, args.probe);
+    let (bw, fresh) = bandwidth(&m, threads, args.probe);
     // Models running on this machine hold their files' pages, which the kernel still counts
     // as available.
     let mapped = machine::mapped_models();
-    let mut reports = Vec::new();
+    let mut entries = Vec::new();
     for (name, path) in &models {
-        let available = m
-            .memory
-            .available
-            .saturating_sub(engine_fit::in_use_except(&mapped, path));
-        reports.push(fit_one(name, path, &args, &m, threads, bw, available)?);
+        let in_use = engine_fit::in_use_except(&mapped, path);
+        let available = machine::Memory::detect_less(in_use).available;
+        entries.push(
+            match fit_one(name, path, &args, &m, threads, bw, available) {
+                Ok(r) => Entry::Report(Box::new(r)),
+                Err(e) => Entry::Error {
+                    model: name.clone(),
+                    path: path.clone(),
+                    error: format!("{e:#}"),
+                },
+            },
+        );
     }
     let mut out = std::io::stdout().lock();
     if args.json {
         let v = json!({"version": 1, "machine": m, "bandwidth": bw, "running": mapped,
-                       "models": reports});
+                       "models": entries});
         writeln!(out, "{v}").context("cannot write to stdout")?;
     } else {
-        print_machine(&mut out, &m, bw, &mapped)?;
-        for r in &reports {
-            print_report(&mut out, r)?;
+        print_machine(&mut out, &m, bw, fresh, &mapped)?;
+        for e in &entries {
+            match e {
+                Entry::Report(r) => print_report(&mut out, r)?,
+                Entry::Error { .. } => {}
+            }
         }
     }
-    let all_fit = reports.iter().all(|r| r.verdict != Verdict::DoesNotFit);
-    Ok(if all_fit {
+    // Errors go to stderr as one line each, after the reports that could be made.
+    let mut unread = false;
+    for e in &entries {
+        if let Entry::Error { error, .. } = e {
+            eprintln!("error: {error} (hint: `smallfirst scan FILE` says what is wrong with it)");
+            unread = true;
+        }
+    }
+    let all_fit = entries.iter().all(|e| match e {
+        Entry::Report(r) => r.verdict != Verdict::DoesNotFit,
+        Entry::Error { .. } => true,
+    });
+    Ok(if unread {
+        ExitCode::from(2)
+    } else if all_fit {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// One model's report, or why there is none.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Entry {
+    Report(Box<Report>),
+    Error {
+        model: String,
+        path: PathBuf,
+        error: String,
+    },
 }
 
 #[derive(Serialize)]
@@ -171,7 +209,8 @@ struct Report {
     threads: usize,
     memory: fit::Memory,
     rule_of_thumb: (u64, u64),
-    available: u64,
+    /// `None` when the machine does not say.
+    available: Option<u64>,
     verdict: Verdict,
     /// The largest context per sequence that fits, when the one asked for does not.
     largest_ctx: Option<u64>,
@@ -186,15 +225,12 @@ fn fit_one(
     m: &Machine,
     threads: usize,
     bw: Bandwidth,
-    available: u64,
+    available: Option<u64>,
 ) -> anyhow::Result<Report> {
     let header =
         scan::check_gguf(path).with_context(|| format!("cannot read `{}`", path.display()))?;
     if !header.complete {
-        anyhow::bail!(
-            "`{}` is not a readable GGUF file (`smallfirst scan` says why)",
-            path.display()
-        );
+        anyhow::bail!("`{}` is not a readable GGUF file", path.display());
     }
     let g = header.gguf;
     let shape = Shape::read(&g).with_context(|| format!("cannot size `{}`", path.display()))?;
@@ -206,10 +242,11 @@ fn fit_one(
     };
     let s = engine_fit::settings(&config, &shape, &m.features);
     let memory = fit::memory(&g, &shape, &s);
-    let verdict = Verdict::of(memory.total, available);
-    let largest_ctx = (verdict == Verdict::DoesNotFit)
-        .then(|| fit::largest_ctx(&g, &shape, &s, available))
-        .flatten();
+    let verdict = available.map_or(Verdict::Unknown, |a| Verdict::of(memory.total, a));
+    let largest_ctx = match (verdict, available) {
+        (Verdict::DoesNotFit, Some(a)) => fit::largest_ctx(&g, &shape, &s, a),
+        _ => None,
+    };
     let speed = fit::speed(&g, &shape, &s, threads, bw.bytes_per_s);
     let mut by_type = std::collections::BTreeMap::<u32, u64>::new();
     for t in &g.tensors {
@@ -242,6 +279,7 @@ fn print_machine(
     out: &mut impl Write,
     m: &Machine,
     bw: Bandwidth,
+    fresh: bool,
     mapped: &[machine::MappedModel],
 ) -> anyhow::Result<()> {
     let gpus = if m.gpus.is_empty() {
@@ -260,7 +298,7 @@ fn print_machine(
         m.usable_cores,
         m.cores,
         gib(m.memory.total),
-        gib(m.memory.available),
+        m.memory.available.map_or("unknown".into(), gib),
         m.memory
             .limit
             .map(|l| format!(", cgroup limit {}", gib(l)))
@@ -275,9 +313,14 @@ fn print_machine(
     .context("cannot write to stdout")?;
     writeln!(
         out,
-        "memory reads: {:.1} GB/s with {} threads (measured; `--probe` measures again)",
+        "memory reads: {:.1} GB/s with {} threads ({})",
         bw.bytes_per_s / 1e9,
-        bw.threads
+        bw.threads,
+        if fresh {
+            "measured now, and kept"
+        } else {
+            "measured earlier; `--probe` measures again"
+        }
     )
     .context("cannot write to stdout")?;
     for r in mapped {
@@ -336,7 +379,7 @@ fn print_report(out: &mut impl Write, r: &Report) -> anyhow::Result<()> {
         ),
         format!(
             "  available                  {:>10}   → {}{}",
-            gib(r.available),
+            r.available.map_or("unknown".into(), gib),
             r.verdict.as_str(),
             match (r.verdict, r.largest_ctx) {
                 (Verdict::DoesNotFit, Some(c)) => format!("; a context of {c} tokens fits"),

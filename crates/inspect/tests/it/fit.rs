@@ -404,6 +404,35 @@ fn an_absurd_layer_count_is_refused_before_anything_is_sized_by_it() {
 }
 
 #[test]
+fn every_size_a_header_gives_is_bounded() {
+    // More KV heads than query heads, or keys wider than any model: refused, where they would
+    // have overflowed the KV cache's size.
+    let with = |key: &'static str, value: u32| {
+        let mut spec = smollm2();
+        spec.keys.retain(|(k, _)| *k != key);
+        spec.keys.push((key, value));
+        spec.tensors.truncate(2);
+        Shape::read(&header(&spec))
+    };
+    let e = with("attention.head_count_kv", u32::MAX).expect_err("refused");
+    assert!(e.to_string().contains("attention.head_count_kv"), "{e}");
+    assert!(with("attention.key_length", u32::MAX).is_err());
+    assert!(with("attention.value_length", 0).is_err());
+    assert!(with("feed_forward_length", u32::MAX).is_err());
+    // Within the bounds, the largest sizes saturate rather than wrap.
+    let g = header(&smollm2());
+    let shape = Shape::read(&g).expect("shape");
+    let huge = Settings {
+        ctx: u64::MAX,
+        parallel: u64::MAX,
+        batch: u64::MAX,
+        ..engine_settings()
+    };
+    let m = fit::memory(&g, &shape, &huge);
+    assert_eq!(m.total, u64::MAX);
+}
+
+#[test]
 fn missing_keys_are_errors_naming_them() {
     let mut spec = smollm2();
     spec.keys.retain(|(k, _)| *k != "block_count");
