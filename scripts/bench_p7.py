@@ -8,6 +8,9 @@ and prompt speed against the measured ones (decode predicted at the bench's mean
 256 + 64). Rounds alternate the models; medians are reported.
 
     .venv/bin/python scripts/bench_p7.py [--rounds 3] [--ctx 1024,4096] [MODEL ...]
+
+`--n-prompt 3968 --ctx 4096` checks the other end of the decode range: 128 tokens generated
+after a prompt that nearly fills the context.
 """
 
 import argparse
@@ -19,16 +22,16 @@ from benchlib import SMALLFIRST, model_path
 
 MODELS = ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "gemma-3-270m",
           "qwen2.5-coder-1.5b-instruct"]
-N_PROMPT, N_GEN = 256, 128
+N_GEN = 128
 
 
 def run_json(args):
     return json.loads(subprocess.run([str(SMALLFIRST), *args], check=True, capture_output=True, text=True).stdout)
 
 
-def predict(path, ctx):
+def predict(path, ctx, n_prompt):
     r = run_json(["fit", path, "--ctx", str(ctx), "--json"])["models"][0]
-    pos = N_PROMPT + N_GEN // 2
+    pos = n_prompt + N_GEN // 2
     sp = r["speed"]
     return {
         "rss": r["memory"]["total"],
@@ -38,8 +41,8 @@ def predict(path, ctx):
     }
 
 
-def measure(path, ctx, reps):
-    r = run_json(["bench", "-m", path, "--ctx", str(ctx), "-p", str(N_PROMPT), "-n", str(N_GEN), "-r", str(reps),
+def measure(path, ctx, reps, n_prompt):
+    r = run_json(["bench", "-m", path, "--ctx", str(ctx), "-p", str(n_prompt), "-n", str(N_GEN), "-r", str(reps),
                   "--json"])
     runs = r["report"]["runs"]
     return {
@@ -55,15 +58,16 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--ctx", default="1024,4096")
+    ap.add_argument("--n-prompt", type=int, default=256)
     args = ap.parse_args()
     ctxs = [int(c) for c in args.ctx.split(",")]
     paths = {m: model_path(m) for m in args.models}
     cases = [(m, c) for m in args.models for c in ctxs]
-    predicted = {case: predict(paths[case[0]], case[1]) for case in cases}
+    predicted = {case: predict(paths[case[0]], case[1], args.n_prompt) for case in cases}
     measured = {case: [] for case in cases}
     for rnd in range(args.rounds):
         for case in cases:
-            measured[case].append(measure(paths[case[0]], case[1], args.reps))
+            measured[case].append(measure(paths[case[0]], case[1], args.reps, args.n_prompt))
             print(f"round {rnd + 1}: {case[0]} ctx {case[1]}: {measured[case][-1]}", flush=True)
     mib = 1 << 20
     print()
