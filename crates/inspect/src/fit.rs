@@ -323,6 +323,8 @@ pub fn memory(g: &Gguf, shape: &Shape, s: &Settings) -> Memory {
             + (w(shape.n_head) + 2 * w(max_kv)) * w(shape.head_k));
     let batch = w(s.batch);
     let vocab = w(shape.n_vocab);
+    // One f32 row of logits per sequence, twice over: llama.cpp's output buffer, and the rows
+    // the compute graph writes before copying them there.
     let output = w(s.parallel).saturating_mul(vocab * 4);
     let compute = (batch * per_token)
         .saturating_add(batch.saturating_mul(cells).saturating_mul(2 * masks))
