@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::shape;
 use crate::tools::{ResponseFormat, Tool, ToolCall, ToolCallDelta, ToolChoice};
 
 /// A chat completion request as the OpenAI API accepts it.
@@ -25,21 +26,41 @@ pub struct ChatRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f32>,
     /// Not in OpenAI's API; llama.cpp and vLLM accept it, so smallfirst does too.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "shape::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub top_k: Option<u32>,
     /// Not in OpenAI's API; as in llama.cpp and vLLM, generate until `max_tokens` without
     /// ending the turn (for benchmarks). A response format or tools still end with their grammar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_eos: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "shape::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub n: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop: Option<Stop>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "shape::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_tokens: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "shape::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_completion_tokens: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "shape::opt_i64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub seed: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presence_penalty: Option<f32>,
@@ -49,7 +70,11 @@ pub struct ChatRequest {
     pub logit_bias: Option<BTreeMap<String, f32>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "shape::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub top_logprobs: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat>,
@@ -106,13 +131,42 @@ pub struct StreamOptions {
 /// `stop`: one string or a list of them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
+#[serde(try_from = "Value")]
 pub enum Stop {
     One(String),
     Many(Vec<String>),
 }
 
+impl TryFrom<Value> for Stop {
+    type Error = String;
+
+    fn try_from(v: Value) -> Result<Self, String> {
+        match v {
+            Value::String(s) => Ok(Stop::One(s)),
+            Value::Array(items) => items
+                .into_iter()
+                .map(|i| match i {
+                    Value::String(s) => Ok(s),
+                    other => Err(format!(
+                        "expected a string or an array of strings, got an array holding {}",
+                        shape::kind(&other)
+                    )),
+                })
+                .collect::<Result<_, _>>()
+                .map(Stop::Many),
+            other => Err(format!(
+                "expected a string or an array of strings, got {}",
+                shape::kind(&other)
+            )),
+        }
+    }
+}
+
+/// Read from a string, so a role of the wrong type says so (`expected a string`) rather than
+/// failing as malformed JSON, which is how serde reports an object where a unit enum was
+/// expected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum Role {
     System,
     Developer,
@@ -122,7 +176,32 @@ pub enum Role {
     Function,
 }
 
+impl TryFrom<String> for Role {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown role `{}`: expected one of `system`, `developer`, `user`, `assistant`, `tool`",
+                    s.escape_debug()
+                )
+            })
+    }
+}
+
 impl Role {
+    const ALL: [Role; 6] = [
+        Role::System,
+        Role::Developer,
+        Role::User,
+        Role::Assistant,
+        Role::Tool,
+        Role::Function,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::System => "system",
@@ -168,9 +247,32 @@ impl Message {
 /// `content`: a string, or a list of typed parts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
+#[serde(try_from = "Value")]
 pub enum MessageContent {
     Text(String),
     Parts(Vec<ContentPart>),
+}
+
+impl TryFrom<Value> for MessageContent {
+    type Error = String;
+
+    fn try_from(v: Value) -> Result<Self, String> {
+        match v {
+            Value::String(s) => Ok(MessageContent::Text(s)),
+            Value::Array(parts) => parts
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    serde_json::from_value(p).map_err(|e| format!("content part [{i}]: {e}"))
+                })
+                .collect::<Result<_, _>>()
+                .map(MessageContent::Parts),
+            other => Err(format!(
+                "expected a string or an array of content parts, got {}",
+                shape::kind(&other)
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -12,6 +12,7 @@
 pub mod chat;
 pub mod error;
 pub mod models;
+mod shape;
 pub mod tools;
 
 pub use chat::{

@@ -44,12 +44,55 @@ pub struct FunctionDef {
     pub strict: Option<bool>,
 }
 
-/// `tool_choice`: `"none"`, `"auto"`, `"required"`, or one named function.
+/// `tool_choice`: `"none"`, `"auto"`, `"required"`, or one named function. Other forms the
+/// API has (`allowed_tools`, `custom`) are kept by their `type`, so that they are refused by
+/// name rather than as a shape that did not parse.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[serde(try_from = "Value")]
 pub enum ToolChoice {
     Mode(ToolChoiceMode),
     Named(NamedToolChoice),
+    /// A form this server does not implement: the object as it was sent.
+    Other(Value),
+}
+
+impl ToolChoice {
+    /// The `type` of an [`Other`](ToolChoice::Other) form.
+    pub fn other_kind(&self) -> Option<&str> {
+        match self {
+            ToolChoice::Other(v) => v.get("type").and_then(Value::as_str),
+            _ => None,
+        }
+    }
+}
+
+impl TryFrom<Value> for ToolChoice {
+    type Error = String;
+
+    fn try_from(v: Value) -> Result<Self, String> {
+        const EXPECTED: &str = "expected `none`, `auto`, `required`, or \
+            {\"type\": \"function\", \"function\": {\"name\": …}}";
+        match v {
+            Value::String(s) => match s.as_str() {
+                "none" => Ok(ToolChoice::Mode(ToolChoiceMode::None)),
+                "auto" => Ok(ToolChoice::Mode(ToolChoiceMode::Auto)),
+                "required" => Ok(ToolChoice::Mode(ToolChoiceMode::Required)),
+                other => Err(format!(
+                    "unknown mode `{}`: {EXPECTED}",
+                    other.escape_debug()
+                )),
+            },
+            Value::Object(ref map) => match map.get("type").and_then(Value::as_str) {
+                Some("function") => serde_json::from_value(v)
+                    .map(ToolChoice::Named)
+                    .map_err(|e| format!("{e}: {EXPECTED}")),
+                Some(_) => Ok(ToolChoice::Other(v)),
+                None => Err(format!("an object needs a string `type`: {EXPECTED}")),
+            },
+            other => Err(format!("got {}: {EXPECTED}", crate::shape::kind(&other))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +193,14 @@ mod tests {
                 .expect("named");
         assert!(matches!(c, ToolChoice::Named(ref n) if n.function.name == "f"));
         assert!(serde_json::from_value::<ToolChoice>(json!("sometimes")).is_err());
+        let c: ToolChoice = serde_json::from_value(
+            json!({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}),
+        )
+        .expect("kept by its type");
+        assert_eq!(c.other_kind(), Some("allowed_tools"));
+        let e = serde_json::from_value::<ToolChoice>(json!({"type": "function"}))
+            .expect_err("no function");
+        assert!(e.to_string().contains("missing field `function`"), "{e}");
     }
 
     #[test]

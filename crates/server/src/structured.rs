@@ -34,8 +34,22 @@ impl Structure {
     }
 }
 
+/// The most tools one request may offer (OpenAI's limit).
+pub const MAX_TOOLS: usize = 128;
+
 pub fn structure(req: &ChatRequest) -> Result<Structure, ApiError> {
     let tools = req.tools.as_deref().unwrap_or_default();
+    if tools.len() > MAX_TOOLS {
+        return Err(ApiError::invalid(
+            "tools",
+            format!(
+                "at most {MAX_TOOLS} tools may be offered, got {}",
+                tools.len()
+            ),
+        ));
+    }
+    // Every schema of the request counts against one budget.
+    let mut budget = schema::Budget::new();
     let format = match &req.response_format {
         None | Some(ResponseFormat::Text) => None,
         Some(ResponseFormat::JsonObject) => Some(Constraint::json_object()),
@@ -49,7 +63,7 @@ pub fn structure(req: &ChatRequest) -> Result<Structure, ApiError> {
                 ));
             };
             let strict = json_schema.strict.unwrap_or(false);
-            let prepared = schema::prepare(schema, strict)
+            let prepared = schema::prepare_in(schema, strict, &mut budget)
                 .map_err(|e| schema_error(&format!("{param}.schema"), &e))?;
             Some(Constraint::Json(prepared))
         }
@@ -88,8 +102,9 @@ pub fn structure(req: &ChatRequest) -> Result<Structure, ApiError> {
             .parameters
             .clone()
             .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        let prepared = schema::prepare(&parameters, function.strict.unwrap_or(false))
-            .map_err(|e| schema_error(&format!("{param}.parameters"), &e))?;
+        let prepared =
+            schema::prepare_in(&parameters, function.strict.unwrap_or(false), &mut budget)
+                .map_err(|e| schema_error(&format!("{param}.parameters"), &e))?;
         described.push(json!({
             "type": "function",
             "function": {
@@ -117,6 +132,16 @@ pub fn structure(req: &ChatRequest) -> Result<Structure, ApiError> {
                 ));
             }
             ToolChoice::Function(name.clone())
+        }
+        Some(other @ WireChoice::Other(_)) => {
+            return Err(ApiError::unsupported(
+                "tool_choice",
+                format!(
+                    "`tool_choice` of type `{}` is not supported; use `none`, `auto`, `required` \
+                     or a named function",
+                    other.other_kind().unwrap_or("?")
+                ),
+            ));
         }
     };
     let calls = choice != ToolChoice::None;
@@ -149,6 +174,11 @@ fn schema_error(param: &str, e: &SchemaError) -> ApiError {
     match e {
         SchemaError::Unsupported { .. } => ApiError::unsupported(param, message),
         SchemaError::Invalid { .. } => ApiError::invalid(param, message),
+        SchemaError::TooComplex { .. } => ApiError::InvalidRequest {
+            message,
+            param: Some(param.to_string()),
+            code: Some("schema_too_complex"),
+        },
     }
 }
 
@@ -235,6 +265,11 @@ mod tests {
             (
                 json!({"tools": [weather()], "response_format": {"type": "json_object"}}),
                 "response_format",
+                Some("unsupported_value"),
+            ),
+            (
+                json!({"tools": [weather()], "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}}}),
+                "tool_choice",
                 Some("unsupported_value"),
             ),
         ];
