@@ -181,7 +181,8 @@ def test_auto_may_answer_in_text(client):
     msg = r.choices[0].message
     # Either shape is allowed; whichever it is must be well-formed.
     if msg.tool_calls:
-        assert r.choices[0].finish_reason == "tool_calls"
+        # Calls the budget cut short say so.
+        assert r.choices[0].finish_reason in ("tool_calls", "length")
         for call in msg.tool_calls:
             jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
     else:

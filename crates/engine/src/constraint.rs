@@ -2,34 +2,24 @@
 //! are valid by construction.
 //!
 //! llguidance computes the allowed-token mask from the grammar's lexer and Earley parser in
-//! tens of microseconds a token, against milliseconds for llama.cpp's GBNF sampler. Its token
-//! table is built once per model, on the first constrained request (0.1–1 s), not at load;
-//! compiled grammars are kept by their text (a schema costs milliseconds to compile), the
-//! least recently used dropped past [`CACHE`] entries.
+//! tens of microseconds a token, against milliseconds for llama.cpp's GBNF sampler. Grammars
+//! are compiled on their own thread ([`crate::compiler`]); a sequence holds a [`Guide`], which
+//! also knows the shortest way to an end from where the answer is, so that the token budget
+//! steers an answer only when the model's own next token would leave it unable to close.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
-use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::sampling::LlamaSampler;
+use llguidance::Matcher;
 use llguidance::api::{GrammarWithLexer, TopLevelGrammar};
 use llguidance::toktrie::{SimpleVob, TokEnv};
-use llguidance::{Matcher, ParserFactory, TokenParser};
 use serde_json::Value;
 
 use crate::EngineError;
 use crate::schema;
 use crate::tools::{CALL_OPEN, ToolChoice, ToolSpec};
 
-/// Compiled grammars kept per model.
-const CACHE: usize = 64;
-
 /// Bytes of an answer's start kept to tell a tool call from text.
 const HEAD: usize = 32;
-
-/// Most tokens kept back at the end of a constrained answer's budget for closing it: each
-/// required key still to come costs its forced key and a short value, about six tokens.
-/// See [`Closers`].
-pub(crate) const CLOSING_RESERVE: u32 = 64;
 
 /// What an answer must follow.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +38,7 @@ impl Constraint {
         Constraint::Json(serde_json::json!({"type": "object"}))
     }
 
-    fn grammar(&self) -> TopLevelGrammar {
+    pub(crate) fn grammar(&self) -> TopLevelGrammar {
         match self {
             Constraint::Json(schema) => {
                 TopLevelGrammar::from_json_schema(schema::with_layout(schema))
@@ -78,114 +68,87 @@ impl Constraint {
     }
 }
 
-/// The per-model grammar compiler and its cache; lives on the engine thread.
-pub(crate) struct Grammars {
-    factory: ParserFactory,
-    cache: HashMap<String, (TokenParser, u64)>,
-    clock: u64,
-    closers: Closers,
-}
-
-impl Grammars {
-    pub(crate) fn new(model: &LlamaModel) -> Result<Self, EngineError> {
-        Grammars::from_env(&LlamaSampler::llguidance_tok_env(model))
-    }
-
-    fn from_env(env: &TokEnv) -> Result<Self, EngineError> {
-        let mut factory =
-            ParserFactory::new_simple(env).map_err(|e| EngineError::TokenTable(e.to_string()))?;
-        // Errors come back as values; nothing should print on its own.
-        factory.quiet();
-        let closers = Closers::new(env);
-        Ok(Grammars {
-            factory,
-            cache: HashMap::new(),
-            clock: 0,
-            closers,
-        })
-    }
-
-    /// What a constrained answer is steered to when its budget runs low.
-    pub(crate) fn closers(&self) -> &Closers {
-        &self.closers
-    }
-
-    /// A fresh matcher for `constraint`, compiling its grammar unless it is cached.
-    pub(crate) fn matcher(&mut self, constraint: &Constraint) -> Result<Matcher, EngineError> {
-        let grammar = constraint.grammar();
-        let key = serde_json::to_string(&grammar)
-            .map_err(|e| EngineError::Grammar(format!("cannot serialise the grammar: {e}")))?;
-        self.clock += 1;
-        if let Some((parser, used)) = self.cache.get_mut(&key) {
-            *used = self.clock;
-            return Ok(Matcher::new(Ok(parser.deep_clone())));
-        }
-        let parser = self
-            .factory
-            .create_parser(grammar)
-            .map_err(|e| EngineError::Grammar(e.to_string()))?;
-        if self.cache.len() >= CACHE
-            && let Some(oldest) = self
-                .cache
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| k.clone())
-        {
-            self.cache.remove(&oldest);
-        }
-        let matcher = Matcher::new(Ok(parser.deep_clone()));
-        self.cache.insert(key, (parser, self.clock));
-        Ok(matcher)
-    }
-}
-
-/// What a constrained answer is steered to when its budget is nearly spent, in this order:
-/// the end, if the grammar allows it; the likeliest allowed token that only closes (`"`, `}`,
-/// `]`); the likeliest that moves on to the next required key (`,`, `",`). Strings, numbers and
-/// arrays then end within a few tokens instead of running into `max_tokens` unparseable.
-#[derive(Debug)]
+/// What a constrained answer is steered to when its budget would not hold the model's own
+/// next token and the shortest way to an end after it, in this order: the end, if the grammar
+/// allows it; the longest allowed token that only closes (`"`, `}`, `]`); the longest that
+/// moves on to the next required key (`,`, `",`); else the longest allowed token that opens
+/// nothing. The same order measures that shortest way ([`Guide::shortest_end`]), so a steered
+/// answer ends within the tokens it was measured to need.
 pub(crate) struct Closers {
-    eog: Vec<u32>,
+    env: TokEnv,
+    /// Longest first.
     close: Vec<u32>,
+    /// Longest first.
     next: Vec<u32>,
 }
 
 impl Closers {
-    /// The end-of-generation tokens, every token made only of `"`, `}`, `]` and spaces with at
-    /// least one of the three, and every one made of those and `,` with a `,`.
-    fn new(env: &TokEnv) -> Self {
+    /// Every token made only of `"`, `}`, `]` and spaces with at least one of the three, and
+    /// every one made of those and `,` with a `,`.
+    pub(crate) fn new(env: &TokEnv) -> Self {
         let trie = env.tok_trie();
         let only = |t: u32, set: &[u8], one_of: &[u8]| {
             let bytes = trie.token(t);
             bytes.iter().any(|b| one_of.contains(b)) && bytes.iter().all(|b| set.contains(b))
         };
         let vocab = 0..trie.vocab_size() as u32;
+        let longest_first = |mut v: Vec<u32>| {
+            v.sort_by_key(|&t| (std::cmp::Reverse(trie.token_len(t)), t));
+            v
+        };
         Closers {
-            eog: trie.eos_tokens().to_vec(),
-            close: vocab
-                .clone()
-                .filter(|&t| only(t, b"\"}] ", b"\"}]"))
-                .collect(),
-            next: vocab.filter(|&t| only(t, b"\"}], ", b",")).collect(),
+            close: longest_first(
+                vocab
+                    .clone()
+                    .filter(|&t| only(t, b"\"}] ", b"\"}]"))
+                    .collect(),
+            ),
+            next: longest_first(vocab.filter(|&t| only(t, b"\"}], ", b",")).collect()),
+            env: env.clone(),
         }
     }
 
-    /// `None` when none of these is allowed (a number's first digit, a key): the caller
-    /// samples as usual.
-    pub(crate) fn pick(&self, logits: &[f32], allowed: &impl Fn(u32) -> bool) -> Option<u32> {
-        if let Some(&end) = self.eog.iter().find(|&&t| allowed(t)) {
-            return Some(end);
+    /// The token the shortest way to an end takes next under `mask`; `None` when nothing is
+    /// allowed.
+    fn pick(&self, mask: &SimpleVob) -> Option<u32> {
+        let allowed = |t: &&u32| mask.is_allowed(**t);
+        if let Some(&t) = self.close.iter().find(allowed) {
+            return Some(t);
         }
-        let logit = |t: u32| logits.get(t as usize).copied().unwrap_or(f32::NEG_INFINITY);
-        let best = |tokens: &[u32]| {
-            tokens
-                .iter()
-                .copied()
-                .filter(|&t| allowed(t))
-                .max_by(|&a, &b| logit(a).total_cmp(&logit(b)))
-        };
-        best(&self.close).or_else(|| best(&self.next))
+        if let Some(&t) = self.next.iter().find(allowed) {
+            return Some(t);
+        }
+        let trie = self.env.tok_trie();
+        let mut best: Option<(bool, bool, usize, u32)> = None;
+        mask.iter_set_entries(|t| {
+            let t = t as u32;
+            let bytes = trie.token(t);
+            if bytes.is_empty() || trie.eos_tokens().contains(&t) {
+                return;
+            }
+            // Prefer tokens that open nothing and need nothing after them (a `-` needs a
+            // digit), then the longest.
+            let key = (
+                !bytes.iter().any(|b| matches!(b, b'{' | b'[')),
+                bytes != b"-",
+                bytes.len(),
+                u32::MAX - t,
+            );
+            if best.is_none_or(|b| key > b) {
+                best = Some(key);
+            }
+        });
+        best.map(|(_, _, _, t)| u32::MAX - t)
     }
+}
+
+/// The shortest way to an end the grammar allows from some state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct End {
+    /// Tokens it takes, sampled and forced (the end-of-generation token not counted).
+    pub tokens: u32,
+    /// Its first token; `None` when the grammar may end right there.
+    pub first: Option<u32>,
 }
 
 /// One sequence's grammar state.
@@ -197,10 +160,11 @@ pub(crate) struct Guide {
     text_allowed: bool,
     /// The answer's first bytes, enough to tell a call from text.
     head: Vec<u8>,
+    closers: Arc<Closers>,
 }
 
 impl Guide {
-    pub(crate) fn new(matcher: Matcher, constraint: &Constraint) -> Self {
+    pub(crate) fn new(matcher: Matcher, constraint: &Constraint, closers: Arc<Closers>) -> Self {
         let text_allowed = match constraint {
             Constraint::Json(_) | Constraint::Choice(_) => false,
             Constraint::Tools(spec) => {
@@ -212,10 +176,12 @@ impl Guide {
             mask: None,
             text_allowed,
             head: Vec::new(),
+            closers,
         }
     }
 
-    /// Whether running out of budget should steer this answer closed (see [`Closers`]).
+    /// Whether the budget applies to this answer as to a structure that must close: always,
+    /// except for a text answer under `auto` / `none`, which ends as text does.
     pub(crate) fn steers_closed(&self) -> bool {
         !self.text_allowed || self.head.starts_with(CALL_OPEN.as_bytes())
     }
@@ -263,10 +229,7 @@ impl Guide {
         limit: usize,
     ) -> Result<Vec<u32>, EngineError> {
         let bytes = self.matcher.compute_ff_bytes();
-        let text = match std::str::from_utf8(&bytes) {
-            Ok(_) => &bytes[..],
-            Err(e) => &bytes[..e.valid_up_to()],
-        };
+        let text = utf8_prefix(&bytes);
         if text.len() < 2 {
             return Ok(Vec::new());
         }
@@ -292,6 +255,95 @@ impl Guide {
     pub(crate) fn is_done(&self) -> bool {
         self.matcher.is_stopped()
     }
+
+    /// The grammar may end here: what was written is a whole answer.
+    pub(crate) fn is_accepting(&mut self) -> bool {
+        self.matcher.is_accepting().unwrap_or(false)
+    }
+
+    /// The shortest way from here to an end, if it takes at most `limit` tokens: the steering
+    /// order of [`Closers`] followed, with what the grammar forces on the way tokenized by
+    /// `tokenize`, then undone. Costs a mask per token it walks.
+    pub(crate) fn shortest_end(
+        &mut self,
+        tokenize: &impl Fn(&[u8]) -> Vec<u32>,
+        limit: u32,
+    ) -> Result<Option<End>, EngineError> {
+        let mut consumed = 0usize;
+        let walked = self.walk_to_end(tokenize, limit, &mut consumed);
+        let undone = self.matcher.rollback(consumed);
+        let end = walked?;
+        undone.map_err(|e| EngineError::Grammar(e.to_string()))?;
+        Ok(end)
+    }
+
+    /// [`shortest_end`](Self::shortest_end) after `token`, which is not kept.
+    pub(crate) fn shortest_end_after(
+        &mut self,
+        token: u32,
+        tokenize: &impl Fn(&[u8]) -> Vec<u32>,
+        limit: u32,
+    ) -> Result<Option<End>, EngineError> {
+        self.matcher
+            .consume_token(token)
+            .map_err(|e| EngineError::Grammar(e.to_string()))?;
+        let mut consumed = 0usize;
+        let walked = self.walk_to_end(tokenize, limit, &mut consumed);
+        let undone = self.matcher.rollback(consumed + 1);
+        let end = walked?;
+        undone.map_err(|e| EngineError::Grammar(e.to_string()))?;
+        Ok(end)
+    }
+
+    fn walk_to_end(
+        &mut self,
+        tokenize: &impl Fn(&[u8]) -> Vec<u32>,
+        limit: u32,
+        consumed: &mut usize,
+    ) -> Result<Option<End>, EngineError> {
+        let mut first = None;
+        let mut tokens = 0u32;
+        loop {
+            if self.matcher.is_accepting().map_err(grammar)? {
+                return Ok(Some(End { tokens, first }));
+            }
+            if self.matcher.is_stopped() || tokens >= limit {
+                return Ok(None);
+            }
+            let forced = self.matcher.compute_ff_bytes();
+            let text = utf8_prefix(&forced);
+            if !text.is_empty() {
+                let ts = tokenize(text);
+                let n = self.matcher.try_consume_tokens(&ts).map_err(grammar)?;
+                if n > 0 {
+                    *consumed += n;
+                    tokens += n as u32;
+                    first = first.or(ts.first().copied());
+                    continue;
+                }
+            }
+            let mask = self.matcher.compute_mask().map_err(grammar)?;
+            let Some(t) = self.closers.pick(&mask) else {
+                return Ok(None);
+            };
+            self.matcher.consume_token(t).map_err(grammar)?;
+            *consumed += 1;
+            tokens += 1;
+            first = first.or(Some(t));
+        }
+    }
+}
+
+fn grammar(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Grammar(e.to_string())
+}
+
+/// The longest prefix of `bytes` that is whole UTF-8.
+fn utf8_prefix(bytes: &[u8]) -> &[u8] {
+    match std::str::from_utf8(bytes) {
+        Ok(_) => bytes,
+        Err(e) => &bytes[..e.valid_up_to()],
+    }
 }
 
 #[cfg(test)]
@@ -303,9 +355,11 @@ mod tests {
     use crate::schema::prepare;
     use crate::tools::ToolDef;
 
+    use crate::compiler::Grammars;
+
     /// A tokenizer with one token per byte: every string is spelled byte by byte.
     fn grammars() -> Grammars {
-        Grammars::from_env(&ApproximateTokEnv::single_byte_env()).expect("token table")
+        Grammars::new(&ApproximateTokEnv::single_byte_env()).expect("token table")
     }
 
     fn accepts(g: &mut Grammars, c: &Constraint, text: &str) -> bool {
@@ -432,16 +486,72 @@ mod tests {
         assert!(!accepts(&mut g, &none, add));
     }
 
+    /// One token per byte, as the single-byte table has.
+    fn bytes(b: &[u8]) -> Vec<u32> {
+        b.iter().map(|&x| u32::from(x)).collect()
+    }
+
+    #[test]
+    fn the_shortest_end_is_measured_then_undone() {
+        let mut g = grammars();
+        let c = json(
+            json!({"type": "object", "required": ["name", "age"], "properties": {
+            "name": {"type": "string"}, "age": {"type": "integer"}}}),
+        );
+        let mut guide = g.guide(&c).expect("compiles");
+        for t in bytes(b"{\"name\": \"Jo") {
+            guide.accept(t).expect("allowed");
+        }
+        let rest = "\", \"age\": 0}";
+        let end = guide
+            .shortest_end(&bytes, 100)
+            .expect("walks")
+            .expect("ends");
+        assert_eq!(end.tokens, rest.len() as u32);
+        assert_eq!(end.first, Some(u32::from(b'"')));
+        assert_eq!(
+            guide.shortest_end(&bytes, 5).expect("walks"),
+            None,
+            "past the limit"
+        );
+        // After one more letter the way is as long; after the closing quote, one shorter.
+        let after = guide
+            .shortest_end_after(u32::from(b'h'), &bytes, 100)
+            .expect("walks")
+            .expect("ends");
+        assert_eq!(after.tokens, rest.len() as u32);
+        let after = guide
+            .shortest_end_after(u32::from(b'"'), &bytes, 100)
+            .expect("walks")
+            .expect("ends");
+        assert_eq!(after.tokens, rest.len() as u32 - 1);
+        // Nothing was kept: the answer goes on from where it was, and ends as measured.
+        for t in bytes(b"hn") {
+            guide.accept(t).expect("still in the string");
+        }
+        for t in bytes(rest.as_bytes()) {
+            guide.accept(t).expect("the measured end");
+        }
+        assert!(guide.is_accepting());
+        assert_eq!(
+            guide.shortest_end(&bytes, 10).expect("walks"),
+            Some(End {
+                tokens: 0,
+                first: None
+            })
+        );
+    }
+
     #[test]
     fn compiled_grammars_are_cached_and_bounded() {
         let mut g = grammars();
         let c = json(json!({"type": "integer"}));
         assert!(accepts(&mut g, &c, "42"));
         assert!(accepts(&mut g, &c, "7"), "a cached grammar starts fresh");
-        assert_eq!(g.cache.len(), 1);
-        for i in 0..CACHE + 3 {
+        assert_eq!(g.cached(), 1);
+        for i in 0..70 {
             let _ = g.matcher(&json(json!({"const": i}))).expect("compiles");
         }
-        assert_eq!(g.cache.len(), CACHE);
+        assert_eq!(g.cached(), 64);
     }
 }

@@ -5,12 +5,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 
-use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use smallfirst_inspect::{Severity, scan};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
+use crate::compiler::Compiler;
+use crate::constraint::Guide;
 use crate::runner::Runner;
+use crate::tokenizer::Tokenizer;
 use crate::{ChatMessage, ChatTemplate, Constraint, EngineError, SamplingParams};
 
 /// How to load the engine.
@@ -179,8 +181,11 @@ pub struct BenchReport {
 
 pub(crate) enum Job {
     Generate {
-        prompt: String,
+        /// The prompt, tokenized by the caller.
+        tokens: Vec<LlamaToken>,
         params: Box<GenerateParams>,
+        /// The grammar state, compiled before the job was queued.
+        guide: Option<Box<Guide>>,
         started: oneshot::Sender<Result<u32, EngineError>>,
         events: tmpsc::UnboundedSender<Event>,
     },
@@ -206,11 +211,11 @@ struct Inner {
     thread: Option<thread::JoinHandle<()>>,
     info: ModelInfo,
     template: ChatTemplate,
-    /// For counting tokens without queueing behind generation on the engine thread.
-    model: Arc<LlamaModel>,
-    /// The BOS token's text when the model adds one, to avoid counting it twice.
-    bos_text: String,
+    /// Prompts are tokenized on the caller's thread, never queued behind generation.
+    tokenizer: Arc<Tokenizer>,
     counters: Arc<Counters>,
+    /// Compiles grammars on a thread of its own.
+    compiler: Compiler,
 }
 
 impl Engine {
@@ -235,16 +240,17 @@ impl Engine {
                 reason: format!("cannot spawn the engine thread: {e}"),
             })?;
         let (info, template, model) = ready_rx.recv().map_err(|_| EngineError::Stopped)??;
-        let bos_text = bos_text(&model);
+        let compiler = Compiler::start(Arc::clone(&model))?;
+        let tokenizer = Arc::new(Tokenizer::new(model));
         Ok(Engine {
             inner: Arc::new(Inner {
                 jobs: Some(jobs),
                 thread: Some(thread),
                 info,
                 template,
-                model,
-                bos_text,
+                tokenizer,
                 counters,
+                compiler,
             }),
         })
     }
@@ -261,7 +267,7 @@ impl Engine {
 
     /// The tokens `prompt` (already rendered) takes, counted on the caller's thread.
     pub fn count_tokens(&self, prompt: &str) -> usize {
-        tokenize(&self.inner.model, &self.inner.bos_text, prompt).len()
+        self.inner.tokenizer.tokenize(prompt).len()
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -296,6 +302,20 @@ impl Engine {
         prompt: String,
         params: GenerateParams,
     ) -> Result<Generation, EngineError> {
+        // Compiled here, not on the engine thread: running streams never wait on a compile.
+        let guide = match &params.constraint {
+            Some(c) => Some(Box::new(self.inner.compiler.guide(c).await?)),
+            None => None,
+        };
+        // Off the async runtime's threads: a long prompt takes milliseconds to tokenize.
+        let tokenizer = Arc::clone(&self.inner.tokenizer);
+        let tokens = tokio::task::spawn_blocking(move || {
+            let tokens = tokenizer.tokenize(&prompt);
+            tracing::debug!(prompt, ?tokens, "tokenized");
+            tokens
+        })
+        .await
+        .map_err(|_| EngineError::Stopped)?;
         let (events_tx, events) = tmpsc::unbounded_channel();
         let (started_tx, started) = oneshot::channel();
         self.inner
@@ -303,8 +323,9 @@ impl Engine {
             .as_ref()
             .ok_or(EngineError::Stopped)?
             .send(Job::Generate {
-                prompt,
+                tokens,
                 params: Box::new(params),
+                guide,
                 started: started_tx,
                 events: events_tx,
             })
@@ -351,23 +372,6 @@ impl Drop for Inner {
             tracing::error!("the engine thread panicked");
         }
     }
-}
-
-/// The BOS token's text when the model adds one ("" otherwise).
-pub(crate) fn bos_text(model: &LlamaModel) -> String {
-    let vocab = model.vocab();
-    if vocab.should_add_bos() {
-        String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None)).into_owned()
-    } else {
-        String::new()
-    }
-}
-
-/// A rendered prompt's tokens. The template may already print BOS; adding a second one degrades
-/// some models.
-pub(crate) fn tokenize(model: &LlamaModel, bos_text: &str, prompt: &str) -> Vec<LlamaToken> {
-    let add_bos = bos_text.is_empty() || !prompt.starts_with(bos_text);
-    model.vocab().tokenize(prompt.as_bytes(), add_bos, true)
 }
 
 /// Runs the GGUF checks (safe Rust) before llama.cpp's own parser reads the file.

@@ -16,6 +16,7 @@
 //! - [`Constraint`]: a grammar the answer must follow (a JSON Schema from [`schema`], tool
 //!   calls from [`tools`]), enforced token by token with llguidance.
 
+mod compiler;
 mod constraint;
 mod engine;
 mod error;
@@ -28,6 +29,7 @@ mod sequence;
 mod slots;
 mod template;
 mod text;
+mod tokenizer;
 pub mod tools;
 
 pub use constraint::Constraint;

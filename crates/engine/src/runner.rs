@@ -10,7 +10,6 @@ use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, mpsc};
-use std::time::Instant;
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -21,8 +20,8 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
-use crate::constraint::{Grammars, Guide};
-use crate::engine::{self, Counters, Job, context_size};
+use crate::constraint::Guide;
+use crate::engine::{Counters, Job, context_size};
 use crate::sequence::{Cx, FORCED_PER_STEP, Outcome, Seq};
 use crate::slots::{self, Slot};
 use crate::{
@@ -33,7 +32,7 @@ use crate::{
 /// llama.cpp's backend is process-global and may be initialised once.
 static BACKEND: OnceLock<Option<LlamaBackend>> = OnceLock::new();
 
-fn backend() -> Option<&'static LlamaBackend> {
+pub(crate) fn backend() -> Option<&'static LlamaBackend> {
     BACKEND
         .get_or_init(|| {
             llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
@@ -199,13 +198,10 @@ struct Worker<'m> {
     n_ctx: u32,
     n_batch: usize,
     n_vocab: usize,
-    bos_text: String,
     /// Prompt tokens prefilled per step.
     chunk: usize,
     /// Most grammar-forced tokens per sequence and step: every sequence's fit in one batch.
     forced_cap: usize,
-    /// Built on the first constrained request, then kept for the model's lifetime.
-    grammars: Option<Grammars>,
     /// The vocabulary's end-of-generation tokens.
     eog: Vec<u32>,
     slots: Vec<Slot>,
@@ -229,7 +225,6 @@ impl<'m> Worker<'m> {
     ) -> Self {
         let n_batch = ctx.n_batch() as usize;
         let vocab = model.vocab();
-        let bos_text = engine::bos_text(model);
         let n_vocab = model.n_vocab().max(0) as usize;
         let eog = (0..n_vocab as u32)
             .filter(|&t| vocab.is_eog(LlamaToken(t as i32)))
@@ -242,11 +237,9 @@ impl<'m> Worker<'m> {
             n_ctx,
             n_batch,
             n_vocab,
-            bos_text,
             // `step` caps a chunk by what the pending tokens leave of the batch.
             chunk,
             forced_cap: (n_batch / slots).saturating_sub(1).min(FORCED_PER_STEP),
-            grammars: None,
             slots: (0..slots).map(|_| Slot::default()).collect(),
             running: Vec::new(),
             waiting: VecDeque::new(),
@@ -321,7 +314,7 @@ impl<'m> Worker<'m> {
 
     /// Checks a request and queues it; a refusal is answered at once, whatever the queue.
     fn take(&mut self, job: Job) {
-        let (prompt, params, started, events) = match job {
+        let (tokens, params, guide, started, events) = match job {
             Job::Bench {
                 n_prompt,
                 n_gen,
@@ -337,20 +330,19 @@ impl<'m> Worker<'m> {
                 return;
             }
             Job::Generate {
-                prompt,
+                tokens,
                 params,
+                guide,
                 started,
                 events,
-            } => (prompt, *params, started, events),
+            } => (tokens, *params, guide.map(|g| *g), started, events),
         };
         let mut params = params;
         if params.ignore_eos && params.constraint.is_none() {
             let ban = self.eog.iter().map(|&t| (t, f32::NEG_INFINITY));
             params.sampling.logit_bias.extend(ban);
         }
-        let tokens = self.tokenize(&prompt);
         let n_prompt = tokens.len() as u32;
-        tracing::debug!(prompt, ?tokens, "tokenized");
         let room = self.n_ctx.saturating_sub(n_prompt);
         let refusal = if tokens.is_empty() {
             Some(EngineError::EmptyPrompt)
@@ -363,12 +355,7 @@ impl<'m> Worker<'m> {
         } else {
             None
         };
-        let guide = match (refusal, &params.constraint) {
-            (Some(e), _) => Err(e),
-            (None, None) => Ok(None),
-            (None, Some(c)) => self.guide(c).map(Some),
-        };
-        match guide {
+        match refusal.map_or(Ok(guide), Err) {
             Ok(guide) => self.waiting.push_back(Waiting {
                 max_tokens: params.max_tokens.unwrap_or(room),
                 tokens,
@@ -569,7 +556,6 @@ impl<'m> Worker<'m> {
             let cx = Cx {
                 model: self.model,
                 ctx: &self.ctx,
-                grammars: self.grammars.as_ref(),
                 n_ctx: self.n_ctx,
                 forced_cap: self.forced_cap,
                 generated: &self.counters.generated_tokens,
@@ -608,27 +594,5 @@ impl<'m> Worker<'m> {
             let seq = self.running.remove(i);
             self.release(seq.slot, trusted);
         }
-    }
-
-    fn tokenize(&self, prompt: &str) -> Vec<LlamaToken> {
-        engine::tokenize(self.model, &self.bos_text, prompt)
-    }
-
-    /// The grammar state for one constrained sequence; the token table is built on first use.
-    fn guide(&mut self, constraint: &crate::Constraint) -> Result<Guide, EngineError> {
-        if self.grammars.is_none() {
-            let t = Instant::now();
-            let grammars = Grammars::new(self.model)?;
-            tracing::info!(
-                elapsed_ms = t.elapsed().as_millis() as u64,
-                "built the token table for constrained decoding"
-            );
-            self.grammars = Some(grammars);
-        }
-        let grammars = self
-            .grammars
-            .as_mut()
-            .ok_or_else(|| EngineError::Grammar("no token table".into()))?;
-        Ok(Guide::new(grammars.matcher(constraint)?, constraint))
     }
 }

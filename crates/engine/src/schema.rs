@@ -11,6 +11,10 @@
 
 use serde_json::{Map, Value};
 
+pub mod limits;
+
+pub use limits::Budget;
+
 /// Keywords JSON Schema defines that cannot be enforced while decoding.
 const UNSUPPORTED: &[&str] = &[
     "not",
@@ -59,22 +63,36 @@ pub enum SchemaError {
     Unsupported { keyword: String, path: String },
     #[error("invalid schema at `{path}`: {reason}")]
     Invalid { path: String, reason: String },
+    /// Past one of the [`limits`]: the grammar it needs would be too large to build safely.
+    #[error("the schema is too complex at `{path}`: {reason}")]
+    TooComplex { path: String, reason: String },
 }
 
 impl SchemaError {
     /// The JSON Pointer (`#/properties/a`) of the offending part.
     pub fn path(&self) -> &str {
         match self {
-            SchemaError::Unsupported { path, .. } | SchemaError::Invalid { path, .. } => path,
+            SchemaError::Unsupported { path, .. }
+            | SchemaError::Invalid { path, .. }
+            | SchemaError::TooComplex { path, .. } => path,
         }
     }
 }
 
 /// Checks `schema` and returns it ready to compile: with `strict`, every object schema that
 /// does not say otherwise gets `additionalProperties: false`, as in OpenAI's strict mode.
+/// One schema checked against a [`Budget`] of its own.
 pub fn prepare(schema: &Value, strict: bool) -> Result<Value, SchemaError> {
+    prepare_in(schema, strict, &mut Budget::new())
+}
+
+/// [`prepare`], counting against `budget`, which the other schemas of the same request share:
+/// the [`limits`] hold for all of them together.
+pub fn prepare_in(schema: &Value, strict: bool, budget: &mut Budget) -> Result<Value, SchemaError> {
+    // The walk below recurses; the budget bounds its depth before it goes down a level.
     let mut schema = schema.clone();
-    walk(&mut schema, "#", strict)?;
+    walk(&mut schema, "#", strict, 0, budget)?;
+    limits::refs(&schema)?;
     Ok(schema)
 }
 
@@ -106,12 +124,20 @@ fn invalid(path: &str, reason: impl Into<String>) -> SchemaError {
     }
 }
 
-fn walk(schema: &mut Value, path: &str, strict: bool) -> Result<(), SchemaError> {
+fn walk(
+    schema: &mut Value,
+    path: &str,
+    strict: bool,
+    depth: usize,
+    budget: &mut Budget,
+) -> Result<(), SchemaError> {
     let map = match schema {
         Value::Bool(_) => return Ok(()),
         Value::Object(map) => map,
         _ => return Err(invalid(path, "a schema must be an object or a boolean")),
     };
+    budget.node(map, path, depth)?;
+    let below = depth + 1;
     for key in map.keys() {
         if UNSUPPORTED.contains(&key.as_str()) {
             return Err(SchemaError::Unsupported {
@@ -149,7 +175,13 @@ fn walk(schema: &mut Value, path: &str, strict: bool) -> Result<(), SchemaError>
                     return Err(invalid(&here, format!("`{key}` must be an object")));
                 };
                 for (name, child) in children.iter_mut() {
-                    walk(child, &format!("{here}/{}", escape(name)), strict)?;
+                    walk(
+                        child,
+                        &format!("{here}/{}", escape(name)),
+                        strict,
+                        below,
+                        budget,
+                    )?;
                 }
             }
             "anyOf" | "oneOf" | "allOf" | "prefixItems" => {
@@ -160,18 +192,20 @@ fn walk(schema: &mut Value, path: &str, strict: bool) -> Result<(), SchemaError>
                     return Err(invalid(&here, format!("`{key}` must not be empty")));
                 }
                 for (i, child) in items.iter_mut().enumerate() {
-                    walk(child, &format!("{here}/{i}"), strict)?;
+                    walk(child, &format!("{here}/{i}"), strict, below, budget)?;
                 }
             }
             "items" if value.is_array() => {
                 // Draft 4–2019 tuple form.
                 if let Value::Array(items) = value {
                     for (i, child) in items.iter_mut().enumerate() {
-                        walk(child, &format!("{here}/{i}"), strict)?;
+                        walk(child, &format!("{here}/{i}"), strict, below, budget)?;
                     }
                 }
             }
-            "items" | "additionalProperties" | "additionalItems" => walk(value, &here, strict)?,
+            "items" | "additionalProperties" | "additionalItems" => {
+                walk(value, &here, strict, below, budget)?;
+            }
             _ => {}
         }
     }
@@ -257,7 +291,7 @@ fn value_problem(key: &str, value: &Value) -> Option<String> {
 }
 
 /// JSON Pointer escaping of one path segment.
-fn escape(segment: &str) -> String {
+pub(crate) fn escape(segment: &str) -> String {
     segment.replace('~', "~0").replace('/', "~1")
 }
 

@@ -11,7 +11,7 @@ use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc as tmpsc;
 
-use crate::constraint::{CLOSING_RESERVE, Grammars, Guide};
+use crate::constraint::Guide;
 use crate::text::{Released, TextStream};
 use crate::{
     Delta, Done, EngineError, Event, FinishReason, GenerateParams, Sampler, StepProb, TokenLogprob,
@@ -21,11 +21,20 @@ use crate::{
 /// Most tokens a grammar may force in one step; more are forced on the next.
 pub(crate) const FORCED_PER_STEP: usize = 64;
 
+/// The furthest a constrained answer's end is looked for: past this many tokens of budget
+/// left, the budget is not checked (a schema whose shortest answer is longer than this is
+/// cut by the budget rather than steered).
+const HORIZON: u32 = 256;
+
+/// Once the budget left is within this many tokens of the known shortest end, every sampled
+/// token is checked; further away, one in [`CHECK_EVERY`] (and any that opens a structure).
+const MARGIN: u32 = 32;
+const CHECK_EVERY: u32 = 16;
+
 /// What a sequence needs from the engine to handle its logits.
 pub(crate) struct Cx<'a, 'm> {
     pub model: &'m LlamaModel,
     pub ctx: &'a LlamaContext<'m>,
-    pub grammars: Option<&'a Grammars>,
     /// Positions one sequence may use.
     pub n_ctx: u32,
     /// Most tokens a grammar may force in one step, so every sequence's fit in one batch.
@@ -89,8 +98,12 @@ pub(crate) struct Seq {
     pub pending: Vec<LlamaToken>,
     reused: u32,
     max_tokens: u32,
-    /// Past this many tokens left, a constrained answer closes what it has open.
-    reserve: u32,
+    /// The budget changed the answer: it ended where the model would not have ended it.
+    steered: bool,
+    /// Tokens the shortest end took when last measured, and the count of generated tokens
+    /// then.
+    end_estimate: Option<u32>,
+    checked_at: Option<u32>,
     params: GenerateParams,
     sampler: Sampler,
     stream: TextStream,
@@ -115,11 +128,6 @@ impl Seq {
         guide: Option<Guide>,
         events: tmpsc::UnboundedSender<Event>,
     ) -> Self {
-        // A quarter of the budget up to CLOSING_RESERVE, but no less than half of it up to
-        // 16, so that small budgets keep room to close too.
-        let reserve = (max_tokens / 4)
-            .min(CLOSING_RESERVE)
-            .max((max_tokens / 2).min(16));
         Seq {
             slot,
             prefilled: reused,
@@ -127,7 +135,9 @@ impl Seq {
             pending: Vec::new(),
             reused: reused as u32,
             max_tokens,
-            reserve,
+            steered: false,
+            end_estimate: None,
+            checked_at: None,
             sampler: Sampler::new(params.sampling.clone()),
             stream: TextStream::new(&params.stop),
             held: VecDeque::new(),
@@ -198,11 +208,12 @@ impl Seq {
 
     fn sample(&mut self, cx: &Cx, at: i32) -> Result<Outcome, EngineError> {
         if self.generated >= self.max_tokens {
-            return Ok(self.finish(FinishReason::Length));
+            return Ok(self.out_of_budget());
         }
         let logits = cx.ctx.get_logits_ith(at);
         let offset = self.stream.pushed_bytes() as u32;
         let confidence = self.params.confidence;
+        let left = self.max_tokens - self.generated;
         let token = match self.guide.as_mut() {
             None => {
                 let token = self.sampler.sample(logits);
@@ -217,21 +228,34 @@ impl Seq {
                 token
             }
             Some(g) => {
-                let closing = self.max_tokens - self.generated <= self.reserve && g.steers_closed();
                 let t = Instant::now();
                 let mask = g.mask()?;
                 self.mask_time += t.elapsed();
                 self.sampled += 1;
                 let allowed = |t: u32| mask.is_allowed(t);
-                let closer = cx
-                    .grammars
-                    .filter(|_| closing)
-                    .and_then(|g| g.closers().pick(logits, &allowed));
-                let token =
-                    closer.unwrap_or_else(|| self.sampler.sample_masked(logits, Some(allowed)));
-                if confidence {
-                    let (p, runner_up) =
-                        logprobs::choice_probs(logits, token as usize, Some(&allowed));
+                let candidate = self.sampler.sample_masked(logits, Some(allowed));
+                // The confidence trace is of what the model chose, before any steering.
+                let probs = confidence
+                    .then(|| logprobs::choice_probs(logits, candidate as usize, Some(&allowed)));
+                let token = budgeted(
+                    g,
+                    cx,
+                    candidate,
+                    left,
+                    &mut Budgeting {
+                        estimate: &mut self.end_estimate,
+                        checked_at: &mut self.checked_at,
+                        generated: self.generated,
+                        steered: &mut self.steered,
+                    },
+                )?;
+                if let Some((p, runner_up)) = probs {
+                    // A steered token was not the model's choice: certain to be a guess.
+                    let (p, runner_up) = if token == candidate {
+                        (p, runner_up)
+                    } else {
+                        (0.0, p)
+                    };
                     self.trace.push(StepProb {
                         offset,
                         p,
@@ -260,7 +284,7 @@ impl Seq {
             return Ok(self.finish(FinishReason::Stop));
         }
         if self.generated >= self.max_tokens {
-            return Ok(self.finish(FinishReason::Length));
+            return Ok(self.out_of_budget());
         }
         if self.pos >= cx.n_ctx {
             return Ok(self.finish(FinishReason::Length));
@@ -280,6 +304,20 @@ impl Seq {
         self.pending
             .extend(forced.into_iter().map(|t| LlamaToken(t as i32)));
         Ok(Outcome::Running)
+    }
+
+    /// The budget is spent: a structured answer the grammar could end right here is whole
+    /// (`stop`); anything else was cut (`length`).
+    fn out_of_budget(&mut self) -> Outcome {
+        let whole = self
+            .guide
+            .as_mut()
+            .is_some_and(|g| g.steers_closed() && g.is_accepting());
+        self.finish(if whole {
+            FinishReason::Stop
+        } else {
+            FinishReason::Length
+        })
     }
 
     fn count(&mut self, cx: &Cx) {
@@ -315,6 +353,13 @@ impl Seq {
                 return Outcome::Gone;
             }
         }
+        // An answer the budget steered to its end is whole but not what the model would have
+        // written: it ends as one cut by the budget does.
+        let finish = if self.steered {
+            FinishReason::Length
+        } else {
+            finish
+        };
         let done = Done {
             finish,
             prompt_tokens: self.tokens.len() as u32,
@@ -363,6 +408,71 @@ impl Seq {
             return Step::Gone;
         }
         step
+    }
+}
+
+/// A sequence's record of its budget checks.
+struct Budgeting<'a> {
+    estimate: &'a mut Option<u32>,
+    checked_at: &'a mut Option<u32>,
+    generated: u32,
+    steered: &'a mut bool,
+}
+
+/// The token a constrained answer takes next: the model's `candidate`, unless taking it
+/// would leave the shortest way to an end longer than the `left` tokens of budget allow; then
+/// the first token of the shortest way from here (and the answer counts as steered). An
+/// answer that cannot end within its budget either way keeps the model's choices and is cut.
+fn budgeted(
+    g: &mut Guide,
+    cx: &Cx,
+    candidate: u32,
+    left: u32,
+    b: &mut Budgeting,
+) -> Result<u32, EngineError> {
+    if !g.steers_closed() || left > HORIZON || cx.model.vocab().is_eog(LlamaToken(candidate as i32))
+    {
+        return Ok(candidate);
+    }
+    let since = b
+        .checked_at
+        .map_or(u32::MAX, |at| b.generated.saturating_sub(at));
+    let opens = cx
+        .piece(LlamaToken(candidate as i32))
+        .iter()
+        .any(|c| matches!(c, b'{' | b'['));
+    let due = match *b.estimate {
+        None => since >= CHECK_EVERY,
+        Some(est) => left <= est.saturating_add(MARGIN) || since >= CHECK_EVERY || opens,
+    };
+    if !due {
+        return Ok(candidate);
+    }
+    *b.checked_at = Some(b.generated);
+    let tokenize = |bytes: &[u8]| cx.tokenize_bytes(bytes);
+    // The candidate takes one token; what follows must fit in the rest.
+    if let Some(end) = g.shortest_end_after(candidate, &tokenize, left - 1)? {
+        *b.estimate = Some(end.tokens);
+        return Ok(candidate);
+    }
+    match g.shortest_end(&tokenize, left)? {
+        Some(end) => match end.first {
+            Some(first) => {
+                *b.estimate = Some(end.tokens.saturating_sub(1));
+                *b.steered |= first != candidate;
+                Ok(first)
+            }
+            // The grammar may end here: the model chose to go on, which the budget does not
+            // allow, so it ends.
+            None => {
+                *b.steered = true;
+                Ok(cx.model.vocab().eos().0 as u32)
+            }
+        },
+        None => {
+            *b.estimate = None;
+            Ok(candidate)
+        }
     }
 }
 

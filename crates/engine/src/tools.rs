@@ -100,7 +100,10 @@ impl ToolSpec {
         lark.push_str(&text);
         let mut schemas = Vec::new();
         if self.choice != ToolChoice::None && !callable.is_empty() {
-            lark.push_str(if self.parallel {
+            // A named function is one call to it, as OpenAI makes it; left free, small models
+            // repeat the call until the budget ends.
+            let one = matches!(self.choice, ToolChoice::Function(_));
+            lark.push_str(if self.parallel && !one {
                 "calls: call (\"\\n\" call)*\n"
             } else {
                 "calls: call\n"
@@ -308,7 +311,8 @@ mod tests {
         assert_eq!(g.schemas.len(), 2);
         assert_eq!(g.schemas[0].1["x-guidance"], schema::layout());
 
-        let g = spec(ToolChoice::Function("add".into()), false).grammar();
+        // Named, it is one call even where parallel calls are allowed.
+        let g = spec(ToolChoice::Function("add".into()), true).grammar();
         assert!(g.lark.contains("start: calls\n"), "{}", g.lark);
         assert!(g.lark.contains("calls: call\n"), "{}", g.lark);
         assert!(g.lark.contains("body: fn_1\n"), "{}", g.lark);

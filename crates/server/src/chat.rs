@@ -151,6 +151,9 @@ pub(crate) struct Held {
     pub raw_text: String,
     /// How the answer was constrained, which says how to read its confidence.
     pub kind: AnswerKind,
+    /// A grammar shaped the answer (a schema, tools, labels): cut by the budget, it is not
+    /// the answer it claims to be.
+    pub constrained: bool,
     pub stream: bool,
     pub include_usage: bool,
 }
@@ -222,6 +225,7 @@ pub(crate) async fn held(
     }
     plan.params.confidence = true;
     plan.params.prefix_reuse = state.inner.metrics.prefix_reuse;
+    let constrained = plan.params.constraint.is_some();
     let prompt = engine.render_with_tools(&plan.messages, &plan.structure.tools)?;
     let mut ticket = admit(state)?;
     let generation = engine
@@ -244,6 +248,7 @@ pub(crate) async fn held(
         trace,
         raw_text,
         kind,
+        constrained,
         stream: plan.stream,
         include_usage: plan.include_usage,
     })

@@ -275,18 +275,23 @@ async fn escalate(
     Ok(None)
 }
 
-/// How sure the held answer is, read the way its constraint allows. A label cut short by the
-/// token budget is no label: certain to be wrong, so 0.
+/// How sure the held answer is, read the way its constraint allows. A label, a structure or
+/// a call cut short (or steered closed) by the token budget is not what it claims to be:
+/// confidence 0.
 fn judge(held: &Held) -> Confidence {
     let cut = held
         .completion
         .choices
         .first()
         .is_some_and(|c| c.finish_reason == smallfirst_protocol::FinishReason::Length);
-    if held.kind == AnswerKind::Choice && cut {
+    if cut && (held.constrained || held.kind == AnswerKind::Choice) {
         return Confidence {
             value: 0.0,
-            method: Method::Label,
+            method: match held.kind {
+                AnswerKind::Choice => Method::Label,
+                AnswerKind::Tools => Method::ToolChoice,
+                AnswerKind::Text => Method::TokenProb,
+            },
             margin: None,
         };
     }

@@ -100,10 +100,22 @@ async fn a_tight_budget_still_closes_the_answer() {
         },
         "required": ["title", "paragraphs"]
     });
-    for max_tokens in [24, 40] {
+    let ask = "Write a very long story about a lighthouse keeper, with many paragraphs.";
+    let free = run(
+        engine(),
+        ask,
+        constrained(schema.clone(), 400, SamplingParams::greedy()),
+    )
+    .await
+    .expect("runs");
+    // Budgets under the free answer's length but over the schema's shortest answer
+    // (`{"title": "", "paragraphs": []}`, about 15 tokens).
+    let n = free.done.completion_tokens;
+    assert!(n >= 20, "a free answer long enough to cut: {}", free.text);
+    for max_tokens in [n - 1, n - 4] {
         let out = run(
             engine(),
-            "Write a very long story about a lighthouse keeper, with many paragraphs.",
+            ask,
             constrained(schema.clone(), max_tokens, SamplingParams::greedy()),
         )
         .await
@@ -118,6 +130,55 @@ async fn a_tight_budget_still_closes_the_answer() {
         assert!(
             v["title"].is_string() && v["paragraphs"].is_array(),
             "{}",
+            out.text
+        );
+        // Closed by the budget, not by the model: it says so.
+        assert_eq!(out.done.finish, FinishReason::Length, "{}", out.text);
+    }
+}
+
+/// The budget never changes an answer that fits it: with exactly the tokens the free answer
+/// takes, the answer is the same and ends normally; with fewer, it says it was cut.
+#[tokio::test]
+async fn a_budget_that_fits_leaves_the_answer_alone() {
+    let prompt = "Ana Lopez is 31 years old, happy, and has a cat called Tom.";
+    let free = run(
+        engine(),
+        prompt,
+        constrained(person(), 200, SamplingParams::greedy()),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(free.done.finish, FinishReason::Stop, "{}", free.text);
+    let n = free.done.completion_tokens;
+    for budget in [n, n + 1, n + 8] {
+        let out = run(
+            engine(),
+            prompt,
+            constrained(person(), budget, SamplingParams::greedy()),
+        )
+        .await
+        .expect("runs");
+        assert_eq!(out.text, free.text, "budget {budget} of {n}");
+        assert_eq!(
+            out.done.finish,
+            FinishReason::Stop,
+            "budget {budget} of {n}"
+        );
+    }
+    for budget in [n - 1, n / 2] {
+        let out = run(
+            engine(),
+            prompt,
+            constrained(person(), budget, SamplingParams::greedy()),
+        )
+        .await
+        .expect("runs");
+        assert!(out.done.completion_tokens <= budget, "{}", out.text);
+        assert_eq!(
+            out.done.finish,
+            FinishReason::Length,
+            "budget {budget} of {n}: {}",
             out.text
         );
     }
@@ -168,6 +229,14 @@ fn weather_tools(choice: ToolChoice, parallel: bool) -> ToolSpec {
 }
 
 async fn tool_answer(spec: ToolSpec, user: &str) -> String {
+    tool_answer_within(spec, user, 96).await.0
+}
+
+async fn tool_answer_within(
+    spec: ToolSpec,
+    user: &str,
+    max_tokens: u32,
+) -> (String, smallfirst_engine::Done) {
     let described: Vec<Value> = spec
         .tools
         .iter()
@@ -178,18 +247,46 @@ async fn tool_answer(spec: ToolSpec, user: &str) -> String {
         .expect("renders");
     let params = GenerateParams {
         constraint: Some(Constraint::Tools(spec)),
-        ..greedy(96)
+        ..greedy(max_tokens)
     };
     let mut g = engine().generate(prompt, params).await.expect("starts");
     let mut text = String::new();
     while let Some(event) = g.events.recv().await {
         match event {
             smallfirst_engine::Event::Delta(d) => text.push_str(&d.text),
-            smallfirst_engine::Event::Done(_) => break,
+            smallfirst_engine::Event::Done(done) => return (text, done),
             smallfirst_engine::Event::Failed(r) => panic!("failed: {r}"),
         }
     }
-    text
+    panic!("no Done: {text}")
+}
+
+/// A call that takes exactly the budget is whole, and ends as a call does; one token less
+/// and the answer says it was cut.
+#[tokio::test]
+async fn a_call_that_takes_exactly_the_budget_is_whole() {
+    let ask = "What is the weather in Paris in celsius?";
+    for parallel in [false, true] {
+        let (free, done) =
+            tool_answer_within(weather_tools(ToolChoice::Required, parallel), ask, 96).await;
+        assert_eq!(done.finish, FinishReason::Stop, "{free}");
+        let n = done.completion_tokens;
+        let (exact, done) =
+            tool_answer_within(weather_tools(ToolChoice::Required, parallel), ask, n).await;
+        assert_eq!(exact, free, "parallel {parallel}");
+        assert_eq!(
+            done.finish,
+            FinishReason::Stop,
+            "parallel {parallel}: {exact}"
+        );
+        assert!(
+            tools::parse(&exact).is_some_and(|c| !c.is_empty()),
+            "{exact}"
+        );
+        let (_, done) =
+            tool_answer_within(weather_tools(ToolChoice::Required, parallel), ask, n - 1).await;
+        assert_eq!(done.finish, FinishReason::Length, "parallel {parallel}");
+    }
 }
 
 #[tokio::test]
@@ -220,12 +317,11 @@ async fn named_tool_choice_calls_that_function() {
     )
     .await;
     let calls = tools::parse(&text).unwrap_or_else(|| panic!("not a call: {text}"));
-    assert!(!calls.is_empty(), "{text}");
-    for call in calls {
-        assert_eq!(call.name, "add");
-        let args: Value = serde_json::from_str(&call.arguments).expect("JSON");
-        assert!(args["a"].is_i64() && args["b"].is_i64(), "{text}");
-    }
+    // One call, even with parallel calls allowed: the grammar ends after it.
+    assert_eq!(calls.len(), 1, "{text}");
+    assert_eq!(calls[0].name, "add");
+    let args: Value = serde_json::from_str(&calls[0].arguments).expect("JSON");
+    assert!(args["a"].is_i64() && args["b"].is_i64(), "{text}");
 }
 
 #[tokio::test]

@@ -57,8 +57,11 @@ async fn named_tool_choice_gives_openai_tool_calls() {
 
 #[tokio::test]
 async fn streamed_tool_call_is_one_delta_with_id_name_and_arguments() {
-    let r = chat(json!({"model": "local", "messages": user("Add 2 and 3."), "tools": add_tool(),
-                        "tool_choice": "required", "max_tokens": 40, "temperature": 0, "stream": true}))
+    let r = chat(
+        json!({"model": "local", "messages": user("Add 2 and 3."), "tools": add_tool(),
+                        "tool_choice": "required", "parallel_tool_calls": false, "max_tokens": 40,
+                        "temperature": 0, "stream": true}),
+    )
     .await;
     assert_eq!(r.status, StatusCode::OK);
     let chunks: Vec<Value> = String::from_utf8_lossy(&r.body)
