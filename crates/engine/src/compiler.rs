@@ -125,9 +125,17 @@ impl Grammars {
         })
     }
 
+    /// A sequence's grammar state, with the first mask computed: a grammar whose parser gives
+    /// up at once (too many alternatives in one row) is refused here, before the request is
+    /// queued, rather than failing its first step.
     pub(crate) fn guide(&mut self, constraint: &Constraint) -> Result<Guide, EngineError> {
-        let matcher = self.matcher(constraint)?;
-        Ok(Guide::new(matcher, constraint, Arc::clone(&self.closers)))
+        let mut matcher = self.matcher(constraint)?;
+        let mask = matcher
+            .compute_mask()
+            .map_err(|e| EngineError::Grammar(compile_error(&e.to_string())))?;
+        let mut guide = Guide::new(matcher, constraint, Arc::clone(&self.closers));
+        guide.set_mask(mask);
+        Ok(guide)
     }
 
     /// A fresh matcher for `constraint`, compiling its grammar unless it is cached.
@@ -166,7 +174,13 @@ impl Grammars {
 
 /// The grammar library's error as one line a client can act on: its first line, without the
 /// grammar text or parser state it may quote, at most 200 characters.
-fn compile_error(e: &str) -> String {
+pub(crate) fn compile_error(e: &str) -> String {
+    if e.contains("items; max is") {
+        return "the format allows too many alternatives at one point for the grammar to \
+                follow (optional properties, `anyOf` branches, `enum` values); make properties \
+                required or offer fewer alternatives"
+            .into();
+    }
     let first = e.lines().next().unwrap_or("").trim();
     let mut short: String = first.chars().take(200).collect();
     if short.len() < first.len() {
@@ -193,5 +207,7 @@ mod tests {
         assert!(!e.contains('\n') && !e.contains("state:"), "{e}");
         assert!(e.chars().count() < 300, "{e}");
         assert!(compile_error("").starts_with("the grammar does not compile"));
+        let row = "Parser Error: Current row has 9995 items; max is 2000; consider making";
+        assert!(compile_error(row).contains("too many alternatives"));
     }
 }

@@ -180,6 +180,11 @@ impl Guide {
         }
     }
 
+    /// The mask of the state the guide starts in, computed where it was compiled.
+    pub(crate) fn set_mask(&mut self, mask: SimpleVob) {
+        self.mask = Some(mask);
+    }
+
     /// Whether the budget applies to this answer as to a structure that must close: always,
     /// except for a text answer under `auto` / `none`, which ends as text does.
     pub(crate) fn steers_closed(&self) -> bool {
@@ -200,10 +205,9 @@ impl Guide {
     /// The tokens allowed next (end-of-sequence included where the grammar may end).
     pub(crate) fn mask(&mut self) -> Result<&SimpleVob, EngineError> {
         if self.mask.is_none() {
-            let mask = self
-                .matcher
-                .compute_mask_or_eos()
-                .map_err(|e| EngineError::Grammar(e.to_string()))?;
+            let mask = self.matcher.compute_mask_or_eos().map_err(|e| {
+                EngineError::Grammar(crate::compiler::compile_error(&e.to_string()))
+            })?;
             self.mask = Some(mask);
         }
         self.mask

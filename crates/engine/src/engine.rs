@@ -137,6 +137,9 @@ pub enum Event {
     Done(Done),
     /// Generation failed after it had started.
     Failed(String),
+    /// The answer's grammar could not go on (the request's format is too complex at the point
+    /// the answer reached); the request's fault, not the engine's.
+    FormatFailed(String),
 }
 
 /// A started generation: the prompt was accepted; events follow.
@@ -309,13 +312,20 @@ impl Engine {
         };
         // Off the async runtime's threads: a long prompt takes milliseconds to tokenize.
         let tokenizer = Arc::clone(&self.inner.tokenizer);
+        let n_ctx = self.inner.info.n_ctx;
         let tokens = tokio::task::spawn_blocking(move || {
-            let tokens = tokenizer.tokenize(&prompt);
+            let tokens = tokenizer.tokenize_within(&prompt, n_ctx as usize);
             tracing::debug!(prompt, ?tokens, "tokenized");
             tokens
         })
         .await
-        .map_err(|_| EngineError::Stopped)?;
+        .map_err(|_| EngineError::Stopped)?
+        .map_err(|at_least| EngineError::ContextLength {
+            n_ctx,
+            prompt_tokens: at_least.min(u32::MAX as usize) as u32,
+            at_least: true,
+            requested: params.max_tokens,
+        })?;
         let (events_tx, events) = tmpsc::unbounded_channel();
         let (started_tx, started) = oneshot::channel();
         self.inner

@@ -29,12 +29,15 @@ pub enum EngineError {
     #[error("{0}")]
     Template(String),
     #[error(
-        "this model's maximum context length is {n_ctx} tokens; the messages are {prompt_tokens} tokens{}",
+        "this model's maximum context length is {n_ctx} tokens; the messages are {}{prompt_tokens} tokens{}",
+        if *at_least { "more than " } else { "" },
         requested.map(|r| format!(" and {r} more were requested for the completion")).unwrap_or_default()
     )]
     ContextLength {
         n_ctx: u32,
         prompt_tokens: u32,
+        /// Only a part of the prompt was tokenized: it is longer than `prompt_tokens`.
+        at_least: bool,
         requested: Option<u32>,
     },
     #[error("the prompt is empty after tokenization")]

@@ -348,6 +348,7 @@ impl<'m> Worker<'m> {
             Some(EngineError::EmptyPrompt)
         } else if room == 0 || params.max_tokens.is_some_and(|m| m > room) {
             Some(EngineError::ContextLength {
+                at_least: false,
                 n_ctx: self.n_ctx,
                 prompt_tokens: n_prompt,
                 requested: params.max_tokens,

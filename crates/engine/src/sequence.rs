@@ -375,7 +375,11 @@ impl Seq {
 
     /// Tells the client generation failed (it may be gone already).
     pub(crate) fn fail(&self, e: &EngineError) {
-        let _ = self.events.send(Event::Failed(e.to_string()));
+        let event = match e {
+            EngineError::Grammar(_) => Event::FormatFailed(e.to_string()),
+            _ => Event::Failed(e.to_string()),
+        };
+        let _ = self.events.send(event);
     }
 
     /// Sends what the text stream released, with the log-probabilities of the tokens it covers.

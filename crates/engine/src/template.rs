@@ -9,12 +9,28 @@
 //!
 //! A model without a template gets ChatML (`<|im_start|>role\n…<|im_end|>`), the most common
 //! format among small instruct models, and a warning at load.
+//!
+//! A template is untrusted code, so besides the fuel limit its memory is bounded
+//! ([`bounds`]), and it renders on a thread with a large stack ([`STACK`]): a template can
+//! build values nested as deep as its fuel allows, and dropping or printing them recurses.
 
-use minijinja::{Environment, ErrorKind, Value as JinjaValue, context};
+mod bounds;
+
+use std::sync::Arc;
+
+use minijinja::machinery::{CompiledTemplate, TemplateConfig, Vm, WhitespaceConfig};
+use minijinja::syntax::SyntaxConfig;
+use minijinja::{AutoEscape, Environment, ErrorKind, Value as JinjaValue, context};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::{EngineError, tools};
+
+/// The longest template accepted from a model file; real ones are a few KiB.
+pub const MAX_TEMPLATE: usize = 256 << 10;
+
+/// The stack of the thread a template renders on. Pages are only committed when touched.
+const STACK: usize = 256 << 20;
 
 /// The fallback for models whose GGUF has no `tokenizer.chat_template`.
 pub const CHATML: &str = "{% for message in messages %}<|im_start|>{{ message.role }}\n\
@@ -53,7 +69,10 @@ impl ChatMessage {
 
 /// A compiled chat template plus the special tokens it may print.
 pub struct ChatTemplate {
-    env: Environment<'static>,
+    /// The bounded functions, filters and formatter the rewritten template calls. Kept for
+    /// the process's life, as the compiled template borrows from it (one per loaded model).
+    env: &'static Environment<'static>,
+    compiled: Arc<CompiledTemplate<'static>>,
     bos_token: String,
     eos_token: String,
     is_fallback: bool,
@@ -80,21 +99,42 @@ impl ChatTemplate {
     ) -> Result<Self, EngineError> {
         let is_fallback = source.is_none();
         let source = source.unwrap_or_else(|| CHATML.to_string());
+        if source.len() > MAX_TEMPLATE {
+            return Err(EngineError::Template(format!(
+                "the chat template is {} KiB, more than the {} KiB accepted",
+                source.len() >> 10,
+                MAX_TEMPLATE >> 10
+            )));
+        }
         let knows_tools = source.contains("tools")
             && source.contains("tool_calls")
             && source.contains(tools::CALL_OPEN);
         let mut env = Environment::new();
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
         env.set_fuel(Some(FUEL));
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
-        env.add_template_owned("chat", source).map_err(|e| {
+        bounds::install(&mut env);
+        let env: &'static Environment<'static> = Box::leak(Box::new(env));
+        let source: &'static str = Box::leak(source.into_boxed_str());
+        let config = TemplateConfig {
+            syntax_config: SyntaxConfig,
+            ws_config: WhitespaceConfig {
+                keep_trailing_newline: false,
+                lstrip_blocks: true,
+                trim_blocks: true,
+            },
+            default_auto_escape: Arc::new(|_| AutoEscape::None),
+        };
+        let mut compiled = CompiledTemplate::new("chat", source, &config).map_err(|e| {
             EngineError::Template(format!("the chat template does not compile: {e}"))
         })?;
+        compiled.instructions = bounds::rewrite(&compiled.instructions);
+        for block in compiled.blocks.values_mut() {
+            *block = bounds::rewrite(block);
+        }
         Ok(ChatTemplate {
             env,
+            compiled: Arc::new(compiled),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
             is_fallback,
@@ -115,32 +155,49 @@ impl ChatTemplate {
     /// the system prompt, an assistant's calls become `<tool_call>` blocks in its text, and a
     /// tool's result becomes a user turn in `<tool_response>` tags.
     pub fn render(&self, messages: &[ChatMessage], tools: &[Value]) -> Result<String, EngineError> {
-        let template = self
-            .env
-            .get_template("chat")
-            .map_err(|e| EngineError::Template(e.to_string()))?;
         let uses_tools = !tools.is_empty()
             || messages
                 .iter()
                 .any(|m| !m.tool_calls.is_empty() || m.role == "tool");
-        let rendered = if self.knows_tools || !uses_tools {
+        let root = if self.knows_tools || !uses_tools {
             let tools = (!tools.is_empty()).then_some(tools);
-            template.render(context! {
+            context! {
                 messages => messages,
                 tools => tools,
                 add_generation_prompt => true,
                 bos_token => self.bos_token,
                 eos_token => self.eos_token,
-            })
+            }
         } else {
-            template.render(context! {
+            context! {
                 messages => inline_tools(messages, tools),
                 add_generation_prompt => true,
                 bos_token => self.bos_token,
                 eos_token => self.eos_token,
-            })
+            }
         };
-        rendered.map_err(|e| EngineError::Template(render_error(&e)))
+        let env = self.env;
+        let compiled = Arc::clone(&self.compiled);
+        let run = move || {
+            let mut out = String::new();
+            let result = Vm::new(env).eval(
+                &compiled.instructions,
+                root,
+                &compiled.blocks,
+                &mut minijinja::machinery::make_string_output(&mut out),
+                AutoEscape::None,
+            );
+            // Whatever the template built is dropped here, on the large stack.
+            result.map(|_| out).map_err(|e| render_error(&e))
+        };
+        let rendered = std::thread::Builder::new()
+            .name("smallfirst-template".into())
+            .stack_size(STACK)
+            .spawn(run)
+            .map_err(|e| EngineError::Template(format!("cannot start a render: {e}")))?
+            .join()
+            .map_err(|_| EngineError::Template("the chat template failed to render".into()))?;
+        rendered.map_err(EngineError::Template)
     }
 }
 
@@ -202,6 +259,11 @@ fn inline_tools(messages: &[ChatMessage], tools: &[Value]) -> Vec<ChatMessage> {
 }
 
 fn render_error(e: &minijinja::Error) -> String {
+    if let Some(bound) =
+        std::error::Error::source(e).and_then(|s| s.downcast_ref::<bounds::Exceeded>())
+    {
+        return format!("the chat template was stopped: {bound}");
+    }
     match e.kind() {
         ErrorKind::InvalidOperation => format!(
             "the chat template refused the conversation: {}",
@@ -422,6 +484,89 @@ mod tests {
         let t = ChatTemplate::new(Some(src.into()), "", "").expect("compiles");
         let err = t.render(&[], &[]).expect_err("stopped");
         assert!(err.to_string().contains("ran too long"), "{err}");
+    }
+
+    /// Renders `src` over a short conversation.
+    fn render(src: &str) -> Result<String, EngineError> {
+        let t = ChatTemplate::new(Some(src.into()), "<s>", "</s>").expect("compiles");
+        t.render(&[ChatMessage::new("user", "hi")], &[])
+    }
+
+    #[test]
+    fn the_rewritten_template_renders_as_minijinja_does() {
+        // Loops (with `loop.index`, `break`, `else`), macros with and without `caller`, a
+        // recursive loop, filters, tests, `+`, `~`, `*`, list literals and slices.
+        let src = "{% macro m(x, y=2) %}[{{ x ~ '-' ~ y }}{% if caller %}{{ caller() }}{% endif %}]{% endmacro %}\
+{% set ns = namespace(n=0, s='') %}\
+{% for m_ in messages %}{{ loop.index }}:{{ m_.role|upper }}={{ m_.content * 2 }};\
+{% set ns.n = ns.n + loop.length %}{% set ns.s = ns.s ~ m_.role[:1] %}{% endfor %}\
+{% for i in range(10) %}{% if i > 3 %}{% break %}{% endif %}{{ i }}{% else %}none{% endfor %}\
+{% for x in [] %}x{% else %}empty{% endfor %}\
+{{ m(1) }}{% call m(3, y=4) %}inside{% endcall %}\
+{% for item in [[1, [2, [3]]], 4] recursive %}{% if item is sequence %}<{{ loop(item) }}>{% else %}{{ item }}{% endif %}{% endfor %}\
+{{ ns.n }}|{{ ns.s }}|{{ ([1, 2] + [3])|join(',') }}|{{ 'ab' * 3 }}|{{ 2 * 3 + 1.5 }}|{{ [1, 2, 3][1:] }}\
+|{{ messages|map(attribute='role')|join('/') }}|{{ 'x,y'.split(',') }}|{{ '{} {}'.format('a', 'b') }}\
+{% if add_generation_prompt %}<gen>{% endif %}";
+        let messages = [
+            ChatMessage::new("system", "S"),
+            ChatMessage::new("user", "U"),
+        ];
+        let ours = ChatTemplate::new(Some(src.into()), "", "")
+            .expect("compiles")
+            .render(&messages, &[])
+            .expect("renders");
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        let theirs = env
+            .render_str(
+                src,
+                context! { messages => messages, add_generation_prompt => true },
+            )
+            .expect("minijinja renders it");
+        assert_eq!(ours, theirs);
+        assert!(ours.contains("<1<2<3>>>4"), "{ours}");
+    }
+
+    #[test]
+    fn templates_that_grow_without_bound_are_stopped() {
+        for src in [
+            // The doubling of the issue: thirty concatenations, a GiB.
+            "{% set ns = namespace(s='a') %}{% for i in range(30) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+            "{% set ns = namespace(s='a') %}{% for i in range(30) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+            "{{ 'a' * 100000000 }}",
+            // A repeated list stays lazy (no memory) until it is made a list.
+            "{% set l = [1] * 10000000 %}{{ l|list|length }}",
+            "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}",
+            // Output captured by a macro never reaches the writer.
+            "{% macro m() %}{% for i in range(100000) %}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx{% endfor %}{% endmacro %}{% for j in range(100) %}{% set x = m() %}{% endfor %}",
+            "{% set big = 'x' * 1000000 %}{{ ([big] * 10000)|join }}",
+            "{{ ('a' * 1000000)|replace('a', 'bbbbbbbbbb') }}",
+            "{{ 'a\nb'|indent(100000000) }}",
+            "{{ ('x' * 1000000).replace('x', 'yyyyyyyy') }}",
+            "{{ '{:>99999999}'.format(1) }}",
+            "{{ (('ab ' * 1000000)|string).split() }}",
+            "{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}",
+        ] {
+            let e = render(src).expect_err(src).to_string();
+            assert!(
+                e.contains("stopped") || e.contains("ran too long"),
+                "{src}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn deep_values_are_built_and_dropped_on_the_large_stack() {
+        let src = "{% set ns = namespace(l=[]) %}{% for i in range(100000) %}{% set ns.l = [ns.l] %}{% endfor %}{{ ns.l|length }}";
+        assert_eq!(render(src).expect("renders"), "1");
+    }
+
+    #[test]
+    fn a_template_too_large_is_refused() {
+        let src = "x".repeat(MAX_TEMPLATE + 1);
+        assert!(ChatTemplate::new(Some(src), "", "").is_err());
     }
 
     #[test]

@@ -74,6 +74,36 @@ impl Tokenizer {
     }
 }
 
+impl Tokenizer {
+    /// [`tokenize`](Self::tokenize), unless the prompt is plainly longer than `limit` tokens:
+    /// then `Err` with a count it is longer than, found by tokenizing only its start (a prompt
+    /// of 2 MB is refused for a 4,096-token context after reading 32 KiB of it).
+    pub(crate) fn tokenize_within(
+        &self,
+        prompt: &str,
+        limit: usize,
+    ) -> Result<Vec<LlamaToken>, usize> {
+        // Text runs at about four bytes a token; eight per token is a generous start.
+        let head = limit.saturating_mul(8).max(PIECE);
+        if prompt.len() > head {
+            let mut cut = head;
+            while !prompt.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            // A cut mid-word can split what the whole prompt spells as one token, but never
+            // merges more than a few: the slack keeps the verdict safe.
+            let n = self.tokenize(&prompt[..cut]).len();
+            if n > limit.saturating_add(HEAD_SLACK) {
+                return Err(n - HEAD_SLACK);
+            }
+        }
+        Ok(self.tokenize(prompt))
+    }
+}
+
+/// Tokens a cut through a prompt can add over the same text whole.
+const HEAD_SLACK: usize = 8;
+
 /// Where `prompt` may be cut: right after a special token that is followed by something other
 /// than whitespace.
 fn cuts<'a>(specials: &'a AhoCorasick, prompt: &'a str) -> impl Iterator<Item = usize> + 'a {
@@ -155,6 +185,11 @@ mod tests {
             true,
         );
         assert_eq!(t.tokenize(&prompt), whole);
+        assert_eq!(t.tokenize_within(&prompt, whole.len()), Ok(whole.clone()));
+        let over = t
+            .tokenize_within(&prompt, 100)
+            .expect_err("plainly too long");
+        assert!(over > 100 && over < whole.len(), "{over}");
         let short = "<|im_start|>user\nhi<|im_end|>\n";
         assert_eq!(
             t.tokenize(short),

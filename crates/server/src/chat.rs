@@ -14,7 +14,9 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use smallfirst_engine::tools::{self, CallScanner, Scanned};
-use smallfirst_engine::{ChatMessage, Constraint, EngineError, Event, Generation, StepProb};
+use smallfirst_engine::{
+    ChatMessage, Constraint, Engine, EngineError, Event, Generation, StepProb,
+};
 use smallfirst_protocol::{
     ChatCompletion, ChatCompletionChunk, ChatRequest, Choice, ChunkChoice, Delta, FinishReason,
     FunctionCall, FunctionCallDelta, FunctionKind, Logprobs, ResponseMessage, Role, ToolCall,
@@ -108,7 +110,7 @@ pub(crate) async fn local(
     };
     let engine = &local.engine;
     let plan = convert::plan(&req, engine.info().n_vocab)?;
-    let prompt = engine.render_with_tools(&plan.messages, &plan.structure.tools)?;
+    let prompt = render(engine, &plan).await?;
     let mut ticket = admit(state)?;
     let Plan {
         mut params,
@@ -127,6 +129,7 @@ pub(crate) async fn local(
     ticket.started(generation.prompt_tokens);
     let meta = Meta::new(local.model_id.clone());
     let out = Output {
+        param: structure.param(),
         logprobs,
         calls: structure.calls,
         must_call: structure.must_call,
@@ -194,6 +197,7 @@ pub(crate) async fn held(
     if let Some(labels) = labels
         && plan.params.constraint.is_none()
     {
+        check_labels(labels)?;
         let all_named = labels
             .iter()
             .all(|l| plan.messages.iter().any(|m| m.content.contains(l.as_str())));
@@ -226,7 +230,7 @@ pub(crate) async fn held(
     plan.params.confidence = true;
     plan.params.prefix_reuse = state.inner.metrics.prefix_reuse;
     let constrained = plan.params.constraint.is_some();
-    let prompt = engine.render_with_tools(&plan.messages, &plan.structure.tools)?;
+    let prompt = render(engine, &plan).await?;
     let mut ticket = admit(state)?;
     let generation = engine
         .generate(prompt, plan.params)
@@ -236,6 +240,7 @@ pub(crate) async fn held(
             other => other.into(),
         })?;
     let out = Output {
+        param: plan.structure.param(),
         logprobs: plan.logprobs,
         calls: plan.structure.calls,
         must_call: plan.structure.must_call,
@@ -254,15 +259,55 @@ pub(crate) async fn held(
     })
 }
 
+/// A label set is a closed choice like an `enum`, and is held to the same limits.
+fn check_labels(labels: &[String]) -> Result<(), ApiError> {
+    use smallfirst_engine::schema::limits::{MAX_CHARS, MAX_ENUM_VALUES};
+    if labels.len() > MAX_ENUM_VALUES {
+        return Err(ApiError::invalid(
+            "metadata.labels",
+            format!(
+                "at most {MAX_ENUM_VALUES} labels are allowed, got {}",
+                labels.len()
+            ),
+        ));
+    }
+    if labels.iter().any(String::is_empty) {
+        return Err(ApiError::invalid(
+            "metadata.labels",
+            "labels must not be empty strings",
+        ));
+    }
+    let chars: usize = labels.iter().map(|l| l.chars().count()).sum();
+    if chars > MAX_CHARS {
+        return Err(ApiError::invalid(
+            "metadata.labels",
+            format!("the labels come to {chars} characters, more than {MAX_CHARS}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The plan's prompt, rendered off the async runtime's threads (a template may run for a
+/// while within its fuel).
+async fn render(engine: &Engine, plan: &Plan) -> Result<String, ApiError> {
+    let engine = engine.clone();
+    let messages = plan.messages.clone();
+    let tools = plan.structure.tools.clone();
+    tokio::task::spawn_blocking(move || engine.render_with_tools(&messages, &tools))
+        .await
+        .map_err(|_| ApiError::Internal("the chat template's render did not finish".into()))?
+        .map_err(ApiError::from)
+}
+
 /// The tokens the request's prompt takes on the local model, when it can render it.
-pub(crate) fn count_prompt_tokens(local: &LocalTier, body: &[u8]) -> Option<u32> {
+pub(crate) async fn count_prompt_tokens(local: &LocalTier, body: &[u8]) -> Option<u32> {
     let req = parse(body).ok()?;
     let plan = convert::plan(&req, local.engine.info().n_vocab).ok()?;
-    let prompt = local
-        .engine
-        .render_with_tools(&plan.messages, &plan.structure.tools)
-        .ok()?;
-    Some(local.engine.count_tokens(&prompt) as u32)
+    let prompt = render(&local.engine, &plan).await.ok()?;
+    let engine = local.engine.clone();
+    tokio::task::spawn_blocking(move || engine.count_tokens(&prompt) as u32)
+        .await
+        .ok()
 }
 
 /// A held answer sent as it would have streamed: a role delta, the content or calls, the
@@ -421,6 +466,8 @@ impl Meta {
 /// How the answer is to be shaped on the way out.
 #[derive(Debug, Clone, Copy)]
 struct Output {
+    /// The parameter a failure of the answer's grammar is about.
+    param: &'static str,
     logprobs: bool,
     /// Tool calls are parsed out of the answer.
     calls: bool,
@@ -485,6 +532,9 @@ async fn collect(
                 break done;
             }
             Some(Event::Failed(reason)) => return Err(ApiError::Internal(reason)),
+            Some(Event::FormatFailed(reason)) => {
+                return Err(ApiError::invalid(out.param, reason));
+            }
             None => {
                 return Err(ApiError::Internal(
                     "the engine stopped mid-generation".into(),
@@ -659,6 +709,14 @@ fn sse(
                 }
                 Some(Event::Failed(reason)) => {
                     let body = ApiError::Internal(reason).body();
+                    let event = SseEvent::default()
+                        .json_data(&body)
+                        .unwrap_or_else(|_| SseEvent::default().data("{}"));
+                    let _ = tx.send(Ok(event)).await;
+                    return;
+                }
+                Some(Event::FormatFailed(reason)) => {
+                    let body = ApiError::invalid(out.param, reason).body();
                     let event = SseEvent::default()
                         .json_data(&body)
                         .unwrap_or_else(|_| SseEvent::default().data("{}"));

@@ -12,6 +12,16 @@ use crate::structured::{self, Structure};
 const MAX_STOP: usize = 4;
 const MAX_TOP_LOGPROBS: u32 = 20;
 
+/// What one request may ask of the engine, checked before any work (documented in the
+/// README's limits): rendering and tokenizing are linear in these, and these keep them short.
+pub(crate) const MAX_MESSAGES: usize = 2048;
+/// Content parts over all messages.
+pub(crate) const MAX_PARTS: usize = 4096;
+/// Bytes of one stop sequence.
+const MAX_STOP_BYTES: usize = 256;
+/// Entries of `logit_bias`.
+const MAX_LOGIT_BIAS: usize = 1024;
+
 /// A validated request, ready for the engine.
 #[derive(Debug)]
 pub(crate) struct Plan {
@@ -62,6 +72,12 @@ pub(crate) fn plan(req: &ChatRequest, n_vocab: usize) -> Result<Plan, ApiError> 
         return Err(ApiError::invalid(
             "stop",
             "stop sequences must not be empty",
+        ));
+    }
+    if stop.iter().any(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(ApiError::invalid(
+            "stop",
+            format!("stop sequences may be at most {MAX_STOP_BYTES} bytes long"),
         ));
     }
     let logprobs = req.logprobs.unwrap_or(false);
@@ -129,6 +145,15 @@ fn logit_bias(req: &ChatRequest, n_vocab: usize) -> Result<Vec<(u32, f32)>, ApiE
     let Some(map) = &req.logit_bias else {
         return Ok(Vec::new());
     };
+    if map.len() > MAX_LOGIT_BIAS {
+        return Err(ApiError::invalid(
+            "logit_bias",
+            format!(
+                "`logit_bias` may bias at most {MAX_LOGIT_BIAS} tokens, got {}",
+                map.len()
+            ),
+        ));
+    }
     map.iter()
         .map(|(k, &v)| {
             let token = k
@@ -157,6 +182,29 @@ fn messages(req: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
         return Err(ApiError::invalid(
             "messages",
             "`messages` must contain at least one message",
+        ));
+    }
+    if req.messages.len() > MAX_MESSAGES {
+        return Err(ApiError::invalid(
+            "messages",
+            format!(
+                "at most {MAX_MESSAGES} messages are allowed, got {}",
+                req.messages.len()
+            ),
+        ));
+    }
+    let parts: usize = req
+        .messages
+        .iter()
+        .map(|m| match &m.content {
+            Some(MessageContent::Parts(p)) => p.len(),
+            _ => 0,
+        })
+        .sum();
+    if parts > MAX_PARTS {
+        return Err(ApiError::invalid(
+            "messages",
+            format!("at most {MAX_PARTS} content parts are allowed over all messages, got {parts}"),
         ));
     }
     req.messages
@@ -353,6 +401,15 @@ mod tests {
             ),
             (json!({"logit_bias": {"99999": 1}}), "logit_bias"),
             (json!({"logit_bias": {"1": 101}}), "logit_bias"),
+            (json!({"stop": "x".repeat(300)}), "stop"),
+            (
+                json!({"logit_bias": (0..1100).map(|i| (i.to_string(), json!(1))).collect::<serde_json::Map<_, _>>()}),
+                "logit_bias",
+            ),
+            (
+                json!({"messages": vec![json!({"role": "user", "content": ""}); MAX_MESSAGES + 1]}),
+                "messages",
+            ),
             (json!({"tool_choice": "required"}), "tool_choice"),
         ] {
             let e = err(base(extra.clone()));

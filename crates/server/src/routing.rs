@@ -81,7 +81,7 @@ pub(crate) async fn auto(
     let start = Instant::now();
     let request: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::InvalidJson(format!("the request body is not valid JSON: {e}")))?;
-    let tokens = input_tokens(state, body, &request);
+    let tokens = input_tokens(state, body, &request).await;
     let features = features::extract(&request, hints(headers), tokens);
     let decided = state.inner.policy.decide(&features);
     let decided_us = start.elapsed().as_micros();
@@ -119,9 +119,9 @@ pub(crate) async fn auto(
 
 /// The prompt's tokens as the local model counts them; without a local model (or when the
 /// local model cannot render the request), estimated as `smallfirst route` does.
-fn input_tokens(state: &AppState, body: &[u8], request: &Value) -> u32 {
+async fn input_tokens(state: &AppState, body: &[u8], request: &Value) -> u32 {
     if let Some(local) = &state.inner.local
-        && let Some(n) = chat::count_prompt_tokens(local, body)
+        && let Some(n) = chat::count_prompt_tokens(local, body).await
     {
         return n;
     }

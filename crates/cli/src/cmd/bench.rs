@@ -181,7 +181,9 @@ async fn concurrent(engine: &Engine, prompts: &[String], n_gen: u32) -> anyhow::
                 match event {
                     Event::Delta(_) => stamps.push(Instant::now()),
                     Event::Done(d) => return Ok((stamps, d.completion_tokens)),
-                    Event::Failed(e) => anyhow::bail!("generation failed: {e}"),
+                    Event::Failed(e) | Event::FormatFailed(e) => {
+                        anyhow::bail!("generation failed: {e}")
+                    }
                 }
             }
             anyhow::bail!("the engine stopped")

@@ -158,7 +158,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     }
                     break;
                 }
-                Event::Failed(reason) => anyhow::bail!("generation failed: {reason}"),
+                Event::Failed(reason) | Event::FormatFailed(reason) => {
+                    anyhow::bail!("generation failed: {reason}")
+                }
             }
         }
         writeln!(out).context("cannot write to stdout")?;

@@ -40,6 +40,7 @@ impl Worker<'_> {
     ) -> Result<BenchReport, EngineError> {
         if n_prompt == 0 || n_prompt.checked_add(n_gen).is_none_or(|n| n > self.n_ctx) {
             return Err(EngineError::ContextLength {
+                at_least: false,
                 n_ctx: self.n_ctx,
                 prompt_tokens: n_prompt,
                 requested: Some(n_gen),

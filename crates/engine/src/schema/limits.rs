@@ -31,6 +31,9 @@ pub const MAX_PATTERN_CHARS: usize = 1_000;
 /// A pattern's size once its counted repetitions are spelled out (`a{3}` is 3, `(ab){2}{5}`
 /// is 20): what the lexer has to build.
 pub const MAX_PATTERN_SIZE: u64 = 10_000;
+/// Properties of one object that are not `required`: the grammar keeps every one of them open
+/// at each step of the object, and past a few hundred its parser refuses the row.
+pub const MAX_OPTIONAL: usize = 256;
 /// The largest `minLength` / `maxLength` / `minItems` / `maxItems` / `minProperties` /
 /// `maxProperties` the grammar is asked to count to.
 pub const MAX_COUNT: u64 = 10_000;
@@ -75,6 +78,21 @@ impl Budget {
                     self.properties += children.len();
                 }
                 self.chars += children.keys().map(|k| k.chars().count()).sum::<usize>();
+            }
+        }
+        if let Some(Value::Object(props)) = map.get("properties") {
+            let required = map.get("required").and_then(Value::as_array);
+            let is_required =
+                |k: &str| required.is_some_and(|r| r.iter().any(|v| v.as_str() == Some(k)));
+            let optional = props.keys().filter(|k| !is_required(k)).count();
+            if optional > MAX_OPTIONAL {
+                return Err(limit(
+                    &format!("{path}/properties"),
+                    format!(
+                        "the object has {optional} optional properties, more than \
+                         {MAX_OPTIONAL}; list them in `required` or split the object"
+                    ),
+                ));
             }
         }
         if self.properties > MAX_PROPERTIES {
@@ -323,7 +341,8 @@ mod tests {
         let props: serde_json::Map<String, Value> = (0..3_000)
             .map(|i| (format!("p{i}"), json!({"type": "integer"})))
             .collect();
-        let s = json!({"type": "object", "properties": props});
+        let required: Vec<&String> = props.keys().collect();
+        let s = json!({"type": "object", "properties": props, "required": required});
         let mut budget = Budget::new();
         assert!(prepare_in(&s, false, &mut budget).is_ok());
         let e = prepare_in(&s, false, &mut budget).expect_err("6,000 in all");

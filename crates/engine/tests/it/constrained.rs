@@ -255,7 +255,9 @@ async fn tool_answer_within(
         match event {
             smallfirst_engine::Event::Delta(d) => text.push_str(&d.text),
             smallfirst_engine::Event::Done(done) => return (text, done),
-            smallfirst_engine::Event::Failed(r) => panic!("failed: {r}"),
+            smallfirst_engine::Event::Failed(r) | smallfirst_engine::Event::FormatFailed(r) => {
+                panic!("failed: {r}")
+            }
         }
     }
     panic!("no Done: {text}")

@@ -20,6 +20,7 @@ async fn prompt_longer_than_context_is_refused() {
         Err(EngineError::ContextLength {
             n_ctx: 64,
             prompt_tokens,
+            at_least: false,
             requested: Some(4),
         }) => {
             assert!(prompt_tokens > 64)

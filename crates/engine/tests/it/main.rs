@@ -96,7 +96,9 @@ pub async fn run(
                 out.done = done;
                 return Ok(out);
             }
-            Event::Failed(reason) => panic!("generation failed: {reason}"),
+            Event::Failed(reason) | Event::FormatFailed(reason) => {
+                panic!("generation failed: {reason}")
+            }
         }
     }
     panic!("event stream ended without Done");
@@ -110,7 +112,7 @@ pub async fn text_and_reuse(e: &Engine, prompt: String, params: GenerateParams) 
         match ev {
             Event::Delta(d) => text.push_str(&d.text),
             Event::Done(done) => return (text, done.reused_tokens),
-            Event::Failed(r) => panic!("generation failed: {r}"),
+            Event::Failed(r) | Event::FormatFailed(r) => panic!("generation failed: {r}"),
         }
     }
     panic!("event stream ended without Done")
