@@ -199,7 +199,7 @@ def test_auto_may_answer_in_text(client):
      "tool_choice.function.name", None),
     ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "tools[0].function.name", None),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
-        "type": "string", "pattern": "(unclosed"}}}}, "response_format", None),
+        "type": "string", "pattern": "(unclosed"}}}}, "response_format.json_schema.schema", None),
 ])
 def test_bad_schemas_are_400_naming_the_param(server, client, body, param, code):
     payload = {"model": MODEL_ID, "messages": [{"role": "user", "content": "x"}], "max_tokens": 4, **body}

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, mpsc};
 
@@ -275,13 +276,13 @@ impl<'m> Worker<'m> {
             if idle && self.benches.is_empty() {
                 // Nothing to step: wait for work.
                 match jobs.recv() {
-                    Ok(job) => self.take(job),
+                    Ok(job) => self.take_guarded(job),
                     Err(_) => return,
                 }
             }
             while open {
                 match jobs.try_recv() {
-                    Ok(job) => self.take(job),
+                    Ok(job) => self.take_guarded(job),
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => open = false,
                 }
@@ -302,7 +303,7 @@ impl<'m> Worker<'m> {
                 self.admit();
             }
             self.drop_gone();
-            self.step();
+            self.step_guarded();
             self.counters
                 .running
                 .store(self.running.len(), Ordering::Relaxed);
@@ -310,6 +311,31 @@ impl<'m> Worker<'m> {
                 .waiting
                 .store(self.waiting.len(), Ordering::Relaxed);
         }
+    }
+
+    /// [`take`](Self::take), with a panic caught: the job's senders are dropped, so its caller
+    /// gets an error, and the engine goes on with the others.
+    fn take_guarded(&mut self, job: Job) {
+        if catch_unwind(AssertUnwindSafe(|| self.take(job))).is_err() {
+            tracing::error!("the engine panicked taking a request; it keeps serving the others");
+        }
+    }
+
+    /// [`step`](Self::step), with a panic caught: the sequences of that step fail (their
+    /// caches are dropped, as their state is unknown) and the engine goes on.
+    fn step_guarded(&mut self) {
+        if catch_unwind(AssertUnwindSafe(|| self.step())).is_ok() {
+            return;
+        }
+        tracing::error!("the engine panicked in a step; its sequences fail, the engine goes on");
+        let failed = std::mem::take(&mut self.running);
+        for seq in failed {
+            seq.fail(&EngineError::Decode(
+                "the engine failed on this request".into(),
+            ));
+            self.release(seq.slot, false);
+        }
+        self.batch.clear();
     }
 
     /// Checks a request and queues it; a refusal is answered at once, whatever the queue.

@@ -18,6 +18,11 @@ use url::Url;
 use crate::faults_config::{RawBreaker, RawRetry, RawTimeouts, faults};
 use crate::policy::PolicyConfig;
 use crate::policy_config::{RawPolicy, RawTask};
+use crate::server_config::RawServer;
+pub use crate::server_config::{
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_HOST, DEFAULT_MAX_QUEUE, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT,
+    ServerConfig,
+};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,22 +34,6 @@ pub struct Config {
     pub policy: PolicyConfig,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServerConfig {
-    pub host: String,
-    pub port: u16,
-    /// Local requests that may wait while one generates; past it, 429.
-    pub max_queue: usize,
-    /// Longest a local request may take.
-    pub request_timeout: Duration,
-    /// After a shutdown signal, how long in-flight requests may finish before they are cut.
-    pub drain_timeout: Duration,
-}
-
-/// Local requests that may wait by default.
-pub const DEFAULT_MAX_QUEUE: usize = 64;
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most requests an embedded tier decodes together.
 pub const MAX_PARALLEL: usize = 64;
 
@@ -207,20 +196,11 @@ impl fmt::Display for ConfigError {
     }
 }
 
-pub const DEFAULT_HOST: &str = "127.0.0.1";
-pub const DEFAULT_PORT: u16 = 8080;
-
 impl Config {
     /// What serving with no file means: one local tier on the embedded `model`.
     pub fn embedded(model: &str) -> Config {
         Config {
-            server: ServerConfig {
-                host: DEFAULT_HOST.into(),
-                port: DEFAULT_PORT,
-                max_queue: DEFAULT_MAX_QUEUE,
-                request_timeout: DEFAULT_REQUEST_TIMEOUT,
-                drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            },
+            server: ServerConfig::default(),
             tiers: vec![Tier {
                 name: "local".into(),
                 backend: BackendConfig::Embedded {
@@ -321,16 +301,6 @@ struct RawConfig {
     tasks: BTreeMap<String, RawTask>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServer {
-    host: Option<Spanned<String>>,
-    port: Option<u16>,
-    max_queue: Option<usize>,
-    request_timeout: Option<Spanned<f64>>,
-    drain_timeout: Option<Spanned<f64>>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum BackendKind {
@@ -390,26 +360,7 @@ pub(crate) fn invalid<T>(
 
 impl RawConfig {
     fn validate(self) -> Result<Config, Invalid> {
-        let host = match self.server.host {
-            None => DEFAULT_HOST.to_string(),
-            Some(h) if h.get_ref().trim().is_empty() => {
-                return invalid("server.host".into(), h.span(), "must not be empty");
-            }
-            Some(h) => h.into_inner(),
-        };
-        let server = ServerConfig {
-            host,
-            port: self.server.port.unwrap_or(DEFAULT_PORT),
-            max_queue: self.server.max_queue.unwrap_or(DEFAULT_MAX_QUEUE),
-            request_timeout: match self.server.request_timeout {
-                None => DEFAULT_REQUEST_TIMEOUT,
-                Some(t) => seconds("server.request_timeout", t)?,
-            },
-            drain_timeout: match self.server.drain_timeout {
-                None => DEFAULT_DRAIN_TIMEOUT,
-                Some(t) => seconds("server.drain_timeout", t)?,
-            },
-        };
+        let server = self.server.validate()?;
         if self.tiers.is_empty() {
             return Err((
                 "tiers".into(),

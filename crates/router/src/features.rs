@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 
+use crate::privacy::Privacy;
+
 /// Tasks with closed outputs, where the local answer's confidence is a reliable check.
 pub const NARROW_TASKS: [&str; 4] = ["classify", "extract", "route", "tool_call"];
 /// Tasks the default policy sends to the frontier tier when there is one.
@@ -52,18 +54,18 @@ pub struct Needs {
     pub vision: bool,
 }
 
-/// What the client said outside the body.
+/// What the client said besides the request itself.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Hints<'a> {
     pub task: Option<&'a str>,
-    pub privacy: Option<&'a str>,
+    /// The request's privacy hints combined ([`Privacy::of_request`]).
+    pub privacy: Privacy,
 }
 
 impl Hints<'_> {
-    /// Whether the privacy hint keeps the request on this machine.
+    /// Whether the privacy hints keep the request on this machine.
     pub fn local_only(&self) -> bool {
-        self.privacy
-            .is_some_and(|p| p.trim().eq_ignore_ascii_case("local-only"))
+        self.privacy.local_only()
     }
 }
 
@@ -359,7 +361,7 @@ mod tests {
             &r,
             Hints {
                 task: Some("billing"),
-                privacy: None,
+                privacy: Privacy::Unset,
             },
             5,
         );
@@ -416,7 +418,7 @@ mod tests {
             &r,
             Hints {
                 task: None,
-                privacy: Some("Local-Only"),
+                privacy: Privacy::LocalOnly,
             },
             42,
         );

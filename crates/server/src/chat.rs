@@ -52,15 +52,16 @@ async fn answer(
 ) -> Result<Response, ApiError> {
     let body =
         body.map_err(|e| ApiError::TooLarge(format!("could not read the request body: {e}")))?;
-    let model = target_model(&body);
-    routing::check_privacy(&headers)?;
+    let target = target(&body);
+    let model = target.as_ref().map(|t| t.model.clone());
+    let privacy = routing::privacy(&headers, target.as_ref().and_then(|t| t.metadata.as_ref()))?;
     if model
         .as_deref()
         .is_some_and(|m| state.inner.policy.decides_for(m))
     {
         return routing::auto(&state, &headers, &body).await;
     }
-    let local_only = routing::hints(&headers).local_only();
+    let local_only = privacy.local_only();
     let named = Reason {
         code: format!("model={}", model.as_deref().unwrap_or("")),
         words: "the request named this tier".into(),
@@ -392,13 +393,16 @@ fn admit(state: &AppState) -> Result<Ticket, ApiError> {
     })
 }
 
-/// The `model` a body asks for, read without judging the rest of it.
-fn target_model(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Target {
-        model: String,
-    }
-    serde_json::from_slice::<Target>(body).ok().map(|t| t.model)
+/// What a body asks for and how private it says it is, read without judging the rest.
+#[derive(serde::Deserialize)]
+struct Target {
+    model: String,
+    #[serde(default)]
+    metadata: Option<serde_json::Value>,
+}
+
+fn target(body: &[u8]) -> Option<Target> {
+    serde_json::from_slice::<Target>(body).ok()
 }
 
 /// Parses the body, naming the offending field path on failure.

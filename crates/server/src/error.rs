@@ -37,6 +37,18 @@ pub enum ApiError {
     /// The request ran past the server's time limit.
     #[error("{0}")]
     Timeout(String),
+    /// No API key, or one the server does not know: a 401.
+    #[error("{message}")]
+    Unauthorized { message: String, code: &'static str },
+    /// A request this server does not take from where it came (its `Host`, its `Origin`).
+    #[error("{message}")]
+    Forbidden { message: String, code: &'static str },
+    /// A POST body that is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The body did not arrive in time.
+    #[error("{0}")]
+    BodyTimeout(String),
     /// An upstream tier failed or answered without OpenAI's error shape; its status is kept
     /// where it gave one.
     #[error("{message}")]
@@ -77,6 +89,10 @@ impl ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Upstream { status, .. } => *status,
         }
     }
@@ -113,9 +129,23 @@ impl ApiError {
             ApiError::Internal(_) => ("server_error", None, None),
             ApiError::Busy(_) => ("rate_limit_error", None, Some("queue_full".into())),
             ApiError::Timeout(_) => ("timeout_error", None, Some("request_timeout".into())),
+            ApiError::Unauthorized { code, .. } => {
+                ("invalid_request_error", None, Some((*code).to_string()))
+            }
+            ApiError::Forbidden { code, .. } => {
+                ("invalid_request_error", None, Some((*code).to_string()))
+            }
+            ApiError::UnsupportedMediaType(_) => (
+                "invalid_request_error",
+                None,
+                Some("unsupported_media_type".into()),
+            ),
+            ApiError::BodyTimeout(_) => {
+                ("invalid_request_error", None, Some("body_timeout".into()))
+            }
             ApiError::Upstream { code, .. } => ("upstream_error", None, Some((*code).to_string())),
         };
-        ErrorBody::new(self.to_string(), kind, param, code)
+        ErrorBody::new(shorten(&self.to_string()), kind, param, code)
     }
 }
 
@@ -135,6 +165,19 @@ impl From<EngineError> for ApiError {
     }
 }
 
+/// The most characters of an error message sent back: messages may quote what the client
+/// sent (a model name, a schema path), and a client may send a megabyte of it.
+const MAX_MESSAGE: usize = 1_000;
+
+fn shorten(message: &str) -> String {
+    if message.chars().count() <= MAX_MESSAGE {
+        return message.to_string();
+    }
+    let mut s: String = message.chars().take(MAX_MESSAGE).collect();
+    s.push('…');
+    s
+}
+
 /// What the `observe` middleware logs for a failed request.
 #[derive(Debug, Clone)]
 pub(crate) struct LoggedError(pub String);
@@ -148,9 +191,22 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static("1"),
             );
         }
+        if matches!(self, ApiError::Unauthorized { .. }) {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        if matches!(self, ApiError::BodyTimeout(_)) {
+            // The rest of the body may still come: this connection cannot carry another request.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
         response
             .extensions_mut()
-            .insert(LoggedError(self.to_string()));
+            .insert(LoggedError(shorten(&self.to_string())));
         response
     }
 }

@@ -14,17 +14,24 @@
 //! confidence and escalated below the threshold (`routing`). Local requests pass a bounded
 //! queue and a time limit ([`Limits`], `metrics`).
 
+pub mod auth;
 mod chat;
 mod convert;
 mod error;
 mod gateway;
+mod guard;
+mod listen;
 mod metrics;
 mod observe;
+mod options;
 mod routes;
 mod routing;
 pub mod structured;
 
+pub use auth::{KeyError, Keys};
 pub use error::ApiError;
+pub use guard::KeyName;
 pub use metrics::Limits;
+pub use options::Options;
 pub use routes::{AppState, LocalTier, app, serve};
 pub use structured::{Structure, structure};

@@ -94,6 +94,8 @@ pub struct Metrics {
     pub(crate) prefix_reuse: bool,
     generating: AtomicUsize,
     rejected: AtomicU64,
+    /// Connections closed on arrival because `max_connections` were open.
+    connections_refused: AtomicU64,
     prompt_tokens: AtomicU64,
     generated_tokens: AtomicU64,
     reused_tokens: AtomicU64,
@@ -112,6 +114,7 @@ impl Metrics {
             prefix_reuse: limits.prefix_reuse,
             generating: AtomicUsize::new(0),
             rejected: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
             prompt_tokens: AtomicU64::new(0),
             generated_tokens: AtomicU64::new(0),
             reused_tokens: AtomicU64::new(0),
@@ -119,6 +122,10 @@ impl Metrics {
             ttft: Histogram::new(&TTFT_BUCKETS),
             itl: Histogram::new(&ITL_BUCKETS),
         })
+    }
+
+    pub(crate) fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A place in the local queue, or `None` when it is full.
@@ -200,6 +207,12 @@ impl Metrics {
             "smallfirst_rejected_total",
             "Local requests refused with 429 because the queue was full.",
             self.rejected.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "smallfirst_connections_refused_total",
+            "Connections closed on arrival because the most allowed were open.",
+            self.connections_refused.load(Ordering::Relaxed),
         );
         counter(
             &mut out,

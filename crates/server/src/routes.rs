@@ -14,7 +14,8 @@ use smallfirst_protocol::{ModelList, ModelObject};
 use tokio::net::TcpListener;
 
 use crate::metrics::{Limits, Metrics};
-use crate::{ApiError, chat, observe};
+use crate::options::Options;
+use crate::{ApiError, chat, guard, listen, observe};
 use smallfirst_router::{Policy, RemoteTier};
 
 /// What every handler shares.
@@ -33,6 +34,8 @@ pub(crate) struct StateInner {
     /// Remote tiers, reached when a request's `model` names one of them or a fallback leads
     /// there.
     pub remotes: Vec<Arc<RemoteTier>>,
+    /// Who may call, from where, how fast.
+    pub options: Options,
 }
 
 /// The tier the embedded engine serves.
@@ -59,16 +62,18 @@ impl AppState {
             Vec::new(),
             Policy::new(&config, Some(window)),
             Limits::default(),
+            Options::default(),
         )
     }
 
     /// The embedded tier, if one is configured, plus remote tiers, routed by `policy`, the
-    /// embedded engine's work bounded by `limits`.
+    /// embedded engine's work bounded by `limits`, requests let in as `options` say.
     pub fn with_tiers(
         local: Option<LocalTier>,
         remotes: Vec<RemoteTier>,
         policy: Policy,
         limits: Limits,
+        options: Options,
     ) -> Self {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -80,6 +85,7 @@ impl AppState {
                 metrics: Metrics::new(limits),
                 policy,
                 remotes: remotes.into_iter().map(Arc::new).collect(),
+                options,
             }),
         }
     }
@@ -115,7 +121,10 @@ impl AppState {
     }
 }
 
+/// The routes, behind the guard (host, origin, key, content type, whole body), the panic
+/// catcher and the request log, outermost last.
 pub fn app(state: AppState) -> Router {
+    let max_body = state.inner.options.max_body;
     Router::new()
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(list_models))
@@ -124,6 +133,11 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(unknown_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            observe::panicked,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             observe::observe,
@@ -132,15 +146,13 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves, then lets in-flight requests
-/// finish.
+/// finish. Connections have deadlines and a cap ([`Options`]).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    listen::run(listener, app(state.clone()), state, shutdown).await
 }
 
 fn model_object(state: &AppState) -> Option<ModelObject> {

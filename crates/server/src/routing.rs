@@ -17,51 +17,48 @@ use serde_json::{Value, json};
 use smallfirst_router::confidence::{self, Confidence, Method, Step};
 use smallfirst_router::features::{self, Hints};
 use smallfirst_router::policy::LowConfidence;
+use smallfirst_router::privacy::{self, Privacy};
 use smallfirst_router::{Reason, Route};
 
 use crate::chat::{self, AnswerKind, Held};
 use crate::{ApiError, AppState, gateway};
 
 pub(crate) const TASK_HEADER: &str = "x-smallfirst-task";
-pub(crate) const PRIVACY_HEADER: &str = "x-smallfirst-privacy";
+pub(crate) const PRIVACY_HEADER: &str = privacy::HEADER;
 
-/// What the client said in headers.
-pub(crate) fn hints(headers: &HeaderMap) -> Hints<'_> {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+/// The request's privacy, from every `x-smallfirst-privacy` header value and its
+/// `metadata.privacy`, combined so that it fails closed ([`Privacy::of_request`]); an unknown
+/// value is a 400 naming it.
+pub(crate) fn privacy(headers: &HeaderMap, metadata: Option<&Value>) -> Result<Privacy, ApiError> {
+    let values = headers
+        .get_all(PRIVACY_HEADER)
+        .iter()
+        .map(|v| v.to_str().ok());
+    Privacy::of_request(values, metadata).map_err(|e| ApiError::InvalidRequest {
+        message: e.to_string(),
+        param: Some(e.place.into()),
+        code: Some("invalid_privacy"),
+    })
+}
+
+/// What the client said besides the request's body.
+pub(crate) fn hints(headers: &HeaderMap, privacy: Privacy) -> Hints<'_> {
     Hints {
-        task: get(TASK_HEADER),
-        privacy: get(PRIVACY_HEADER),
+        task: headers.get(TASK_HEADER).and_then(|v| v.to_str().ok()),
+        privacy,
     }
 }
 
-/// `x-smallfirst-privacy` must be `local-only` or `any`: a typo must not fail open and send
-/// private data off the machine.
-pub(crate) fn check_privacy(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(value) = headers.get(PRIVACY_HEADER) else {
-        return Ok(());
-    };
-    let ok = value.to_str().is_ok_and(|v| {
-        let v = v.trim();
-        v.eq_ignore_ascii_case("local-only") || v.eq_ignore_ascii_case("any")
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidRequest {
-            message: format!(
-                "`{PRIVACY_HEADER}` must be `local-only` or `any`, got `{}`",
-                String::from_utf8_lossy(value.as_bytes())
-            ),
-            param: Some(PRIVACY_HEADER.into()),
-            code: Some("invalid_privacy"),
-        })
-    }
-}
+/// The most characters of a header value built from text a client may have sent (a model's
+/// name goes into `x-smallfirst-reason`).
+const MAX_HEADER: usize = 256;
 
-/// A header value from any text: characters a header cannot carry become `?`.
+/// A header value from any text: characters a header cannot carry become `?`, and past
+/// [`MAX_HEADER`] characters it is cut (ending `...`).
 pub(crate) fn header_value(text: &str) -> HeaderValue {
-    let clean: String = text
+    let mut clean: String = text
         .chars()
+        .take(MAX_HEADER)
         .map(|c| {
             if c == ' ' || c.is_ascii_graphic() {
                 c
@@ -70,6 +67,9 @@ pub(crate) fn header_value(text: &str) -> HeaderValue {
             }
         })
         .collect();
+    if text.chars().nth(MAX_HEADER).is_some() {
+        clean.push_str("...");
+    }
     HeaderValue::from_str(&clean).unwrap_or(HeaderValue::from_static("?"))
 }
 
@@ -81,8 +81,9 @@ pub(crate) async fn auto(
     let start = Instant::now();
     let request: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::InvalidJson(format!("the request body is not valid JSON: {e}")))?;
+    let privacy = privacy(headers, request.get("metadata"))?;
     let tokens = input_tokens(state, body, &request).await;
-    let features = features::extract(&request, hints(headers), tokens);
+    let features = features::extract(&request, hints(headers, privacy), tokens);
     let decided = state.inner.policy.decide(&features);
     let decided_us = start.elapsed().as_micros();
     let mut response = match decided {
@@ -382,4 +383,17 @@ pub(crate) fn mark(
         "x-smallfirst-escalated",
         HeaderValue::from_static(if escalated { "true" } else { "false" }),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn header_values_are_clean_and_short() {
+        let v = super::header_value(&format!("model=a\r\nb{}", "x".repeat(10_000)));
+        let v = v.to_str().expect("visible ascii");
+        assert!(
+            v.starts_with("model=a??b") && v.ends_with("...") && v.len() <= 260,
+            "{v}"
+        );
+    }
 }

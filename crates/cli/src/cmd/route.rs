@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use serde_json::{Value, json};
+use smallfirst_router::Privacy;
 use smallfirst_router::features::{self, Hints};
 use smallfirst_router::{BackendConfig, Config, Policy};
 
@@ -58,9 +59,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             bodies.push((f.display().to_string(), text));
         }
     }
+    let privacy = match args.privacy.as_deref() {
+        None => Privacy::Unset,
+        Some(p) => Privacy::parse(p)
+            .ok_or_else(|| anyhow::anyhow!("--privacy must be `local-only` or `any`, got `{p}`"))?,
+    };
     let hints = Hints {
         task: args.task.as_deref(),
-        privacy: args.privacy.as_deref(),
+        privacy,
     };
     let mut out = std::io::stdout().lock();
     for (source, text) in bodies {

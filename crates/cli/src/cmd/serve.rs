@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use smallfirst_router::{BackendConfig, Config, Policy, RemoteTier, remote};
-use smallfirst_server::{AppState, Limits, LocalTier, serve};
+use smallfirst_server::{AppState, Keys, Limits, LocalTier, Options, serve};
 
 use super::ModelArgs;
 
@@ -38,6 +38,22 @@ pub struct Args {
     /// A `smallfirst.toml`; command-line options override what it says.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Listen on a non-loopback address without API keys: anyone who can reach the port may
+    /// use the API (and the remote tiers' keys).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+}
+
+/// The API keys the `[server]` table names, read now.
+fn keys(config: &Config) -> anyhow::Result<Keys> {
+    let mut keys = Keys::none();
+    if let Some(var) = &config.server.api_keys_env {
+        keys = Keys::from_env(var)?;
+    }
+    if let Some(path) = &config.server.api_keys_file {
+        keys = keys.merge(Keys::from_file(path)?)?;
+    }
+    Ok(keys)
 }
 
 /// The configuration to serve: the file's, else one local embedded tier.
@@ -61,6 +77,7 @@ fn remotes(config: &Config) -> anyhow::Result<Vec<RemoteTier>> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = config(&args)?;
+    let keys = keys(&config)?;
     let remotes = remotes(&config)?;
     let mut model = args.model.clone();
     let embedded = config
@@ -87,6 +104,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })?,
     };
     let port = args.port.unwrap_or(config.server.port);
+    if !host.is_loopback() && keys.is_empty() && !args.insecure_no_auth {
+        anyhow::bail!(
+            "refusing to listen on {host} without API keys: anyone who reaches the port could use \
+             the API (hint: set `[server] api_keys_env` or `api_keys_file`, or pass \
+             --insecure-no-auth)"
+        );
+    }
     // A configuration of remote tiers only loads no model, unless one is asked for here.
     let wants_engine = args.config.is_none() || embedded.is_some() || args.model.model.is_some();
     let local = if wants_engine {
@@ -102,9 +126,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
-    if !host.is_loopback() {
-        tracing::warn!(host = %host, "binding a non-loopback address: the API has no authentication yet");
+    if !host.is_loopback() && keys.is_empty() {
+        tracing::warn!(host = %host, "listening on a non-loopback address without API keys (--insecure-no-auth)");
     }
+    if !keys.is_empty() {
+        tracing::info!(keys = ?keys.names().collect::<Vec<_>>(), "API keys required");
+    }
+    let options = Options::from_config(&config.server, keys, host.is_loopback());
     let runtime = super::runtime()?;
     runtime.block_on(async move {
         let addr = SocketAddr::new(host, port);
@@ -139,7 +167,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             prefix_reuse: !args.no_prefix_reuse,
         };
         let drain = secs(args.drain_timeout, config.server.drain_timeout)?;
-        let state = AppState::with_tiers(local, remotes, policy, limits);
+        let state = AppState::with_tiers(local, remotes, policy, limits, options);
         // On a signal the server stops accepting and lets in-flight requests finish; past the
         // drain deadline they are cut (their generations stop at the next token).
         let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();

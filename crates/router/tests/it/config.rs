@@ -7,6 +7,11 @@ use smallfirst_router::{BackendConfig, Config, Faults};
 const GOOD: &str = r#"
 [server]
 port = 9000
+allowed_hosts = ["GPU-box.lan"]
+cors_origins = ["https://app.example.com/"]
+api_keys_env = "SMALLFIRST_API_KEYS"
+header_timeout = 5
+max_connections = 100
 
 [tiers.local]
 backend = "embedded"
@@ -41,6 +46,12 @@ fn a_good_file_becomes_a_config() {
     let c = Config::parse(GOOD).expect("valid");
     assert_eq!(c.server.host, "127.0.0.1");
     assert_eq!(c.server.port, 9000);
+    assert_eq!(c.server.allowed_hosts, ["gpu-box.lan"]);
+    assert_eq!(c.server.cors_origins, ["https://app.example.com"]);
+    assert_eq!(c.server.api_keys_env.as_deref(), Some("SMALLFIRST_API_KEYS"));
+    assert_eq!(c.server.header_timeout, Duration::from_secs(5));
+    assert_eq!(c.server.max_connections, 100);
+    assert_eq!(c.server.idle_timeout, Duration::from_secs(60), "a default");
     let names: Vec<&str> = c.tiers.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["frontier", "local", "mid"]);
     let local = c.tier("local").expect("local");
@@ -107,6 +118,12 @@ fn every_mistake_names_its_field_and_line() {
         ("[server]\nport = \"80\"\n[tiers.l]\nbackend = \"embedded\"\n".into(), "server.port", Some(2), "expected u16"),
         ("[server]\nport = 70000\n[tiers.l]\nbackend = \"embedded\"\n".into(), "server.port", Some(2), ""),
         ("[serve]\nport = 1\n".into(), "serve", Some(1), "unknown field `serve`"),
+        ("[server]\ncors_origins = [\"*\"]\n[tiers.l]\nbackend = \"embedded\"\n".into(), "server.cors_origins[0]", Some(2), "`*` is not accepted"),
+        ("[server]\ncors_origins = [\"https://a.com/app\"]\n[tiers.l]\nbackend = \"embedded\"\n".into(), "server.cors_origins[0]", Some(2), "without a path"),
+        ("[server]\nallowed_hosts = [\"a b\"]\n[tiers.l]\nbackend = \"embedded\"\n".into(), "server.allowed_hosts[0]", Some(2), "host name"),
+        ("[server]\nmax_connections = 0\n[tiers.l]\nbackend = \"embedded\"\n".into(), "server.max_connections", Some(2), "at least 1"),
+        ("[server]\nheader_timeout = -1\n[tiers.l]\nbackend = \"embedded\"\n".into(), "server.header_timeout", Some(2), "positive"),
+        ("[server]\napi_keys_env = \" \"\n[tiers.l]\nbackend = \"embedded\"\n".into(), "server.api_keys_env", Some(2), "environment variable"),
         ("".into(), "tiers", None, "at least one tier"),
         ("[tiers.local]\nbackend = \"embedded\"\nbase_url = \"http://x\"\n".into(), "tiers.local.base_url", Some(3), "does not apply to backend `embedded`"),
         ("[tiers.local]\nbackend = \"embedded\"\nthreads = 0\n".into(), "tiers.local.threads", Some(3), "at least 1"),

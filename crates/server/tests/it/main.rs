@@ -12,7 +12,9 @@ use smallfirst_server::{AppState, app};
 use tower::ServiceExt;
 
 mod chat;
+mod connections;
 mod errors;
+mod guard;
 mod structured;
 
 fn model_path() -> PathBuf {
