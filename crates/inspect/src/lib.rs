@@ -7,11 +7,13 @@
 //!   llama.cpp's own parser sees a file.
 //! - [`template`]: a chat template checked without running it.
 //! - [`pickle`]: pickle streams walked opcode by opcode, never loaded; the globals they import
-//!   checked against a denylist (and an allowlist in strict mode).
+//!   checked against a denylist and a list of what is known to be safe.
+//! - [`containers`]: `.npy` object arrays and gzip / bzip2 / xz / 7z wrappers, opened bounded.
 //! - [`safetensors`]: the JSON header's lengths, dtypes, shapes and ranges.
 
 #![forbid(unsafe_code)]
 
+pub mod containers;
 pub mod fit;
 pub mod gguf;
 pub mod machine;

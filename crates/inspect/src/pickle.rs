@@ -1,168 +1,19 @@
 //! Pickle streams walked, never loaded: every opcode of protocols 0 to 5 is decoded with its
 //! argument, a small model of the stack and memo resolves what `STACK_GLOBAL` imports (also
-//! through memo round trips), and every imported global is checked against a denylist (and, in
-//! strict mode, an allowlist of what ML checkpoints need). A stream that breaks off is read up to
-//! where it breaks: `pickle.load` would have run everything before the error.
+//! through memo round trips), and every imported global is checked: one on the denylist is
+//! critical, one on neither list is an error naming it (never clean), and only what
+//! checkpoints and common ML objects need passes ([`globals`]). A stream that breaks off is read
+//! up to where it breaks: `pickle.load` would have run everything before the error. Pickles
+//! that follow one another (PyTorch's legacy format writes several) are all walked, whatever
+//! opcode each starts with.
 
 use std::collections::HashMap;
 
 use crate::{Finding, Severity};
 
-/// Globals that run code, reach the system or the network, or load more code. A name ending
-/// in `.*` matches the whole module and its submodules.
-const DENY: &[&str] = &[
-    "os.*",
-    "posix.*",
-    "nt.*",
-    "subprocess.*",
-    "sys.*",
-    "shutil.*",
-    "socket.*",
-    "pty.*",
-    "runpy.*",
-    "importlib.*",
-    "pickle.*",
-    "_pickle.*",
-    "cPickle.*",
-    "urllib2.*",
-    "httplib.*",
-    "thread.*",
-    "_thread.*",
-    "marshal.*",
-    "ctypes.*",
-    "code.*",
-    "commands.*",
-    "webbrowser.*",
-    "requests.*",
-    "urllib.*",
-    "http.*",
-    "ftplib.*",
-    "telnetlib.*",
-    "smtplib.*",
-    "asyncio.*",
-    "multiprocessing.*",
-    "threading.*",
-    "signal.*",
-    "tempfile.*",
-    "pathlib.*",
-    "io.*",
-    "builtins.eval",
-    "builtins.exec",
-    "builtins.compile",
-    "builtins.open",
-    "builtins.__import__",
-    "builtins.getattr",
-    "builtins.setattr",
-    "builtins.delattr",
-    "builtins.globals",
-    "builtins.locals",
-    "builtins.vars",
-    "builtins.input",
-    "builtins.breakpoint",
-    "builtins.memoryview",
-    "builtins.execfile",
-    "builtins.file",
-    "builtins.reload",
-    "types.CodeType",
-    "types.FunctionType",
-    "types.ModuleType",
-    "operator.attrgetter",
-    "operator.methodcaller",
-    "functools.partial",
-    "platform.popen",
-    "timeit.*",
-    "pdb.*",
-    "bdb.*",
-    "venv.*",
-    "ensurepip.*",
-    "pip.*",
-    "setuptools.*",
-    "distutils.*",
-    "torch.load",
-    "torch.hub.*",
-    "torch._C._jit_*",
-    "numpy.load",
-    "numpy.lib.npyio.*",
-];
+mod globals;
 
-/// What model checkpoints (PyTorch, NumPy, collections) import; in strict mode anything else
-/// is flagged.
-const ALLOW: &[&str] = &[
-    "collections.OrderedDict",
-    "collections.defaultdict",
-    "builtins.set",
-    "builtins.frozenset",
-    "builtins.slice",
-    "builtins.complex",
-    "builtins.bytearray",
-    "builtins.object",
-    "builtins.tuple",
-    "builtins.list",
-    "builtins.dict",
-    "builtins.int",
-    "builtins.float",
-    "builtins.str",
-    "builtins.bool",
-    "builtins.range",
-    "_codecs.encode",
-    "copyreg._reconstructor",
-    "torch._utils._rebuild_tensor",
-    "torch._utils._rebuild_tensor_v2",
-    "torch._utils._rebuild_tensor_v3",
-    "torch._utils._rebuild_parameter",
-    "torch._utils._rebuild_parameter_with_state",
-    "torch._utils._rebuild_qtensor",
-    "torch._utils._rebuild_sparse_tensor",
-    "torch._tensor._rebuild_from_type_v2",
-    "torch.Size",
-    "torch.device",
-    "torch.dtype",
-    "torch.float32",
-    "torch.float16",
-    "torch.bfloat16",
-    "torch.*Storage",
-    "torch.storage._load_from_bytes",
-    "numpy.core.multiarray._reconstruct",
-    "numpy._core.multiarray._reconstruct",
-    "numpy.core.multiarray.scalar",
-    "numpy._core.multiarray.scalar",
-    "numpy.ndarray",
-    "numpy.dtype",
-];
-
-/// Whether `module.name` matches a pattern: exact, `module.*` (module and submodules), or a
-/// trailing `*` inside the last part (`torch.*Storage`, `torch._C._jit_*`).
-fn matches(pattern: &str, global: &str) -> bool {
-    if let Some(module) = pattern.strip_suffix(".*") {
-        return global
-            .strip_prefix(module)
-            .is_some_and(|rest| rest.starts_with('.'));
-    }
-    match pattern.find('*') {
-        Some(star) => {
-            let (pre, post) = (&pattern[..star], &pattern[star + 1..]);
-            global.len() >= pre.len() + post.len()
-                && global.starts_with(pre)
-                && global.ends_with(post)
-                && !global[pre.len()..global.len() - post.len()].contains('.')
-        }
-        None => pattern == global,
-    }
-}
-
-/// The names Python 3 gives Python 2 modules when it loads an old pickle (`fix_imports`).
-fn py3_module(module: &str) -> &str {
-    match module {
-        "__builtin__" => "builtins",
-        "cPickle" => "pickle",
-        "copy_reg" => "copyreg",
-        "thread" => "_thread",
-        "urllib2" => "urllib.request",
-        "httplib" => "http.client",
-        "commands" => "subprocess",
-        other => other,
-    }
-}
+use globals::{ALLOW, DENY, denied_module, matches, py3_module};
 
 /// Every name the import can resolve to: `module.name` (with Python 2 modules renamed), and,
 /// since a dotted name resolves through attributes (`logging` + `os.system`), each tail of it
@@ -185,6 +36,24 @@ pub struct Global {
     pub module: String,
     pub name: String,
     pub offset: u64,
+}
+
+impl Global {
+    /// Module and name are Python identifiers joined by dots (or could not be followed):
+    /// what an import in a pickle looks like, unlike bytes of data read as one.
+    fn reads_as_a_name(&self) -> bool {
+        let ident = |s: &str| {
+            s == UNRESOLVED
+                || (!s.is_empty()
+                    && s.split('.').all(|part| {
+                        part.chars()
+                            .next()
+                            .is_some_and(|c| c.is_alphabetic() || c == '_')
+                            && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+                    }))
+        };
+        ident(&self.module) && ident(&self.name)
+    }
 }
 
 /// What walking a stream found.
@@ -220,40 +89,52 @@ enum Item {
 pub fn walk(data: &[u8], base: u64, strict: bool) -> Walk {
     let mut out = Walk::default();
     let mut at = 0;
-    loop {
-        match one(data, at, &mut out.globals) {
-            Ok(end) => {
-                out.complete = true;
-                at = end;
-                // Another pickle may follow (PyTorch's legacy format writes several): one that
-                // starts with PROTO, or with an opcode a protocol 0 or 1 pickle starts with.
-                if !data.get(at).is_some_and(|b| STARTS.contains(b)) {
-                    break;
+    match one(data, at, &mut out.globals) {
+        Ok(end) => {
+            out.complete = true;
+            at = end;
+            // More pickles may follow, or data (PyTorch's legacy format puts raw tensor bytes
+            // after its pickles). What follows is walked; a walk that breaks off having
+            // imported nothing that reads as a name was data.
+            while at < data.len() {
+                let mut more = Vec::new();
+                match one(data, at, &mut more) {
+                    Ok(end) => {
+                        out.globals.extend(more);
+                        at = end;
+                    }
+                    Err((end, why)) if more.iter().any(Global::reads_as_a_name) => {
+                        out.globals.extend(more);
+                        out.complete = false;
+                        out.findings.push(broken(base, end, &why));
+                        at = end;
+                        break;
+                    }
+                    Err(_) => break,
                 }
-                out.complete = false;
             }
-            Err((end, why)) => {
-                out.ran_out =
-                    end >= data.len() || why.contains("past the end") || why.contains("no ");
-                out.findings.push(
-                    Finding::new(
-                        "pickle.broken",
-                        Severity::Warning,
-                        format!(
-                            "the stream breaks off ({why}); what came before would already have run"
-                        ),
-                    )
-                    .at(base + end as u64),
-                );
-                at = end;
-                break;
-            }
+        }
+        Err((end, why)) => {
+            out.ran_out = end >= data.len() || why.contains("past the end") || why.contains("no ");
+            out.findings.push(broken(base, end, &why));
+            at = end;
         }
     }
     out.consumed = at;
     for g in &out.globals {
         let full = format!("{}.{}", g.module, g.name);
         let names = resolutions(g);
+        let denied = names
+            .iter()
+            .find(|n| DENY.iter().any(|p| matches(p, n)))
+            .cloned()
+            .or_else(|| {
+                // A module reached as another's attribute (`posixpath.os`).
+                full.split('.')
+                    .skip(1)
+                    .find_map(denied_module)
+                    .map(|p| p.trim_end_matches(".*").to_string())
+            });
         if g.module == UNRESOLVED || g.name == UNRESOLVED {
             out.findings.push(
                 Finding::new(
@@ -263,7 +144,7 @@ pub fn walk(data: &[u8], base: u64, strict: bool) -> Walk {
                 )
                 .at(base + g.offset),
             );
-        } else if let Some(n) = names.iter().find(|n| DENY.iter().any(|p| matches(p, n))) {
+        } else if let Some(n) = denied {
             out.findings.push(
                 Finding::new(
                     "pickle.global-denied",
@@ -274,18 +155,34 @@ pub fn walk(data: &[u8], base: u64, strict: bool) -> Walk {
                 )
                 .at(base + g.offset),
             );
-        } else if strict && !ALLOW.iter().any(|p| matches(p, &names[0])) {
+        } else if !ALLOW.iter().any(|p| matches(p, &names[0])) {
             out.findings.push(
                 Finding::new(
                     "pickle.global-unknown",
-                    Severity::Warning,
-                    format!("imports `{full}`, which is not among the globals checkpoints need"),
+                    if strict {
+                        Severity::Critical
+                    } else {
+                        Severity::Error
+                    },
+                    format!(
+                        "imports `{full}`, which is not on the list of globals known to be safe: \
+                         loading the file calls it with arguments the file chooses"
+                    ),
                 )
                 .at(base + g.offset),
             );
         }
     }
     out
+}
+
+fn broken(base: u64, end: usize, why: &str) -> Finding {
+    Finding::new(
+        "pickle.broken",
+        Severity::Warning,
+        format!("the stream breaks off ({why}); what came before would already have run"),
+    )
+    .at(base + end as u64)
 }
 
 /// One pickle from `start`; `Ok(end)` after its STOP, `Err((where, why))` when it breaks.

@@ -22,7 +22,8 @@ pub struct Args {
     /// Print SARIF 2.1.0, for code-scanning tools.
     #[arg(long)]
     pub sarif: bool,
-    /// Also flag pickle globals outside the allowlist of what checkpoints need.
+    /// Treat pickle globals on neither the denylist nor the known-safe list as critical
+    /// (by default they are errors).
     #[arg(long)]
     pub strict: bool,
 }

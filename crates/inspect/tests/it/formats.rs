@@ -100,7 +100,7 @@ fn a_broken_stream_is_read_up_to_where_it_breaks() {
 }
 
 #[test]
-fn a_clean_checkpoint_pickle_passes_even_strict_and_unknown_globals_are_flagged_strict() {
+fn a_clean_checkpoint_pickle_passes_and_unknown_globals_are_never_clean() {
     let walk = pickle::walk(&ordered_dict(), 0, true);
     assert!(
         walk.complete && walk.findings.is_empty(),
@@ -108,11 +108,44 @@ fn a_clean_checkpoint_pickle_passes_even_strict_and_unknown_globals_are_flagged_
         walk.findings
     );
     let odd = b"\x80\x02cnumpy.random\nRandomState\nq\x00)Rq\x01.".to_vec();
-    assert!(pickle::walk(&odd, 0, false).findings.is_empty());
+    let walk = pickle::walk(&odd, 0, false);
+    assert_eq!(rules(&walk), [("pickle.global-unknown", Severity::Error)]);
+    assert!(
+        walk.findings[0]
+            .message
+            .contains("numpy.random.RandomState")
+    );
     assert_eq!(
         rules(&pickle::walk(&odd, 0, true)),
-        [("pickle.global-unknown", Severity::Warning)]
+        [("pickle.global-unknown", Severity::Critical)]
     );
+}
+
+#[test]
+fn callables_other_scanners_missed_are_critical() {
+    for global in [
+        "cProfile\nrun",
+        "profile\nrun",
+        "numpy.testing._private.utils\nrunstring",
+        "_posixsubprocess\nfork_exec",
+        "torch.serialization\nload",
+        "pydoc\npipepager",
+        "_operator\nmethodcaller",
+        "_io\nopen",
+        "pkgutil\nresolve_name",
+        "lib2to3.pgen2.grammar\nGrammar.loads",
+        // The `os` module reached as an attribute of another.
+        "logging\nos",
+    ] {
+        let bytes = format!("\u{80}\u{2}c{global}\n).");
+        let bytes: Vec<u8> = bytes.chars().map(|c| c as u8).collect();
+        let walk = pickle::walk(&bytes, 0, false);
+        assert!(
+            rules(&walk).contains(&("pickle.global-denied", Severity::Critical)),
+            "{global}: {:?}",
+            walk.findings
+        );
+    }
 }
 
 fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
@@ -293,8 +326,9 @@ fn imports_the_walk_cannot_follow_or_that_hide_their_name_are_critical() {
 
 #[test]
 fn a_second_pickle_without_proto_is_walked_too() {
+    // Whatever opcode it starts with: NONE, POP, then the import.
     let mut b = ordered_dict();
-    b.extend(b"cos\nsystem\n(S'id'\ntR.");
+    b.extend(b"N0cos\nsystem\n(S'id'\ntR.");
     let walk = pickle::walk(&b, 0, false);
     assert!(
         walk.findings
@@ -330,6 +364,28 @@ fn a_protocol_0_pickle_is_sniffed_by_walking_it() {
         "{:?}",
         r.findings
     );
+    // Opening with other opcodes, or with FRAME and no PROTO: still walked.
+    for body in [
+        &b"S'x'\n0cos\nsystem\n(S'id'\ntR."[..],
+        b"N0cos\nsystem\n(S'id'\ntR.",
+        b"\x95\x10\x00\x00\x00\x00\x00\x00\x00cos\nsystem\n)R.",
+    ] {
+        let p = write(dir.path(), "odd.pkl", body);
+        let r = scan::scan_file(&p, false).expect("scans");
+        assert_eq!(r.format, Format::Pickle, "{body:?}");
+        assert_eq!(
+            r.worst(),
+            Some(Severity::Critical),
+            "{body:?}: {:?}",
+            r.findings
+        );
+    }
+    // Data after a complete pickle (raw tensor bytes) is not read as one.
+    let mut with_data = ordered_dict();
+    with_data.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+    let p = write(dir.path(), "legacy.pt", &with_data);
+    let r = scan::scan_file(&p, false).expect("scans");
+    assert!(r.is_clean(), "{:?}", r.findings);
     // Text that merely starts like one is not a pickle.
     let p = write(dir.path(), "notes.txt", b"(this is a note)\n");
     let r = scan::scan_file(&p, false).expect("scans");

@@ -10,6 +10,7 @@ use smallfirst_inspect::{Finding, Severity};
 mod fit;
 mod formats;
 mod mutate;
+mod wrappers;
 mod writer;
 
 use writer::{Gguf, Kv};
