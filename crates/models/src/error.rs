@@ -39,6 +39,20 @@ pub enum ModelError {
     BadSha(String),
     #[error("lock file `{path}` is unreadable: {reason}")]
     Lock { path: PathBuf, reason: String },
+    #[error(
+        "`{name}` is not a model name: names are a file name (letters, digits, `.`, `_`, `-`), without `/` or `..`"
+    )]
+    BadName { name: String },
+    #[error("`{name}` grew past {limit} bytes ({why}); the partial file was deleted")]
+    TooLarge {
+        name: String,
+        limit: u64,
+        why: &'static str,
+    },
+    #[error("`{url}` sent nothing for {seconds} s; the partial file was deleted")]
+    Stalled { url: String, seconds: u64 },
+    #[error("`{name}` failed its safety scan: {findings}; it was not added to the cache")]
+    Unsafe { name: String, findings: String },
 }
 
 impl ModelError {
@@ -66,6 +80,13 @@ impl ModelError {
             ModelError::ShaMismatch { .. } => Some(
                 "the source changed or the download was corrupted; pull again or check the pin",
             ),
+            ModelError::BadName { .. } => Some("pass a plain name, e.g. `--name my-model`"),
+            ModelError::TooLarge { .. } => {
+                Some("raise the limit with `--max-size BYTES` if the file is that large")
+            }
+            ModelError::Unsafe { .. } => {
+                Some("`smallfirst scan FILE` shows every finding; `--allow-unsafe` adds it anyway")
+            }
             _ => None,
         }
     }

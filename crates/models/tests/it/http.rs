@@ -16,6 +16,10 @@ struct Behaviour {
     redirect_pin: Option<String>,
     /// Answer ranges with 200 and the whole body, as some servers do.
     ignore_range: bool,
+    /// Send the body without a Content-Length, then keep sending forever.
+    endless: bool,
+    /// Send half the body, then nothing (the connection held open).
+    stall: bool,
 }
 
 struct Server {
@@ -85,6 +89,24 @@ fn answer(
         .and_then(|r| r.strip_prefix("bytes="))
         .and_then(|r| r.trim_end_matches('-').parse::<usize>().ok())
         .filter(|_| !b.ignore_range);
+    if b.endless {
+        write!(stream, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
+        stream.write_all(body)?;
+        let chunk = vec![0u8; 1 << 16];
+        loop {
+            stream.write_all(&chunk)?;
+        }
+    }
+    if b.stall {
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        stream.write_all(&body[..body.len() / 2])?;
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        return Ok(());
+    }
     match start {
         Some(s) if s >= body.len() => {
             write!(
@@ -121,7 +143,120 @@ fn pin(sha256: &str) -> PullOptions {
     PullOptions {
         name: Some("m".into()),
         sha256: Some(sha256.into()),
+        ..PullOptions::default()
     }
+}
+
+#[test]
+fn a_download_that_never_ends_stops_at_the_size_limit_and_leaves_nothing() {
+    let server = serve(
+        model_bytes(1_000, 7),
+        Behaviour {
+            endless: true,
+            ..Behaviour::default()
+        },
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = PullOptions {
+        max_size: Some(1 << 20),
+        ..pin(&"a".repeat(64))
+    };
+    let err = puller(dir.path())
+        .pull(&format!("{}/file", server.base), &options)
+        .expect_err("too large");
+    assert!(
+        matches!(err, ModelError::TooLarge { limit, .. } if limit == 1 << 20),
+        "{err}"
+    );
+    assert!(!dir.path().join(".partial/m.gguf.part").exists());
+    assert!(!dir.path().join("m.gguf").exists());
+}
+
+#[test]
+fn a_server_that_stops_sending_is_given_up_on() {
+    let server = serve(
+        model_bytes(200_000, 8),
+        Behaviour {
+            stall: true,
+            ..Behaviour::default()
+        },
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = PullOptions {
+        idle_timeout: Some(std::time::Duration::from_millis(500)),
+        ..pin(&"a".repeat(64))
+    };
+    let started = std::time::Instant::now();
+    let err = puller(dir.path())
+        .pull(&format!("{}/file", server.base), &options)
+        .expect_err("stalled");
+    assert!(matches!(err, ModelError::Stalled { .. }), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(!dir.path().join(".partial/m.gguf.part").exists());
+}
+
+#[test]
+fn names_with_paths_are_refused_before_anything_is_written() {
+    let server = serve(model_bytes(1_000, 9), Behaviour::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in ["../../x", "/abs/path", "a/b", ".."] {
+        let options = PullOptions {
+            name: Some(name.into()),
+            ..pin(&"a".repeat(64))
+        };
+        let err = puller(dir.path())
+            .pull(&format!("{}/file", server.base), &options)
+            .expect_err("refused");
+        assert!(matches!(err, ModelError::BadName { .. }), "{name}: {err}");
+        assert!(err.hint().is_some());
+    }
+    assert_eq!(
+        server.ranges.lock().map(|r| r.len()).unwrap_or(1),
+        0,
+        "nothing was fetched"
+    );
+}
+
+#[test]
+fn a_file_with_a_critical_finding_is_refused_unless_allowed() {
+    // A GGUF whose chat template reaches for the Python runtime.
+    let text = |s: &str| {
+        let mut b = (s.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(s.as_bytes());
+        b
+    };
+    let mut body = b"GGUF".to_vec();
+    body.extend(3u32.to_le_bytes());
+    body.extend(0u64.to_le_bytes());
+    body.extend(2u64.to_le_bytes());
+    body.extend(text("general.architecture"));
+    body.extend(8u32.to_le_bytes());
+    body.extend(text("llama"));
+    body.extend(text("tokenizer.chat_template"));
+    body.extend(8u32.to_le_bytes());
+    body.extend(text(
+        "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+    ));
+    while !body.len().is_multiple_of(32) {
+        body.push(0);
+    }
+    let server = serve(body.clone(), Behaviour::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = puller(dir.path())
+        .pull(&format!("{}/file", server.base), &pin(&sha(&body)))
+        .expect_err("unsafe");
+    assert!(matches!(err, ModelError::Unsafe { .. }), "{err}");
+    assert!(err.to_string().contains("template.code"), "{err}");
+    assert!(!dir.path().join("m.gguf").exists());
+    assert!(!dir.path().join(".partial/m.gguf.part").exists());
+    let allowed = PullOptions {
+        allow_unsafe: true,
+        ..pin(&sha(&body))
+    };
+    let pulled = puller(dir.path())
+        .pull(&format!("{}/file", server.base), &allowed)
+        .expect("added when allowed");
+    assert!(pulled.path.exists());
 }
 
 #[test]

@@ -7,9 +7,29 @@ mod local;
 use sha2::{Digest, Sha256};
 use smallfirst_models::{Cache, PipConfig, Puller};
 
-/// A fake model: the GGUF magic, then `len` pseudo-random bytes.
-pub fn model_bytes(len: usize, seed: u8) -> Vec<u8> {
+/// A small well-formed GGUF header (version 3, no tensors, one key), padded to its alignment.
+pub fn gguf_header() -> Vec<u8> {
+    let text = |s: &str| {
+        let mut b = (s.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(s.as_bytes());
+        b
+    };
     let mut v = b"GGUF".to_vec();
+    v.extend(3u32.to_le_bytes());
+    v.extend(0u64.to_le_bytes());
+    v.extend(1u64.to_le_bytes());
+    v.extend(text("general.architecture"));
+    v.extend(8u32.to_le_bytes());
+    v.extend(text("llama"));
+    while !v.len().is_multiple_of(32) {
+        v.push(0);
+    }
+    v
+}
+
+/// A fake model: a well-formed GGUF header, then `len` pseudo-random bytes.
+pub fn model_bytes(len: usize, seed: u8) -> Vec<u8> {
+    let mut v = gguf_header();
     let mut x = seed as u32 | 1;
     for _ in 0..len {
         x ^= x << 13;
