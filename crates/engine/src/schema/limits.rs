@@ -81,10 +81,18 @@ impl Budget {
             }
         }
         if let Some(Value::Object(props)) = map.get("properties") {
-            let required = map.get("required").and_then(Value::as_array);
-            let is_required =
-                |k: &str| required.is_some_and(|r| r.iter().any(|v| v.as_str() == Some(k)));
-            let optional = props.keys().filter(|k| !is_required(k)).count();
+            // A set, not a scan per property: thousands of each would be quadratic.
+            let required: HashSet<&str> = map
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let optional = props
+                .keys()
+                .filter(|k| !required.contains(k.as_str()))
+                .count();
             if optional > MAX_OPTIONAL {
                 return Err(limit(
                     &format!("{path}/properties"),
