@@ -48,7 +48,10 @@ fn a_good_file_becomes_a_config() {
     assert_eq!(c.server.port, 9000);
     assert_eq!(c.server.allowed_hosts, ["gpu-box.lan"]);
     assert_eq!(c.server.cors_origins, ["https://app.example.com"]);
-    assert_eq!(c.server.api_keys_env.as_deref(), Some("SMALLFIRST_API_KEYS"));
+    assert_eq!(
+        c.server.api_keys_env.as_deref(),
+        Some("SMALLFIRST_API_KEYS")
+    );
     assert_eq!(c.server.header_timeout, Duration::from_secs(5));
     assert_eq!(c.server.max_connections, 100);
     assert_eq!(c.server.idle_timeout, Duration::from_secs(60), "a default");
