@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes small seed inputs for the fuzz targets (little GGUFs with every key fit reads, pickles,
-a safetensors file) into CORPUS/<target>/, and a libFuzzer dictionary of GGUF key names to DICT,
-so the fuzzers start from the formats' shapes rather than nothing.
+a safetensors file, chat completion bodies with schemas and tools) into CORPUS/<target>/, a
+libFuzzer dictionary of GGUF key names to DICT, and one of request fields and JSON Schema keywords
+beside it (request.dict), so the fuzzers start from the formats' shapes rather than nothing.
 
     python3 scripts/fuzz_seeds.py fuzz/corpus fuzz/gguf.dict
 """
@@ -69,7 +70,37 @@ def main():
             "dict.pkl": b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01K\x01X\x01\x00\x00\x00bq\x02G?\xf0\x00\x00\x00\x00\x00\x00u.",
         },
         "safetensors": {},
+        "request": {},
     }
+    user = [{"role": "user", "content": "hi"}]
+    person = {"type": "object", "properties": {
+        "name": {"type": "string", "maxLength": 40, "pattern": "^[A-Z][a-z]+$"},
+        "age": {"type": "integer", "minimum": 0, "maximum": 130},
+        "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 3},
+        "next": {"anyOf": [{"$ref": "#"}, {"type": "null"}]}},
+        "required": ["name", "age"], "$defs": {"D": {"type": "number", "multipleOf": 0.5}}}
+    bodies = {
+        "plain.json": {"model": "local", "messages": user, "max_tokens": 4, "seed": 42.0,
+                       "stop": ["\n"], "logit_bias": {"5": -100}, "logprobs": True, "top_logprobs": 2},
+        "schema.json": {"model": "local", "messages": user, "response_format": {"type": "json_schema",
+                        "json_schema": {"name": "p", "strict": True, "schema": person}}},
+        "tools.json": {"model": "auto", "messages": user, "tool_choice": {"type": "function",
+                       "function": {"name": "f"}}, "parallel_tool_calls": False,
+                       "tools": [{"type": "function", "function": {"name": "f", "parameters": person}}]},
+        "object.json": {"model": "local", "messages": [{"role": "system", "content": [{"type": "text", "text": "s"}]}] + user,
+                        "response_format": {"type": "json_object"}, "metadata": {"privacy": "local-only"}},
+    }
+    for name, body in bodies.items():
+        seeds["request"][name] = json.dumps(body).encode()
+    Path(sys.argv[2]).parent.mkdir(parents=True, exist_ok=True)
+    with open(Path(sys.argv[2]).with_name("request.dict"), "w") as d:
+        for k in ["model", "messages", "role", "content", "response_format", "json_schema", "schema",
+                  "tools", "tool_choice", "function", "parameters", "strict", "type", "properties",
+                  "required", "items", "prefixItems", "anyOf", "oneOf", "allOf", "$ref", "$defs", "#/$defs/",
+                  "enum", "const", "pattern", "format", "minLength", "maxLength", "minItems", "maxItems",
+                  "minimum", "maximum", "multipleOf", "additionalProperties", "object", "array", "string",
+                  "integer", "number", "boolean", "null", "max_tokens", "stop", "logit_bias", "seed"]:
+            d.write(f'"\\"{k}\\""\n')
     header = json.dumps({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
                          "__metadata__": {"format": "pt"}}).encode()
     seeds["safetensors"]["small.safetensors"] = struct.pack("<Q", len(header)) + header + bytes(16)

@@ -38,6 +38,15 @@ impl Constraint {
         Constraint::Json(serde_json::json!({"type": "object"}))
     }
 
+    /// Compiles the grammar against a byte-level token table (no model needed) and computes
+    /// its first mask: the same refusals a model's compiler gives, for checking a request or a
+    /// schema offline. Runs on the caller's thread.
+    pub fn check_offline(&self) -> Result<(), EngineError> {
+        let env = llguidance::toktrie::ApproximateTokEnv::single_byte_env();
+        let mut grammars = crate::compiler::Grammars::new(&env)?;
+        grammars.guide(self).map(|_| ())
+    }
+
     pub(crate) fn grammar(&self) -> TopLevelGrammar {
         match self {
             Constraint::Json(schema) => {

@@ -406,7 +406,7 @@ fn target(body: &[u8]) -> Option<Target> {
 }
 
 /// Parses the body, naming the offending field path on failure.
-fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
+pub(crate) fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed: Result<ChatRequest, _> = serde_path_to_error::deserialize(&mut de);
     match parsed {

@@ -7,6 +7,10 @@
 //! - [`structure`] turns `response_format` / `tools` into the engine's constraint (the CLI
 //!   uses it too, so both refuse the same schemas the same way).
 //!
+//! - [`serve`] accepts connections itself (`listen`): a cap on open ones, deadlines for heads,
+//!   bodies and idle keep-alive. Every request passes the guard (`guard`: Host, Origin, API
+//!   [`Keys`], JSON bodies, the body read whole) and gets an `x-request-id` (`observe`).
+//!
 //! Routes: `POST /v1/chat/completions` (JSON or SSE), `GET /v1/models`, `GET /v1/models/{id}`,
 //! `GET /health`, `GET /metrics`. Unknown routes and methods answer in the same error shape. A
 //! request whose `model` names a remote tier goes to it, and down its fallback chain if it
@@ -35,3 +39,11 @@ pub use metrics::Limits;
 pub use options::Options;
 pub use routes::{AppState, LocalTier, app, serve};
 pub use structured::{Structure, structure};
+
+/// Checks a chat completion body as the server would before any work: it parses, its
+/// parameters are in range, its messages, tools and schemas are within the limits; returns
+/// the shape it asks of the answer. `n_vocab` bounds `logit_bias` token ids.
+pub fn validate(body: &[u8], n_vocab: usize) -> Result<Structure, ApiError> {
+    let req = chat::parse(body)?;
+    convert::plan(&req, n_vocab).map(|plan| plan.structure)
+}
