@@ -169,12 +169,21 @@ impl From<EngineError> for ApiError {
 /// sent (a model name, a schema path), and a client may send a megabyte of it.
 const MAX_MESSAGE: usize = 1_000;
 
+/// A message as sent and logged: on one line (control characters a client put in it escaped)
+/// and at most [`MAX_MESSAGE`] characters.
 fn shorten(message: &str) -> String {
-    if message.chars().count() <= MAX_MESSAGE {
-        return message.to_string();
+    let mut s = String::new();
+    for (i, c) in message.chars().enumerate() {
+        if i == MAX_MESSAGE {
+            s.push('…');
+            break;
+        }
+        if c.is_control() {
+            s.extend(c.escape_default());
+        } else {
+            s.push(c);
+        }
     }
-    let mut s: String = message.chars().take(MAX_MESSAGE).collect();
-    s.push('…');
     s
 }
 

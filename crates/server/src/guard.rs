@@ -60,7 +60,7 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
     match checked {
         Ok(key) => {
             if let Some(key) = key {
-                tracing::Span::current().record("key", key.as_str());
+                tracing::Span::current().record("key", tracing::field::display(&key));
                 request.extensions_mut().insert(KeyName(key));
             }
         }
