@@ -106,6 +106,12 @@ impl ChatTemplate {
                 MAX_TEMPLATE >> 10
             )));
         }
+        // The bounded operators are called by these names; a template may not define its own.
+        if source.contains("__smallfirst") {
+            return Err(EngineError::Template(
+                "the chat template uses names reserved for the server (`__smallfirst…`)".into(),
+            ));
+        }
         let knows_tools = source.contains("tools")
             && source.contains("tool_calls")
             && source.contains(tools::CALL_OPEN);
@@ -539,22 +545,38 @@ mod tests {
             // A repeated list stays lazy (no memory) until it is made a list.
             "{% set l = [1] * 10000000 %}{{ l|list|length }}",
             "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}",
-            // Output captured by a macro never reaches the writer.
-            "{% macro m() %}{% for i in range(100000) %}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx{% endfor %}{% endmacro %}{% for j in range(100) %}{% set x = m() %}{% endfor %}",
+            // Output captured by a macro never reaches the writer (1 KiB a pass, 100,000 passes:
+            // past the memory bound well before the fuel runs out).
+            "{% macro m() %}{% for i in range(100000) %}{{ '' }}LITERAL{% endfor %}{% endmacro %}{% set x = m() %}",
+            // Filters that copy their input, and slices.
+            "{% set s = 'a' * 4000000 %}{{ ([s] * 100000)|map('lower')|length }}",
+            "{% set s = 'a' * 4000000 %}{% set ns = namespace(l=[]) %}{% for i in range(1000) %}{% set ns.l = ns.l + [s[1:]] %}{% endfor %}",
+            "{% set s = 'a b ' * 1000000 %}{% set ns = namespace(l=[]) %}{% for i in range(1000) %}{% set ns.l = ns.l + [s.split('x')] %}{% endfor %}",
             "{% set big = 'x' * 1000000 %}{{ ([big] * 10000)|join }}",
             "{{ ('a' * 1000000)|replace('a', 'bbbbbbbbbb') }}",
             "{{ 'a\nb'|indent(100000000) }}",
             "{{ ('x' * 1000000).replace('x', 'yyyyyyyy') }}",
             "{{ '{:>99999999}'.format(1) }}",
             "{{ (('ab ' * 1000000)|string).split() }}",
-            "{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}",
         ] {
-            let e = render(src).expect_err(src).to_string();
-            assert!(
-                e.contains("stopped") || e.contains("ran too long"),
-                "{src}: {e}"
-            );
+            let src = src.replace("LITERAL", &"x".repeat(1024));
+            let e = render(&src).expect_err(&src).to_string();
+            assert!(e.contains("stopped"), "{}: {e}", &src[..src.len().min(120)]);
         }
+        // A loop that builds nothing runs out of fuel instead.
+        let e = render("{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}")
+            .expect_err("out of fuel")
+            .to_string();
+        assert!(e.contains("ran too long"), "{e}");
+        // Names the bounded operators use are reserved.
+        assert!(
+            ChatTemplate::new(
+                Some("{% macro __smallfirst_charge(n) %}{% endmacro %}".into()),
+                "",
+                ""
+            )
+            .is_err()
+        );
     }
 
     #[test]

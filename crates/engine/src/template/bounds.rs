@@ -37,6 +37,7 @@ const CONCAT: &str = "__smallfirst_concat";
 const ADD: &str = "__smallfirst_add";
 const MUL: &str = "__smallfirst_mul";
 const LIST: &str = "__smallfirst_list";
+const SLICE: &str = "__smallfirst_slice";
 const CHARGE: &str = "__smallfirst_charge";
 const SPENT: &str = "__smallfirst_spent";
 
@@ -171,6 +172,7 @@ pub(crate) fn rewrite<'s>(old: &Instructions<'s>) -> Instructions<'s> {
                 add(Instruction::EmitRaw(text));
             }
             Instruction::StringConcat => add(Instruction::CallFunction(CONCAT, Some(2))),
+            Instruction::Slice => add(Instruction::CallFunction(SLICE, Some(4))),
             Instruction::Add => add(Instruction::CallFunction(ADD, Some(2))),
             Instruction::Mul => add(Instruction::CallFunction(MUL, Some(2))),
             Instruction::BuildList(Some(items)) if *items <= usize::from(u16::MAX) => {
@@ -195,6 +197,7 @@ pub(crate) fn rewrite<'s>(old: &Instructions<'s>) -> Instructions<'s> {
 struct Ops {
     add: minijinja::Expression<'static, 'static>,
     mul: minijinja::Expression<'static, 'static>,
+    slice: minijinja::Expression<'static, 'static>,
 }
 
 fn ops() -> &'static Ops {
@@ -208,6 +211,7 @@ fn ops() -> &'static Ops {
         Ops {
             add: compile("a + b"),
             mul: compile("a * b"),
+            slice: compile("a[b:c:d]"),
         }
     })
 }
@@ -243,6 +247,13 @@ fn seq_len(v: &Value) -> Option<usize> {
         .flatten()
 }
 
+/// `a[b:c:d]`: no larger than `a`, but a copy, so charged.
+fn slice(state: &State, a: Value, b: Value, c: Value, d: Value) -> Result<Value, Error> {
+    let out = ops().slice.eval(minijinja::context! { a, b, c, d })?;
+    charge(state, written_len(&out))?;
+    Ok(out)
+}
+
 fn list(state: &State, items: Rest<Value>) -> Result<Value, Error> {
     room_for_items(state, items.len())?;
     Ok(Value::from(items.0))
@@ -262,6 +273,7 @@ pub(crate) fn install(env: &mut Environment<'static>) {
     env.add_function(ADD, add);
     env.add_function(MUL, mul);
     env.add_function(LIST, list);
+    env.add_function(SLICE, slice);
     env.add_function(CHARGE, charge_fn);
     env.set_formatter(|out, state, value| {
         let len = value.as_str().map_or_else(|| written_len(value), str::len);
@@ -273,14 +285,14 @@ pub(crate) fn install(env: &mut Environment<'static>) {
         env.add_filter(*name, move |state: &State, args: Rest<Value>| {
             check(state, &args)?;
             let out = original.call(state, &args)?;
-            charge(state, out.as_str().map_or(0, str::len))?;
+            charge(state, written_len(&out))?;
             Ok::<_, Error>(out)
         });
     }
     env.set_unknown_method_callback(|state, value, method, args| {
         check_method(state, value, method, args)?;
         let out = minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)?;
-        charge(state, out.as_str().map_or(0, str::len))?;
+        charge(state, written_len(&out))?;
         Ok(out)
     });
 }
@@ -348,7 +360,59 @@ const FILTER_CHECKS: &[Bounded] = &[
         || Value::from_function(f::lines),
         |s, a| pieces_check(s, a.first(), Some(&Value::from("\n"))),
     ),
+    // Filters whose output is about the size of their input, which copy it: the input written
+    // out may be at most one string's bound (a lazily repeated list is not), and the output is
+    // charged.
+    ("lower", || Value::from_function(f::lower), inputs_check),
+    ("upper", || Value::from_function(f::upper), inputs_check),
+    ("title", || Value::from_function(f::title), inputs_check),
+    (
+        "capitalize",
+        || Value::from_function(f::capitalize),
+        inputs_check,
+    ),
+    ("trim", || Value::from_function(f::trim), inputs_check),
+    ("reverse", || Value::from_function(f::reverse), inputs_check),
+    ("map", || Value::from_function(f::map), inputs_check),
+    ("select", || Value::from_function(f::select), inputs_check),
+    ("reject", || Value::from_function(f::reject), inputs_check),
+    (
+        "selectattr",
+        || Value::from_function(f::selectattr),
+        inputs_check,
+    ),
+    (
+        "rejectattr",
+        || Value::from_function(f::rejectattr),
+        inputs_check,
+    ),
+    ("sort", || Value::from_function(f::sort), inputs_check),
+    ("unique", || Value::from_function(f::unique), inputs_check),
+    ("groupby", || Value::from_function(f::groupby), inputs_check),
+    ("chain", || Value::from_function(f::chain), inputs_check),
+    ("zip", || Value::from_function(f::zip), inputs_check),
+    ("items", || Value::from_function(f::items), inputs_check),
+    (
+        "dictsort",
+        || Value::from_function(f::dictsort),
+        inputs_check,
+    ),
 ];
+
+/// The inputs of a filter that copies them, written out, within one string's bound.
+fn inputs_check(_: &State, args: &[Value]) -> Result<(), Error> {
+    let len = args
+        .iter()
+        .map(written_len)
+        .fold(0usize, usize::saturating_add);
+    if len > MAX_STRING {
+        return Err(exceeded(format!(
+            "the chat template passed more than {} MiB to a filter",
+            MAX_STRING >> 20
+        )));
+    }
+    Ok(())
+}
 
 fn join_check(state: &State, items: Option<&Value>, sep: Option<&Value>) -> Result<(), Error> {
     let Some(items) = items else { return Ok(()) };
