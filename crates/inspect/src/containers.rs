@@ -67,12 +67,21 @@ impl Compression {
 
 pub const SEVEN_ZIP: &[u8] = &[b'7', b'z', 0xbc, 0xaf, 0x27, 0x1c];
 
-/// Every entry of a 7z archive, expanded (each up to [`EXPANDED_READ`]), with its name; or why
+/// Most entries of one 7z archive opened, and bytes expanded from it in all.
+pub const SEVEN_ZIP_ENTRIES: usize = 10_000;
+pub const SEVEN_ZIP_TOTAL: u64 = 1 << 30;
+
+/// Every entry of a 7z archive, expanded (each up to [`EXPANDED_READ`]) and handed to `each`
+/// as it comes, with its name; stops early (returning `Ok(false)`) at an entry cut by the
+/// limit, or past [`SEVEN_ZIP_ENTRIES`] entries or [`SEVEN_ZIP_TOTAL`] bytes; `Err` with why
 /// the archive cannot be read.
 pub fn seven_zip_entries<R: Read + io::Seek>(
     source: R,
     mut each: impl FnMut(&str, Expanded),
-) -> Result<(), String> {
+) -> Result<bool, String> {
+    let mut whole = true;
+    let mut entries = 0usize;
+    let mut total = 0u64;
     let mut reader = sevenz_rust2::ArchiveReader::new_with_memory_limit(
         source,
         sevenz_rust2::Password::empty(),
@@ -84,16 +93,26 @@ pub fn seven_zip_entries<R: Read + io::Seek>(
             if entry.is_directory() {
                 return Ok(true);
             }
+            entries += 1;
+            let room = EXPANDED_READ.min(SEVEN_ZIP_TOTAL.saturating_sub(total));
             let mut bytes = Vec::new();
-            data.take(EXPANDED_READ + 1).read_to_end(&mut bytes)?;
-            let whole = bytes.len() as u64 <= EXPANDED_READ;
-            bytes.truncate(EXPANDED_READ as usize);
-            // The rest of a cut entry is drained, so the next one starts where it should.
-            io::copy(data, &mut io::sink())?;
-            each(entry.name(), Expanded { bytes, whole });
-            Ok(true)
+            data.take(room + 1).read_to_end(&mut bytes)?;
+            total += bytes.len() as u64;
+            let entry_whole = bytes.len() as u64 <= room;
+            bytes.truncate(room as usize);
+            each(
+                entry.name(),
+                Expanded {
+                    bytes,
+                    whole: entry_whole,
+                },
+            );
+            // A cut entry is not drained (that would expand it whole): the walk stops there.
+            whole &= entry_whole && entries < SEVEN_ZIP_ENTRIES;
+            Ok(whole)
         })
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(whole)
 }
 
 /// The NPY magic.
@@ -133,19 +152,39 @@ pub fn npy_header(bytes: &[u8]) -> Result<NpyHeader, String> {
         .or_else(|| header.split("\"descr\":").nth(1))
         .ok_or("the header has no `descr`")?
         .trim_start();
-    // A plain dtype is a quoted string (`'<f4'`); `O` anywhere in it, or a structured dtype
-    // (a list, which may hold object fields), may hold Python objects.
-    let objects = match descr.chars().next() {
-        Some('\'' | '"') => {
-            let q = descr.chars().next().unwrap_or('\'');
-            descr[1..].split(q).next().is_none_or(|d| d.contains('O'))
-        }
-        _ => true,
-    };
+    // numpy reads the header as a Python literal, so anything but a plain dtype string
+    // (`'<f4'`, `'|u1'`, `'<M8[ns]'`) may spell an object dtype (`'object'`, `'|\x4f'`, a
+    // structured list): only a plain one is taken as holding no Python objects.
+    let objects = !plain_dtype(descr);
     Ok(NpyHeader {
         data_start: end,
         objects,
     })
+}
+
+/// Whether `descr` (the text after `'descr':`) starts with a quoted plain dtype: an optional
+/// byte order, a non-object kind, a size, an optional `[unit]`, and the closing quote.
+fn plain_dtype(descr: &str) -> bool {
+    let mut chars = descr.chars();
+    let Some(quote) = chars.next().filter(|c| matches!(c, '\'' | '"')) else {
+        return false;
+    };
+    let body: String = chars.take_while(|&c| c != quote).collect();
+    if !descr[1 + body.len()..].starts_with(quote) {
+        return false;
+    }
+    let body = body.strip_prefix(['<', '>', '|', '=']).unwrap_or(&body);
+    let mut rest = body.chars();
+    if !rest.next().is_some_and(|k| "?bBiufcSUVmM".contains(k)) {
+        return false;
+    }
+    let rest = rest.as_str();
+    let (size, unit) = rest.split_once('[').unwrap_or((rest, ""));
+    size.chars().all(|c| c.is_ascii_digit())
+        && (unit.is_empty()
+            || unit
+                .strip_suffix(']')
+                .is_some_and(|u| !u.is_empty() && u.chars().all(|c| c.is_ascii_alphanumeric())))
 }
 
 #[cfg(test)]

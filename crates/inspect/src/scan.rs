@@ -129,6 +129,24 @@ impl Scanned {
             findings: Vec::new(),
         }
     }
+
+    /// Content of `format` that could not be opened at all.
+    fn broken(format: Format, rule: &'static str, message: String) -> Self {
+        Scanned {
+            format,
+            complete: false,
+            findings: vec![Finding::new(rule, Severity::Error, message)],
+        }
+    }
+
+    /// An inner file past the nesting depth: not opened, so not complete.
+    fn unopened() -> Self {
+        Scanned {
+            format: Format::Unknown,
+            complete: false,
+            findings: Vec::new(),
+        }
+    }
 }
 
 /// Scans the file at `path`; with `strict`, a pickle's unknown globals are critical rather
@@ -311,13 +329,11 @@ fn expanded(what: &str, result: io::Result<Expanded>, strict: bool, depth: usize
     let expanded = match result {
         Ok(e) => e,
         Err(e) => {
-            out.complete = false;
-            out.findings.push(Finding::new(
+            return Scanned::broken(
+                Format::Unknown,
                 "compressed.broken",
-                Severity::Error,
                 format!("the {what} stream cannot be expanded: {e}"),
-            ));
-            return out;
+            );
         }
     };
     if depth + 1 >= DEPTH {
@@ -408,13 +424,11 @@ fn zip_archive<R: Read + Seek>(source: R, strict: bool, depth: usize) -> Scanned
     let mut archive = match zip::ZipArchive::new(BufReader::new(source)) {
         Ok(a) => a,
         Err(e) => {
-            out.complete = false;
-            out.findings.push(Finding::new(
+            return Scanned::broken(
+                Format::Zip,
                 "zip.broken",
-                Severity::Error,
                 format!("the zip archive cannot be read: {e}"),
-            ));
-            return out;
+            );
         }
     };
     let mut code = 0;
@@ -448,9 +462,7 @@ fn zip_archive<R: Read + Seek>(source: R, strict: bool, depth: usize) -> Scanned
         }
         let whole = (buf.len() as u64) < MEMBER_READ || member.size() == MEMBER_READ;
         let inner = if depth + 1 >= DEPTH {
-            let mut s = Scanned::new(Format::Unknown);
-            s.complete = false;
-            s
+            Scanned::unopened()
         } else {
             content(&buf, whole, strict, depth + 1)
         };
@@ -468,28 +480,42 @@ fn zip_archive<R: Read + Seek>(source: R, strict: bool, depth: usize) -> Scanned
     out
 }
 
-/// Every entry of a 7z archive scanned as a file of its own (never extracted to disk).
+/// Every entry of a 7z archive scanned as a file of its own as it is expanded (never
+/// extracted to disk), within the archive's limits.
 fn seven_zip<R: Read + Seek>(source: R, strict: bool, depth: usize) -> Scanned {
     let mut out = Scanned::new(Format::SevenZip);
-    let mut entries = Vec::new();
-    let read = containers::seven_zip_entries(source, |name, e| entries.push((name.to_string(), e)));
-    if let Err(e) = read {
-        out.complete = false;
-        out.findings.push(Finding::new(
-            "7z.broken",
-            Severity::Error,
-            format!("the 7z archive cannot be read: {e}"),
-        ));
-    }
-    for (name, e) in entries {
+    let read = containers::seven_zip_entries(source, |name, e| {
         let inner = if depth + 1 >= DEPTH {
-            let mut s = Scanned::new(Format::Unknown);
-            s.complete = false;
-            s
+            Scanned::unopened()
         } else {
             content(&e.bytes, e.whole, strict, depth + 1)
         };
-        add_member(&mut out, &name, inner, None);
+        add_member(&mut out, name, inner, None);
+    });
+    match read {
+        Ok(true) => {}
+        Ok(false) => {
+            out.complete = false;
+            out.findings.push(Finding::new(
+                "7z.limit",
+                Severity::Warning,
+                format!(
+                    "the archive expands past its limits ({} entries, {} MiB, {} MiB an entry); \
+                     the rest was not checked",
+                    containers::SEVEN_ZIP_ENTRIES,
+                    containers::SEVEN_ZIP_TOTAL >> 20,
+                    containers::EXPANDED_READ >> 20
+                ),
+            ));
+        }
+        Err(e) => {
+            out.complete = false;
+            out.findings.push(Finding::new(
+                "7z.broken",
+                Severity::Error,
+                format!("the 7z archive cannot be read: {e}"),
+            ));
+        }
     }
     out
 }

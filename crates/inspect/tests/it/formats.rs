@@ -2,11 +2,11 @@
 //! `builtins.eval` directly, through the memo, and in broken streams; clean checkpoints; zip
 //! containers; malformed safetensors headers.
 
-use std::io::Write;
-
 use smallfirst_inspect::Severity;
 use smallfirst_inspect::pickle;
 use smallfirst_inspect::scan::{self, Format};
+
+use crate::zip_of;
 
 fn short_str(s: &str) -> Vec<u8> {
     let mut b = vec![0x8c, s.len() as u8];
@@ -152,21 +152,6 @@ fn write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::path::PathBuf 
     let path = dir.join(name);
     std::fs::write(&path, bytes).expect("writes");
     path
-}
-
-fn zip_of(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
-    let mut out = std::io::Cursor::new(Vec::new());
-    {
-        let mut z = zip::ZipWriter::new(&mut out);
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored);
-        for (name, bytes) in members {
-            z.start_file(*name, opts).expect("member");
-            z.write_all(bytes).expect("writes");
-        }
-        z.finish().expect("finishes");
-    }
-    out.into_inner()
 }
 
 #[test]

@@ -15,6 +15,23 @@ mod writer;
 
 use writer::{Gguf, Kv};
 
+/// A zip archive of `members`, stored (as PyTorch writes its checkpoints).
+pub fn zip_of(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = std::io::Cursor::new(Vec::new());
+    {
+        let mut z = zip::ZipWriter::new(&mut out);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for (name, bytes) in members {
+            z.start_file(*name, opts).expect("member");
+            z.write_all(bytes).expect("writes");
+        }
+        z.finish().expect("finishes");
+    }
+    out.into_inner()
+}
+
 /// The rules a file broke, most severe first, with the findings for messages.
 fn rules(bytes: &[u8]) -> (Vec<&'static str>, Vec<Finding>, bool) {
     let report = gguf::read(bytes, bytes.len() as u64).expect("reads from memory");

@@ -4,6 +4,8 @@
 use std::io::Write;
 
 use smallfirst_inspect::Severity;
+
+use crate::zip_of;
 use smallfirst_inspect::scan::{self, Format};
 
 /// `os.system("id")`, protocol 2.
@@ -43,21 +45,6 @@ fn an_object_npy_is_a_pickle_and_a_numeric_one_is_clean() {
     assert!(r.is_clean(), "{:?}", r.findings);
     let r = scan("bad.npy", b"\x93NUMPY\x01\x00\xff\x00{'descr'");
     assert_eq!(r.worst(), Some(Severity::Error));
-}
-
-fn zip_of(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
-    let mut out = std::io::Cursor::new(Vec::new());
-    {
-        let mut z = zip::ZipWriter::new(&mut out);
-        let opts = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored);
-        for (name, bytes) in members {
-            z.start_file(*name, opts).expect("member");
-            z.write_all(bytes).expect("writes");
-        }
-        z.finish().expect("finishes");
-    }
-    out.into_inner()
 }
 
 #[test]
