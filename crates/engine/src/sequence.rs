@@ -31,6 +31,12 @@ const HORIZON: u32 = 256;
 const MARGIN: u32 = 32;
 const CHECK_EVERY: u32 = 16;
 
+/// The most grammar states one answer's budget checks may walk in all (each walk costs a mask
+/// per token it takes): the engine thread runs them, so a schema with a long shortest answer
+/// cannot make every step of every stream wait. Past it, the answer is no longer steered and,
+/// if the budget cuts it, ends with `length`.
+const MAX_WALKED: u32 = 4096;
+
 /// What a sequence needs from the engine to handle its logits.
 pub(crate) struct Cx<'a, 'm> {
     pub model: &'m LlamaModel,
@@ -104,6 +110,8 @@ pub(crate) struct Seq {
     /// then.
     end_estimate: Option<u32>,
     checked_at: Option<u32>,
+    /// Grammar states the budget checks may still walk.
+    walk_left: u32,
     params: GenerateParams,
     sampler: Sampler,
     stream: TextStream,
@@ -138,6 +146,7 @@ impl Seq {
             steered: false,
             end_estimate: None,
             checked_at: None,
+            walk_left: MAX_WALKED,
             sampler: Sampler::new(params.sampling.clone()),
             stream: TextStream::new(&params.stop),
             held: VecDeque::new(),
@@ -247,6 +256,7 @@ impl Seq {
                         checked_at: &mut self.checked_at,
                         generated: self.generated,
                         steered: &mut self.steered,
+                        walk_left: &mut self.walk_left,
                     },
                 )?;
                 if let Some((p, runner_up)) = probs {
@@ -421,6 +431,7 @@ struct Budgeting<'a> {
     checked_at: &'a mut Option<u32>,
     generated: u32,
     steered: &'a mut bool,
+    walk_left: &'a mut u32,
 }
 
 /// The token a constrained answer takes next: the model's `candidate`, unless taking it
@@ -449,9 +460,12 @@ fn budgeted(
         None => since >= CHECK_EVERY,
         Some(est) => left <= est.saturating_add(MARGIN) || since >= CHECK_EVERY || opens,
     };
-    if !due {
+    // A check walks at most `left` states twice.
+    let cost = left.saturating_mul(2);
+    if !due || *b.walk_left < cost {
         return Ok(candidate);
     }
+    *b.walk_left -= cost;
     *b.checked_at = Some(b.generated);
     let tokenize = |bytes: &[u8]| cx.tokenize_bytes(bytes);
     // The candidate takes one token; what follows must fit in the rest.

@@ -151,6 +151,12 @@ impl Budget {
         if let Some(Value::String(p)) = map.get("pattern") {
             pattern(p, &format!("{path}/pattern"))?;
         }
+        // The keys of `patternProperties` are patterns too.
+        if let Some(Value::Object(patterns)) = map.get("patternProperties") {
+            for key in patterns.keys() {
+                pattern(key, &format!("{path}/patternProperties"))?;
+            }
+        }
         Ok(())
     }
 }
@@ -336,6 +342,11 @@ mod tests {
             assert!(matches!(e, SchemaError::TooComplex { .. }), "{p}: {e}");
             assert!(e.to_string().contains("spell out"), "{e}");
         }
+        let keyed = json!({"type": "object", "patternProperties": {"a{1000}{1000}": {}}});
+        assert!(
+            prepare(&keyed, false).is_err(),
+            "a patternProperties key is a pattern"
+        );
         let e = pattern("(ab", "#/pattern").expect_err("unclosed");
         assert!(matches!(e, SchemaError::Invalid { .. }), "{e}");
         assert!(!e.to_string().contains('\n'), "one line: {e}");
