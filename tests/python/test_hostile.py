@@ -180,6 +180,20 @@ def test_a_local_only_hint_anywhere_keeps_the_request_local(gateway, upstream, h
     assert ok.status_code == 200 and len(upstream.requests("remote")) == before + 1
 
 
+def test_a_repeated_metadata_privacy_key_keeps_the_request_local(gateway, upstream):
+    before = len(upstream.requests("remote"))
+    for model in ("remote", "auto"):
+        body = (b'{"model": "%s", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 4, '
+                b'"metadata": {"privacy": "local-only", "privacy": "any"}}' % model.encode())
+        r = httpx.post(f"{gateway}/v1/chat/completions", content=body, timeout=60,
+                       headers={"content-type": "application/json"})
+        if model == "remote":
+            assert r.status_code == 400 and r.json()["error"]["code"] == "local_only", r.text
+        else:
+            assert r.status_code == 200 and r.headers["x-smallfirst-tier"] == "local", r.text
+    assert len(upstream.requests("remote")) == before, "nothing left the machine"
+
+
 # --- Deadlines and the connection cap. ----------------------------------------------------------
 
 @pytest.fixture(scope="module")

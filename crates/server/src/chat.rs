@@ -52,9 +52,8 @@ async fn answer(
 ) -> Result<Response, ApiError> {
     let body =
         body.map_err(|e| ApiError::TooLarge(format!("could not read the request body: {e}")))?;
-    let target = target(&body);
-    let model = target.as_ref().map(|t| t.model.clone());
-    let privacy = routing::privacy(&headers, target.as_ref().and_then(|t| t.metadata.as_ref()))?;
+    let model = target_model(&body);
+    let privacy = routing::privacy(&headers, &body)?;
     if model
         .as_deref()
         .is_some_and(|m| state.inner.policy.decides_for(m))
@@ -111,7 +110,7 @@ pub(crate) async fn local(
     };
     let engine = &local.engine;
     let plan = convert::plan(&req, engine.info().n_vocab)?;
-    let prompt = render(engine, &plan).await?;
+    let prompt = render(state, engine, &plan).await?;
     let mut ticket = admit(state)?;
     let Plan {
         mut params,
@@ -231,7 +230,7 @@ pub(crate) async fn held(
     plan.params.confidence = true;
     plan.params.prefix_reuse = state.inner.metrics.prefix_reuse;
     let constrained = plan.params.constraint.is_some();
-    let prompt = render(engine, &plan).await?;
+    let prompt = render(state, engine, &plan).await?;
     let mut ticket = admit(state)?;
     let generation = engine
         .generate(prompt, plan.params)
@@ -290,7 +289,13 @@ fn check_labels(labels: &[String]) -> Result<(), ApiError> {
 
 /// The plan's prompt, rendered off the async runtime's threads (a template may run for a
 /// while within its fuel).
-async fn render(engine: &Engine, plan: &Plan) -> Result<String, ApiError> {
+async fn render(state: &AppState, engine: &Engine, plan: &Plan) -> Result<String, ApiError> {
+    let _permit = state
+        .inner
+        .renders
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Internal("the server is shutting down".into()))?;
     let engine = engine.clone();
     let messages = plan.messages.clone();
     let tools = plan.structure.tools.clone();
@@ -301,10 +306,14 @@ async fn render(engine: &Engine, plan: &Plan) -> Result<String, ApiError> {
 }
 
 /// The tokens the request's prompt takes on the local model, when it can render it.
-pub(crate) async fn count_prompt_tokens(local: &LocalTier, body: &[u8]) -> Option<u32> {
+pub(crate) async fn count_prompt_tokens(
+    state: &AppState,
+    local: &LocalTier,
+    body: &[u8],
+) -> Option<u32> {
     let req = parse(body).ok()?;
     let plan = convert::plan(&req, local.engine.info().n_vocab).ok()?;
-    let prompt = render(&local.engine, &plan).await.ok()?;
+    let prompt = render(state, &local.engine, &plan).await.ok()?;
     let engine = local.engine.clone();
     tokio::task::spawn_blocking(move || engine.count_tokens(&prompt) as u32)
         .await
@@ -393,16 +402,13 @@ fn admit(state: &AppState) -> Result<Ticket, ApiError> {
     })
 }
 
-/// What a body asks for and how private it says it is, read without judging the rest.
-#[derive(serde::Deserialize)]
-struct Target {
-    model: String,
-    #[serde(default)]
-    metadata: Option<serde_json::Value>,
-}
-
-fn target(body: &[u8]) -> Option<Target> {
-    serde_json::from_slice::<Target>(body).ok()
+/// The `model` a body asks for, read without judging the rest of it.
+fn target_model(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Target {
+        model: String,
+    }
+    serde_json::from_slice::<Target>(body).ok().map(|t| t.model)
 }
 
 /// Parses the body, naming the offending field path on failure.

@@ -36,6 +36,9 @@ pub(crate) struct StateInner {
     pub remotes: Vec<Arc<RemoteTier>>,
     /// Who may call, from where, how fast.
     pub options: Options,
+    /// Chat template renders running at once: each may build up to 64 MiB, so they are not
+    /// left to the number of connections.
+    pub renders: tokio::sync::Semaphore,
 }
 
 /// The tier the embedded engine serves.
@@ -86,6 +89,9 @@ impl AppState {
                 policy,
                 remotes: remotes.into_iter().map(Arc::new).collect(),
                 options,
+                renders: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+                ),
             }),
         }
     }

@@ -26,15 +26,15 @@ use crate::{ApiError, AppState, gateway};
 pub(crate) const TASK_HEADER: &str = "x-smallfirst-task";
 pub(crate) const PRIVACY_HEADER: &str = privacy::HEADER;
 
-/// The request's privacy, from every `x-smallfirst-privacy` header value and its
-/// `metadata.privacy`, combined so that it fails closed ([`Privacy::of_request`]); an unknown
-/// value is a 400 naming it.
-pub(crate) fn privacy(headers: &HeaderMap, metadata: Option<&Value>) -> Result<Privacy, ApiError> {
+/// The request's privacy, from every `x-smallfirst-privacy` header value and every
+/// `metadata.privacy` in its body (repeated keys included), combined so that it fails closed
+/// ([`Privacy::of_request`]); an unknown value is a 400 naming it.
+pub(crate) fn privacy(headers: &HeaderMap, body: &[u8]) -> Result<Privacy, ApiError> {
     let values = headers
         .get_all(PRIVACY_HEADER)
         .iter()
         .map(|v| v.to_str().ok());
-    Privacy::of_request(values, metadata).map_err(|e| ApiError::InvalidRequest {
+    Privacy::of_request(values, &privacy::in_body(body)).map_err(|e| ApiError::InvalidRequest {
         message: e.to_string(),
         param: Some(e.place.into()),
         code: Some("invalid_privacy"),
@@ -81,7 +81,7 @@ pub(crate) async fn auto(
     let start = Instant::now();
     let request: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::InvalidJson(format!("the request body is not valid JSON: {e}")))?;
-    let privacy = privacy(headers, request.get("metadata"))?;
+    let privacy = privacy(headers, body)?;
     let tokens = input_tokens(state, body, &request).await;
     let features = features::extract(&request, hints(headers, privacy), tokens);
     let decided = state.inner.policy.decide(&features);
@@ -122,7 +122,7 @@ pub(crate) async fn auto(
 /// local model cannot render the request), estimated as `smallfirst route` does.
 async fn input_tokens(state: &AppState, body: &[u8], request: &Value) -> u32 {
     if let Some(local) = &state.inner.local
-        && let Some(n) = chat::count_prompt_tokens(local, body).await
+        && let Some(n) = chat::count_prompt_tokens(state, local, body).await
     {
         return n;
     }
