@@ -64,17 +64,30 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
                 request.extensions_mut().insert(KeyName(key));
             }
         }
-        Err(e) => return e.into_response(),
+        Err(e) => return refused(e, allowed_origin.as_deref()),
     }
     if request.method() == Method::POST {
         request = match whole_body(options, request).await {
             Ok(r) => r,
-            Err(e) => return e.into_response(),
+            Err(e) => return refused(e, allowed_origin.as_deref()),
         };
     }
     let mut response = next.run(request).await;
     if let Some(origin) = allowed_origin {
         allow_origin(response.headers_mut(), &origin);
+    }
+    response
+}
+
+/// A request the guard turns away: its error, with CORS headers for a page allowed to read
+/// it, and the connection closed (a client without a key, or from the wrong place, does not
+/// get to keep a connection slot).
+fn refused(e: ApiError, allowed_origin: Option<&str>) -> Response {
+    let mut response = e.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if let Some(origin) = allowed_origin {
+        allow_origin(h, origin);
     }
     response
 }
@@ -87,18 +100,33 @@ fn check(
     origin_allowed: bool,
 ) -> Result<Option<String>, ApiError> {
     let headers = request.headers();
-    if o.loopback
-        && let Some(host) = headers.get(header::HOST)
-        && !host_allowed(host.as_bytes(), &o.allowed_hosts)
-    {
-        return Err(ApiError::Forbidden {
-            message: format!(
-                "this server answers requests for loopback names only, not `{}` (hint: add \
-                 the name to `[server] allowed_hosts`)",
-                shown(&String::from_utf8_lossy(host.as_bytes()))
-            ),
-            code: "host_not_allowed",
-        });
+    if o.loopback {
+        // The `Host` header, and the authority of an absolute-form request line
+        // (`GET http://name/…`), must both name this machine; a request with neither is not
+        // one a loopback server answers.
+        let host = headers.get(header::HOST).map(|h| h.as_bytes().to_vec());
+        let authority = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().as_bytes().to_vec());
+        if host.is_none() && authority.is_none() {
+            return Err(ApiError::Forbidden {
+                message: "a request must name its host (`Host` header)".into(),
+                code: "host_not_allowed",
+            });
+        }
+        for name in host.iter().chain(&authority) {
+            if !host_allowed(name, &o.allowed_hosts) {
+                return Err(ApiError::Forbidden {
+                    message: format!(
+                        "this server answers requests for loopback names only, not `{}` \
+                         (hint: add the name to `[server] allowed_hosts`)",
+                        shown(&String::from_utf8_lossy(name))
+                    ),
+                    code: "host_not_allowed",
+                });
+            }
+        }
     }
     if let Some(origin) = origin
         && !origin_allowed
@@ -146,12 +174,10 @@ fn presented_key(headers: &HeaderMap) -> Option<String> {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
+        && let Some((scheme, rest)) = v.trim().split_once(' ')
+        && scheme.eq_ignore_ascii_case("bearer")
     {
-        let v = v.trim();
-        let (scheme, rest) = v.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| rest.trim().to_string());
+        return Some(rest.trim().to_string());
     }
     headers
         .get("x-api-key")
@@ -322,6 +348,12 @@ mod tests {
         assert_eq!(presented_key(&h).as_deref(), Some("sk-1"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert_eq!(presented_key(&h), None);
+        h.insert("x-api-key", HeaderValue::from_static("sk-3"));
+        assert_eq!(
+            presented_key(&h).as_deref(),
+            Some("sk-3"),
+            "Basic does not hide it"
+        );
         let mut h = HeaderMap::new();
         h.insert("x-api-key", HeaderValue::from_static(" sk-2 "));
         assert_eq!(presented_key(&h).as_deref(), Some("sk-2"));

@@ -155,6 +155,9 @@ struct Deadlined {
     deadline: Option<Pin<Box<Sleep>>>,
     /// The count of heads when the deadline was armed.
     heads: u64,
+    /// Bytes came while a request was being answered (a pipelined or early next head): its
+    /// deadline starts when that answer ends.
+    early: bool,
 }
 
 impl Deadlined {
@@ -166,6 +169,7 @@ impl Deadlined {
             // The first head is timed from the connection's start.
             deadline: Some(Box::pin(tokio::time::sleep(header_timeout))),
             heads: 0,
+            early: false,
         }
     }
 }
@@ -183,6 +187,11 @@ impl AsyncRead for Deadlined {
             this.heads = heads;
             this.deadline = None;
         }
+        let busy = this.conn.busy.load(Ordering::Relaxed);
+        if this.early && !busy && this.deadline.is_none() {
+            this.early = false;
+            this.deadline = Some(Box::pin(tokio::time::sleep(this.header_timeout)));
+        }
         if let Some(deadline) = this.deadline.as_mut()
             && deadline.as_mut().poll(cx).is_ready()
         {
@@ -196,12 +205,17 @@ impl AsyncRead for Deadlined {
         if let Poll::Ready(Ok(())) = polled
             && buf.filled().len() > before
             && this.deadline.is_none()
-            && !this.conn.busy.load(Ordering::Relaxed)
         {
-            // The first bytes of a new head: it has `header_timeout` to be complete.
-            let mut deadline = Box::pin(tokio::time::sleep(this.header_timeout));
+            if busy {
+                this.early = true;
+            } else {
+                // The first bytes of a new head: it has `header_timeout` to be complete.
+                this.deadline = Some(Box::pin(tokio::time::sleep(this.header_timeout)));
+            }
+        }
+        if let Some(deadline) = this.deadline.as_mut() {
+            // Registers the wake-up at the deadline.
             let _ = deadline.as_mut().poll(cx);
-            this.deadline = Some(deadline);
         }
         polled
     }

@@ -8,7 +8,7 @@ use std::thread;
 
 use smallfirst_models::{ModelError, PullOptions};
 
-use crate::{model_bytes, puller, sha};
+use crate::{gguf_header_with, model_bytes, puller, sha};
 
 #[derive(Clone, Default)]
 struct Behaviour {
@@ -220,26 +220,9 @@ fn names_with_paths_are_refused_before_anything_is_written() {
 #[test]
 fn a_file_with_a_critical_finding_is_refused_unless_allowed() {
     // A GGUF whose chat template reaches for the Python runtime.
-    let text = |s: &str| {
-        let mut b = (s.len() as u64).to_le_bytes().to_vec();
-        b.extend_from_slice(s.as_bytes());
-        b
-    };
-    let mut body = b"GGUF".to_vec();
-    body.extend(3u32.to_le_bytes());
-    body.extend(0u64.to_le_bytes());
-    body.extend(2u64.to_le_bytes());
-    body.extend(text("general.architecture"));
-    body.extend(8u32.to_le_bytes());
-    body.extend(text("llama"));
-    body.extend(text("tokenizer.chat_template"));
-    body.extend(8u32.to_le_bytes());
-    body.extend(text(
+    let body = gguf_header_with(Some(
         "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
     ));
-    while !body.len().is_multiple_of(32) {
-        body.push(0);
-    }
     let server = serve(body.clone(), Behaviour::default());
     let dir = tempfile::tempdir().expect("tempdir");
     let err = puller(dir.path())

@@ -64,11 +64,13 @@ fn start(options: Options) -> Server {
     }
 }
 
+/// Short deadlines for heads and bodies; a long idle one, so that what cuts a slow head is the
+/// head deadline, not hyper's own timer (which waits the longer of the two).
 fn quick() -> Options {
     Options {
         header_timeout: Duration::from_millis(500),
         body_timeout: Duration::from_millis(500),
-        idle_timeout: Duration::from_millis(1500),
+        idle_timeout: Duration::from_secs(5),
         max_connections: 8,
         ..Options::default()
     }
@@ -129,13 +131,11 @@ fn a_head_sent_a_byte_at_a_time_is_cut_off() {
             break;
         }
     }
-    let (_, closed) = read_until_closed(&mut s, Duration::from_secs(3));
-    let closed = started
-        .elapsed()
-        .min(closed.map_or(Duration::MAX, |c| c + started.elapsed()));
+    let _ = read_until_closed(&mut s, Duration::from_secs(3));
     assert!(
-        closed < Duration::from_secs(3),
-        "held past the head deadline"
+        started.elapsed() < Duration::from_millis(1500),
+        "held past the 0.5 s head deadline: {:?}",
+        started.elapsed()
     );
     assert!(health(server.addr).contains("200 OK"), "others are served");
 }
@@ -146,8 +146,8 @@ fn a_silent_connection_is_closed() {
     let mut s = TcpStream::connect(server.addr).expect("connect");
     let (_, closed) = read_until_closed(&mut s, Duration::from_secs(4));
     assert!(
-        closed.is_some_and(|c| c < Duration::from_secs(3)),
-        "a connection that never sends a head is closed: {closed:?}"
+        closed.is_some_and(|c| c < Duration::from_millis(1500)),
+        "a connection that never sends a head is closed at the head deadline: {closed:?}"
     );
 }
 
@@ -158,15 +158,15 @@ fn an_idle_kept_alive_connection_is_closed_after_the_idle_time() {
     s.write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .expect("write");
     let started = Instant::now();
-    let (got, closed) = read_until_closed(&mut s, Duration::from_secs(5));
+    let (got, closed) = read_until_closed(&mut s, Duration::from_secs(8));
     assert!(got.contains("200 OK"), "{got}");
     let closed = closed.expect("closed when idle");
     // Kept open past the head deadline (it is idle, not slow), closed by the idle one.
     assert!(
-        started.elapsed() >= Duration::from_millis(1200),
+        started.elapsed() >= Duration::from_millis(4500),
         "{closed:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(4), "{closed:?}");
+    assert!(started.elapsed() < Duration::from_secs(7), "{closed:?}");
 }
 
 #[test]

@@ -4,13 +4,12 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::Value;
 use smallfirst_router::{Config, Policy};
 use smallfirst_server::{AppState, Keys, Limits, Options, app};
 use tower::ServiceExt;
 
-use crate::Reply;
+use crate::{Reply, collect};
 
 /// A gateway with no tiers: every request that passes the guard ends in a 404 or 400 from
 /// the handlers, which is how a test tells "let through" from "refused".
@@ -29,22 +28,14 @@ fn keys() -> Keys {
     Keys::parse("test", "ci:sk-test-0001 ops:sk-test-0002").expect("keys parse")
 }
 
-async fn call(state: AppState, request: Request<Body>) -> Reply {
-    let response = app(state).oneshot(request).await.expect("infallible");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes()
-        .to_vec();
-    Reply {
-        status,
-        headers,
-        body,
+/// Sends `request` (naming this machine in `Host` unless it names something itself).
+async fn call(state: AppState, mut request: Request<Body>) -> Reply {
+    if !request.headers().contains_key("host") {
+        request
+            .headers_mut()
+            .insert("host", axum::http::HeaderValue::from_static("localhost"));
     }
+    collect(app(state).oneshot(request).await.expect("infallible")).await
 }
 
 fn post(headers: &[(&str, &str)], body: &str) -> Request<Body> {
@@ -89,6 +80,30 @@ async fn only_loopback_hosts_reach_a_loopback_server() {
             "{host}: the handler answered"
         );
     }
+    // A request that names no host at all is not one a loopback server answers; nor one whose
+    // request line names another (absolute form).
+    let bare = Request::builder()
+        .method("POST")
+        .uri("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Body::from(BODY))
+        .expect("request");
+    let mut bare = bare;
+    bare.headers_mut().remove("host");
+    let r = app(state(options.clone()))
+        .oneshot(bare)
+        .await
+        .expect("infallible");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let absolute = Request::builder()
+        .method("POST")
+        .uri("http://attacker.example.com/v1/chat/completions")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Body::from(BODY))
+        .expect("request");
+    let r = call(state(options.clone()), absolute).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
     // Off loopback (with keys, as serve requires), any Host may come.
     let open = Options {
         loopback: false,

@@ -76,10 +76,15 @@ pub async fn send(method: &str, uri: &str, body: impl Into<Body>) -> Reply {
     let request = Request::builder()
         .method(method)
         .uri(uri)
+        .header("host", "localhost")
         .header("content-type", "application/json")
         .body(body.into())
         .expect("request builds");
-    let response = app(state()).oneshot(request).await.expect("infallible");
+    collect(app(state()).oneshot(request).await.expect("infallible")).await
+}
+
+/// A response read whole.
+pub async fn collect(response: axum::response::Response) -> Reply {
     let status = response.status();
     let headers = response.headers().clone();
     let body = response
