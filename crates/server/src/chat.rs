@@ -1,38 +1,20 @@
 //! `POST /v1/chat/completions`: parse, plan, generate, answer as JSON or as SSE.
 
-use std::collections::hash_map::RandomState;
-use std::convert::Infallible;
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue};
-use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
-use smallfirst_engine::tools::{self, CallScanner, Scanned};
-use smallfirst_engine::{
-    ChatMessage, Constraint, Engine, EngineError, Event, Generation, StepProb,
-};
-use smallfirst_protocol::{
-    ChatCompletion, ChatCompletionChunk, ChatRequest, Choice, ChunkChoice, Delta, FinishReason,
-    FunctionCall, FunctionCallDelta, FunctionKind, Logprobs, ResponseMessage, Role, ToolCall,
-    ToolCallDelta, Usage,
-};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use smallfirst_engine::{ChatMessage, Constraint, Engine, EngineError, StepProb};
+use smallfirst_protocol::{ChatCompletion, ChatRequest};
 
+use crate::answer::{self, Meta, Output};
 use crate::convert::{self, Plan};
 use crate::metrics::Ticket;
 use crate::routes::LocalTier;
 use crate::{ApiError, AppState, gateway, routing};
 use smallfirst_router::Reason;
-
-/// SSE events buffered toward a slow client.
-const SSE_BUFFER: usize = 32;
 
 pub(crate) async fn completions(
     State(state): State<AppState>,
@@ -135,9 +117,9 @@ pub(crate) async fn local(
         must_call: structure.must_call,
     };
     let mut response = if stream {
-        sse(generation, meta, include_usage, out, ticket).into_response()
+        answer::sse(generation, meta, include_usage, out, ticket).into_response()
     } else {
-        Json(collect(generation, meta, out, ticket).await?.0).into_response()
+        Json(answer::collect(generation, meta, out, ticket).await?.0).into_response()
     };
     if let Ok(tier) = HeaderValue::from_str(&local.name) {
         response.headers_mut().insert("x-smallfirst-tier", tier);
@@ -247,7 +229,7 @@ pub(crate) async fn held(
     };
     ticket.started(generation.prompt_tokens);
     let (completion, trace, raw_text) =
-        collect(generation, Meta::new(local.model_id.clone()), out, ticket).await?;
+        answer::collect(generation, Meta::new(local.model_id.clone()), out, ticket).await?;
     Ok(Held {
         completion,
         trace,
@@ -320,81 +302,6 @@ pub(crate) async fn count_prompt_tokens(
         .ok()
 }
 
-/// A held answer sent as it would have streamed: a role delta, the content or calls, the
-/// finish, usage when asked, `[DONE]`.
-pub(crate) fn replay(completion: ChatCompletion, include_usage: bool) -> Response {
-    let meta = Meta {
-        id: completion.id.clone(),
-        created: completion.created,
-        model: completion.model.clone(),
-    };
-    let usage_field = include_usage.then_some(None);
-    let mut chunks = Vec::new();
-    for c in completion.choices {
-        let m = c.message;
-        let first = Delta {
-            role: Some(Role::Assistant),
-            content: Some(String::new()).filter(|_| m.tool_calls.is_none()),
-            refusal: Some(None),
-            ..Delta::default()
-        };
-        let choice = |delta: Delta, logprobs: Option<Logprobs>, finish| ChunkChoice {
-            index: c.index,
-            delta,
-            logprobs,
-            finish_reason: finish,
-        };
-        chunks.push(meta.chunk(vec![choice(first, None, None)], usage_field));
-        if let Some(text) = m.content.filter(|t| !t.is_empty()) {
-            let delta = Delta {
-                content: Some(text),
-                ..Delta::default()
-            };
-            chunks.push(meta.chunk(vec![choice(delta, c.logprobs.clone(), None)], usage_field));
-        }
-        for (i, call) in m.tool_calls.into_iter().flatten().enumerate() {
-            let delta = Delta {
-                tool_calls: Some(vec![ToolCallDelta {
-                    index: i as u32,
-                    id: Some(call.id),
-                    kind: Some(FunctionKind::Function),
-                    function: FunctionCallDelta {
-                        name: Some(call.function.name),
-                        arguments: Some(call.function.arguments),
-                    },
-                }]),
-                ..Delta::default()
-            };
-            chunks.push(meta.chunk(vec![choice(delta, None, None)], usage_field));
-        }
-        chunks.push(meta.chunk(
-            vec![choice(Delta::default(), None, Some(c.finish_reason))],
-            usage_field,
-        ));
-    }
-    if include_usage {
-        chunks.push(meta.chunk(Vec::new(), Some(Some(completion.usage))));
-    }
-    let events = chunks
-        .into_iter()
-        .map(|c| {
-            Ok::<_, Infallible>(
-                SseEvent::default()
-                    .json_data(&c)
-                    .unwrap_or_else(|_| SseEvent::default().data("{}")),
-            )
-        })
-        .chain(std::iter::once(Ok(SseEvent::default().data("[DONE]"))));
-    Sse::new(futures::stream::iter(events)).into_response()
-}
-
-fn timeout_message(ticket: &Ticket) -> String {
-    format!(
-        "the request took longer than the server's limit of {} s and was stopped",
-        ticket.timeout.as_secs_f64()
-    )
-}
-
 /// A place in the embedded engine's queue, or 429 when it is full.
 fn admit(state: &AppState) -> Result<Ticket, ApiError> {
     state.inner.metrics.admit().ok_or_else(|| {
@@ -435,323 +342,5 @@ pub(crate) fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
                 code: None,
             })
         }
-    }
-}
-
-/// Identity shared by every object of one response.
-struct Meta {
-    id: String,
-    created: u64,
-    model: String,
-}
-
-impl Meta {
-    fn new(model: String) -> Self {
-        Meta {
-            id: new_id("chatcmpl-"),
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            model,
-        }
-    }
-
-    fn chunk(
-        &self,
-        choices: Vec<ChunkChoice>,
-        usage: Option<Option<Usage>>,
-    ) -> ChatCompletionChunk {
-        ChatCompletionChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".into(),
-            created: self.created,
-            model: self.model.clone(),
-            system_fingerprint: Some(fingerprint()),
-            choices,
-            usage,
-        }
-    }
-}
-
-/// How the answer is to be shaped on the way out.
-#[derive(Debug, Clone, Copy)]
-struct Output {
-    /// The parameter a failure of the answer's grammar is about.
-    param: &'static str,
-    logprobs: bool,
-    /// Tool calls are parsed out of the answer.
-    calls: bool,
-    /// The answer can only be calls.
-    must_call: bool,
-}
-
-/// Unique, unpredictable ids (`chatcmpl-…`, `call_…`).
-fn new_id(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // RandomState keys come from the OS once per thread: hashing a counter with two of them
-    // gives ids that are unique and not predictable from outside.
-    let a = RandomState::new().hash_one(n);
-    let b = RandomState::new().hash_one(n);
-    format!("{prefix}{a:016x}{b:016x}")
-}
-
-fn wire_call(call: tools::ToolCall) -> ToolCall {
-    ToolCall {
-        id: new_id("call_"),
-        kind: FunctionKind::Function,
-        function: FunctionCall {
-            name: call.name,
-            arguments: call.arguments,
-        },
-    }
-}
-
-/// `tool_calls` when the answer made calls and ended on its own.
-fn finish_with_calls(finish: smallfirst_engine::FinishReason, made_calls: bool) -> FinishReason {
-    match convert::finish_reason(finish) {
-        FinishReason::Stop if made_calls => FinishReason::ToolCalls,
-        other => other,
-    }
-}
-
-fn fingerprint() -> String {
-    concat!("fp_smallfirst_", env!("CARGO_PKG_VERSION")).to_string()
-}
-
-async fn collect(
-    mut generation: Generation,
-    meta: Meta,
-    out: Output,
-    mut ticket: Ticket,
-) -> Result<(ChatCompletion, Vec<StepProb>, String), ApiError> {
-    let mut text = String::new();
-    let mut entries = Vec::new();
-    let done = loop {
-        let event = tokio::time::timeout_at(ticket.deadline, generation.events.recv())
-            .await
-            .map_err(|_| ApiError::Timeout(timeout_message(&ticket)))?;
-        match event {
-            Some(Event::Delta(d)) => {
-                ticket.delta();
-                text.push_str(&d.text);
-                entries.extend(d.logprobs);
-            }
-            Some(Event::Done(done)) => {
-                ticket.done(done.completion_tokens, done.reused_tokens);
-                break done;
-            }
-            Some(Event::Failed(reason)) => return Err(ApiError::Internal(reason)),
-            Some(Event::FormatFailed(reason)) => {
-                return Err(ApiError::invalid(out.param, reason));
-            }
-            None => {
-                return Err(ApiError::Internal(
-                    "the engine stopped mid-generation".into(),
-                ));
-            }
-        }
-    };
-    // An answer that opened a call is calls only: a last call cut short by `max_tokens` is
-    // dropped, as it is when streaming, and there is no content.
-    let calls: Option<Vec<ToolCall>> = out
-        .calls
-        .then(|| tools::parse(&text))
-        .flatten()
-        .map(|calls| calls.into_iter().map(wire_call).collect());
-    let raw = if out.calls {
-        text.clone()
-    } else {
-        String::new()
-    };
-    let is_calls = calls.is_some();
-    let made_calls = calls.as_ref().is_some_and(|c| !c.is_empty());
-    let completion = ChatCompletion {
-        id: meta.id,
-        object: "chat.completion".into(),
-        created: meta.created,
-        model: meta.model,
-        choices: vec![Choice {
-            index: 0,
-            message: ResponseMessage {
-                role: Role::Assistant,
-                content: (!is_calls).then_some(text),
-                refusal: None,
-                tool_calls: calls.filter(|c| !c.is_empty()),
-            },
-            logprobs: (out.logprobs && !is_calls).then(|| Logprobs {
-                content: convert::token_logprobs(entries),
-                refusal: None,
-            }),
-            finish_reason: finish_with_calls(done.finish, made_calls),
-        }],
-        usage: Usage::new(done.prompt_tokens, done.completion_tokens),
-        system_fingerprint: Some(fingerprint()),
-        smallfirst: None,
-    };
-    Ok((completion, done.trace, raw))
-}
-
-/// Streams the generation as OpenAI does: a role delta first, content deltas, a final delta
-/// with `finish_reason`, a usage chunk when asked, then `[DONE]`. A task forwards engine
-/// events; when the client goes away its send fails, it drops the engine's receiver, and the
-/// engine stops that sequence at the next token.
-fn sse(
-    mut generation: Generation,
-    meta: Meta,
-    include_usage: bool,
-    out: Output,
-    mut ticket: Ticket,
-) -> impl IntoResponse {
-    let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(SSE_BUFFER);
-    let usage_field = include_usage.then_some(None);
-    tokio::spawn(async move {
-        let send_chunk = |choices: Vec<ChunkChoice>, usage: Option<Option<Usage>>| {
-            let chunk = meta.chunk(choices, usage);
-            let event = SseEvent::default()
-                .json_data(&chunk)
-                .unwrap_or_else(|_| SseEvent::default().data("{}"));
-            let tx = tx.clone();
-            async move { tx.send(Ok(event)).await.is_ok() }
-        };
-        let choice = |delta: Delta, logprobs: Option<Logprobs>, finish| ChunkChoice {
-            index: 0,
-            delta,
-            logprobs,
-            finish_reason: finish,
-        };
-        // An answer that must be calls has no content, not an empty one.
-        let first = Delta {
-            role: Some(Role::Assistant),
-            content: (!out.must_call).then(String::new),
-            refusal: Some(None),
-            ..Delta::default()
-        };
-        if !send_chunk(vec![choice(first, None, None)], usage_field).await {
-            return;
-        }
-        // With tools, text is held until it is known not to open a call; calls go out whole,
-        // one chunk each, as soon as their block closes.
-        let mut scanner = out.calls.then(CallScanner::new);
-        let mut n_calls = 0u32;
-        let mut pending = Vec::new();
-        let mut shape = |text: String| -> Option<Delta> {
-            let Some(scanner) = scanner.as_mut() else {
-                return Some(Delta {
-                    content: Some(text),
-                    ..Delta::default()
-                });
-            };
-            match scanner.push(&text)? {
-                Scanned::Text(t) => Some(Delta {
-                    content: Some(t),
-                    ..Delta::default()
-                }),
-                Scanned::Calls(calls) => Some(Delta {
-                    tool_calls: Some(
-                        calls
-                            .into_iter()
-                            .map(|c| call_delta(c, &mut n_calls))
-                            .collect(),
-                    ),
-                    ..Delta::default()
-                }),
-            }
-        };
-        loop {
-            let Ok(event) =
-                tokio::time::timeout_at(ticket.deadline, generation.events.recv()).await
-            else {
-                // Out of time: an error event, then the end (dropping the events stops the
-                // engine at its next token).
-                let error = ApiError::Timeout(timeout_message(&ticket)).body();
-                let event = SseEvent::default()
-                    .json_data(&error)
-                    .unwrap_or_else(|_| SseEvent::default().data("{}"));
-                let _ = tx.send(Ok(event)).await;
-                return;
-            };
-            match event {
-                Some(Event::Delta(d)) => {
-                    ticket.delta();
-                    // Log-probabilities go out with the text they belong to; a call has none.
-                    pending.extend(d.logprobs);
-                    let Some(delta) = shape(d.text) else { continue };
-                    let entries = std::mem::take(&mut pending);
-                    let logprobs = (out.logprobs && delta.tool_calls.is_none()).then(|| Logprobs {
-                        content: convert::token_logprobs(entries),
-                        refusal: None,
-                    });
-                    if !send_chunk(vec![choice(delta, logprobs, None)], usage_field).await {
-                        return;
-                    }
-                }
-                Some(Event::Done(done)) => {
-                    ticket.done(done.completion_tokens, done.reused_tokens);
-                    if let Some(Scanned::Text(rest)) =
-                        scanner.as_mut().and_then(CallScanner::finish)
-                    {
-                        let delta = Delta {
-                            content: Some(rest),
-                            ..Delta::default()
-                        };
-                        let logprobs = out.logprobs.then(|| Logprobs {
-                            content: convert::token_logprobs(std::mem::take(&mut pending)),
-                            refusal: None,
-                        });
-                        if !send_chunk(vec![choice(delta, logprobs, None)], usage_field).await {
-                            return;
-                        }
-                    }
-                    let finish = finish_with_calls(done.finish, n_calls > 0);
-                    let last = choice(Delta::default(), None, Some(finish));
-                    if !send_chunk(vec![last], usage_field).await {
-                        return;
-                    }
-                    if include_usage {
-                        let usage = Usage::new(done.prompt_tokens, done.completion_tokens);
-                        if !send_chunk(vec![], Some(Some(usage))).await {
-                            return;
-                        }
-                    }
-                    let _ = tx.send(Ok(SseEvent::default().data("[DONE]"))).await;
-                    return;
-                }
-                Some(Event::Failed(reason)) => {
-                    let body = ApiError::Internal(reason).body();
-                    let event = SseEvent::default()
-                        .json_data(&body)
-                        .unwrap_or_else(|_| SseEvent::default().data("{}"));
-                    let _ = tx.send(Ok(event)).await;
-                    return;
-                }
-                Some(Event::FormatFailed(reason)) => {
-                    let body = ApiError::invalid(out.param, reason).body();
-                    let event = SseEvent::default()
-                        .json_data(&body)
-                        .unwrap_or_else(|_| SseEvent::default().data("{}"));
-                    let _ = tx.send(Ok(event)).await;
-                    return;
-                }
-                None => return,
-            }
-        }
-    });
-    Sse::new(ReceiverStream::new(rx))
-}
-
-/// A whole call in one stream delta, numbered in the order the calls were made.
-fn call_delta(call: tools::ToolCall, n_calls: &mut u32) -> ToolCallDelta {
-    let call = wire_call(call);
-    let index = *n_calls;
-    *n_calls += 1;
-    ToolCallDelta {
-        index,
-        id: Some(call.id),
-        kind: Some(FunctionKind::Function),
-        function: FunctionCallDelta {
-            name: Some(call.function.name),
-            arguments: Some(call.function.arguments),
-        },
     }
 }

@@ -18,6 +18,7 @@
 //! confidence and escalated below the threshold (`routing`). Local requests pass a bounded
 //! queue and a time limit ([`Limits`], `metrics`).
 
+mod answer;
 pub mod auth;
 mod chat;
 mod convert;

@@ -335,7 +335,7 @@ fn respond(held: Held, tier: &str, reason: &Reason, c: Confidence) -> Response {
     }
     completion.smallfirst = Some(info);
     if held.stream {
-        chat::replay(completion, held.include_usage)
+        crate::answer::replay(completion, held.include_usage)
     } else {
         Json(completion).into_response()
     }
