@@ -10,6 +10,6 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(structure) = smallfirst_server::validate(data, 50_000)
         && let Some(constraint) = structure.constraint
     {
-        let _ = constraint.check_offline();
+        let _ = smallfirst_engine::check_offline(&constraint);
     }
 });

@@ -23,7 +23,7 @@ use llguidance::{Matcher, ParserFactory, TokenParser};
 use tokio::sync::oneshot;
 
 use crate::EngineError;
-use crate::constraint::{Closers, Constraint, Guide};
+use crate::constraint::{Closers, Constraint, Guide, compile_error};
 
 /// Compiled grammars kept per model.
 const CACHE: usize = 64;
@@ -172,24 +172,12 @@ impl Grammars {
     }
 }
 
-/// The grammar library's error as one line a client can act on: its first line, without the
-/// grammar text or parser state it may quote, at most 200 characters.
-pub(crate) fn compile_error(e: &str) -> String {
-    if e.contains("items; max is") {
-        return "the format allows too many alternatives at one point for the grammar to \
-                follow (optional properties, `anyOf` branches, `enum` values); make properties \
-                required or offer fewer alternatives"
-            .into();
-    }
-    let first = e.lines().next().unwrap_or("").trim();
-    let mut short: String = first.chars().take(200).collect();
-    if short.len() < first.len() {
-        short.push('…');
-    }
-    if short.is_empty() {
-        short = "the grammar does not compile".into();
-    }
-    format!("{short} (simplify the schema: fewer alternatives, shorter patterns, smaller bounds)")
+/// Compiles `constraint`'s grammar against a byte-level token table (no model needed) and
+/// computes its first mask: the refusals a model's compiler gives, for checking a request or a
+/// schema offline. Runs on the caller's thread.
+pub fn check_offline(constraint: &Constraint) -> Result<(), EngineError> {
+    let env = llguidance::toktrie::ApproximateTokEnv::single_byte_env();
+    Grammars::new(&env)?.guide(constraint).map(|_| ())
 }
 
 #[cfg(test)]

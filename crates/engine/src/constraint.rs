@@ -38,15 +38,6 @@ impl Constraint {
         Constraint::Json(serde_json::json!({"type": "object"}))
     }
 
-    /// Compiles the grammar against a byte-level token table (no model needed) and computes
-    /// its first mask: the same refusals a model's compiler gives, for checking a request or a
-    /// schema offline. Runs on the caller's thread.
-    pub fn check_offline(&self) -> Result<(), EngineError> {
-        let env = llguidance::toktrie::ApproximateTokEnv::single_byte_env();
-        let mut grammars = crate::compiler::Grammars::new(&env)?;
-        grammars.guide(self).map(|_| ())
-    }
-
     pub(crate) fn grammar(&self) -> TopLevelGrammar {
         match self {
             Constraint::Json(schema) => {
@@ -214,9 +205,10 @@ impl Guide {
     /// The tokens allowed next (end-of-sequence included where the grammar may end).
     pub(crate) fn mask(&mut self) -> Result<&SimpleVob, EngineError> {
         if self.mask.is_none() {
-            let mask = self.matcher.compute_mask_or_eos().map_err(|e| {
-                EngineError::Grammar(crate::compiler::compile_error(&e.to_string()))
-            })?;
+            let mask = self
+                .matcher
+                .compute_mask_or_eos()
+                .map_err(|e| EngineError::Grammar(compile_error(&e.to_string())))?;
             self.mask = Some(mask);
         }
         self.mask
@@ -345,6 +337,26 @@ impl Guide {
             first = first.or(Some(t));
         }
     }
+}
+
+/// The grammar library's error as one line a client can act on: its first line, without the
+/// grammar text or parser state it may quote, at most 200 characters.
+pub(crate) fn compile_error(e: &str) -> String {
+    if e.contains("items; max is") {
+        return "the format allows too many alternatives at one point for the grammar to \
+                follow (optional properties, `anyOf` branches, `enum` values); make properties \
+                required or offer fewer alternatives"
+            .into();
+    }
+    let first = e.lines().next().unwrap_or("").trim();
+    let mut short: String = first.chars().take(200).collect();
+    if short.len() < first.len() {
+        short.push('…');
+    }
+    if short.is_empty() {
+        short = "the grammar does not compile".into();
+    }
+    format!("{short} (simplify the schema: fewer alternatives, shorter patterns, smaller bounds)")
 }
 
 fn grammar(e: impl std::fmt::Display) -> EngineError {

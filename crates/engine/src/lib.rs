@@ -32,6 +32,7 @@ mod text;
 mod tokenizer;
 pub mod tools;
 
+pub use compiler::check_offline;
 pub use constraint::Constraint;
 pub use engine::{
     BenchReport, BenchRun, Delta, Done, Engine, EngineConfig, Event, FinishReason, GenerateParams,
