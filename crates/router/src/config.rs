@@ -23,6 +23,7 @@ pub use crate::server_config::{
     DEFAULT_DRAIN_TIMEOUT, DEFAULT_HOST, DEFAULT_MAX_QUEUE, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT,
     ServerConfig,
 };
+use crate::validate::{Invalid, invalid};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -347,17 +348,6 @@ enum Capability {
     Vision,
 }
 
-/// A validation failure: field path, where it is, what is wrong.
-pub(crate) type Invalid = (String, Option<std::ops::Range<usize>>, String);
-
-pub(crate) fn invalid<T>(
-    path: String,
-    span: std::ops::Range<usize>,
-    message: impl Into<String>,
-) -> Result<T, Invalid> {
-    Err((path, Some(span), message.into()))
-}
-
 impl RawConfig {
     fn validate(self) -> Result<Config, Invalid> {
         let server = self.server.validate()?;
@@ -610,20 +600,6 @@ impl RawTier {
             fallback,
             faults,
         })
-    }
-}
-
-/// A positive number of seconds, no larger than a day.
-pub(crate) fn seconds(path: &str, v: Spanned<f64>) -> Result<Duration, Invalid> {
-    let x = *v.get_ref();
-    if x.is_finite() && x > 0.0 && x <= 86_400.0 {
-        Ok(Duration::from_secs_f64(x))
-    } else {
-        invalid(
-            path.to_string(),
-            v.span(),
-            "must be a positive number of seconds (at most 86400)",
-        )
     }
 }
 

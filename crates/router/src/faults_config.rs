@@ -4,7 +4,8 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{Faults, Invalid, invalid, seconds};
+use crate::config::Faults;
+use crate::validate::{Invalid, invalid, seconds};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -39,6 +39,7 @@ mod secret;
 mod server_config;
 pub mod sse;
 mod translated;
+mod validate;
 pub mod wire;
 
 pub use anthropic::AnthropicBackend;

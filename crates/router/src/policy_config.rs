@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{Invalid, invalid};
 use crate::policy::{DEFAULT_THRESHOLD, LowConfidence, PolicyConfig, Rule, TaskPolicy};
+use crate::validate::{Invalid, invalid};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
