@@ -39,6 +39,7 @@ class Upstream:
         self.scripts = scripts
         self.log = []  # (key, monotonic time, parsed body)
         self.seen = []  # (key, path, headers)
+        self.raw = []  # (key, body bytes as they arrived)
         self.target = None  # where `proxy` steps send requests
         self.lock = threading.Lock()
         upstream = self
@@ -57,6 +58,7 @@ class Upstream:
                     n = sum(1 for k, _, _ in upstream.log if k == key)
                     upstream.log.append((key, time.monotonic(), json.loads(body or b"null")))
                     upstream.seen.append((key, self.path, dict(self.headers)))
+                    upstream.raw.append((key, body))
                 script = upstream.scripts.get(key, ["ok"])
                 step = script[min(n, len(script) - 1)]
                 self.streaming = bool((json.loads(body or b"{}") or {}).get("stream"))
@@ -213,6 +215,11 @@ class Upstream:
             path, headers = next((p, h) for k, p, h in reversed(self.seen) if k == key)
             body = next(b for k, _, b in reversed(self.log) if k == key)
         return path, {k.lower(): v for k, v in headers.items()}, body
+
+    def last_raw(self, key):
+        """The bytes of the last request for `key`, as they arrived."""
+        with self.lock:
+            return next(b for k, b in reversed(self.raw) if k == key)
 
     def close(self):
         self.server.shutdown()

@@ -148,6 +148,33 @@ pub struct Generation {
     pub events: tmpsc::UnboundedReceiver<Event>,
 }
 
+/// A rendered prompt's tokens, or, for a prompt plainly longer than the context, a count it
+/// is longer than.
+#[derive(Debug, Clone)]
+pub struct Prompt {
+    tokens: Result<Vec<LlamaToken>, usize>,
+}
+
+impl Prompt {
+    /// The prompt's tokens; at least this many when it does not [`fit`](Self::fits).
+    pub fn len(&self) -> usize {
+        match &self.tokens {
+            Ok(t) => t.len(),
+            Err(at_least) => *at_least,
+        }
+    }
+
+    /// Whether it has no tokens at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether it fits in the context (and was tokenized whole).
+    pub fn fits(&self) -> bool {
+        self.tokens.is_ok()
+    }
+}
+
 /// What the engine thread is doing, read from any thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Load {
@@ -295,14 +322,39 @@ impl Engine {
         self.inner.template.render(messages, tools)
     }
 
-    /// Queues a completion of `prompt` (already rendered). Returns once the engine has
-    /// tokenized it and given it a slot, so a prompt that does not fit is an error here, not an
-    /// event. Events are never held back for a slow reader (the engine does not wait on one
-    /// client); at most `max_tokens` of them are buffered. Dropping the receiver ends the
-    /// sequence at the next step and frees its slot.
+    /// `prompt` (already rendered) tokenized off the async runtime's threads, once: counted
+    /// for routing, then generated from ([`generate_prompt`](Self::generate_prompt)). A prompt
+    /// plainly longer than the context is not tokenized whole ([`Prompt::fits`]).
+    pub async fn tokenize(&self, prompt: String) -> Result<Prompt, EngineError> {
+        let tokenizer = Arc::clone(&self.inner.tokenizer);
+        let n_ctx = self.inner.info.n_ctx;
+        tokio::task::spawn_blocking(move || {
+            let tokens = tokenizer.tokenize_within(&prompt, n_ctx as usize);
+            tracing::debug!(prompt, ?tokens, "tokenized");
+            Prompt { tokens }
+        })
+        .await
+        .map_err(|_| EngineError::Stopped)
+    }
+
+    /// Queues a completion of `prompt` (already rendered), tokenizing it first.
     pub async fn generate(
         &self,
         prompt: String,
+        params: GenerateParams,
+    ) -> Result<Generation, EngineError> {
+        let prompt = self.tokenize(prompt).await?;
+        self.generate_prompt(prompt, params).await
+    }
+
+    /// Queues a completion of a tokenized prompt. Returns once the engine has given it a slot,
+    /// so a prompt that does not fit is an error here, not an event. Events are never held
+    /// back for a slow reader (the engine does not wait on one client); at most `max_tokens`
+    /// of them are buffered. Dropping the receiver ends the sequence at the next step and
+    /// frees its slot.
+    pub async fn generate_prompt(
+        &self,
+        prompt: Prompt,
         params: GenerateParams,
     ) -> Result<Generation, EngineError> {
         // Compiled here, not on the engine thread: running streams never wait on a compile.
@@ -310,22 +362,15 @@ impl Engine {
             Some(c) => Some(Box::new(self.inner.compiler.guide(c).await?)),
             None => None,
         };
-        // Off the async runtime's threads: a long prompt takes milliseconds to tokenize.
-        let tokenizer = Arc::clone(&self.inner.tokenizer);
         let n_ctx = self.inner.info.n_ctx;
-        let tokens = tokio::task::spawn_blocking(move || {
-            let tokens = tokenizer.tokenize_within(&prompt, n_ctx as usize);
-            tracing::debug!(prompt, ?tokens, "tokenized");
-            tokens
-        })
-        .await
-        .map_err(|_| EngineError::Stopped)?
-        .map_err(|at_least| EngineError::ContextLength {
-            n_ctx,
-            prompt_tokens: at_least.min(u32::MAX as usize) as u32,
-            at_least: true,
-            requested: params.max_tokens,
-        })?;
+        let tokens = prompt
+            .tokens
+            .map_err(|at_least| EngineError::ContextLength {
+                n_ctx,
+                prompt_tokens: at_least.min(u32::MAX as usize) as u32,
+                at_least: true,
+                requested: params.max_tokens,
+            })?;
         let (events_tx, events) = tmpsc::unbounded_channel();
         let (started_tx, started) = oneshot::channel();
         self.inner

@@ -11,9 +11,9 @@ use crate::tools::{ResponseFormat, Tool, ToolCall, ToolCallDelta, ToolChoice};
 /// A chat completion request as the OpenAI API accepts it.
 ///
 /// Fields smallfirst accepts but does not act on (`user`, `metadata`, `store`, `service_tier`)
-/// are listed so that SDKs sending them keep working; anything else unknown is refused.
+/// are listed so that SDKs sending them keep working. Others are kept in [`extra`](Self::extra):
+/// a remote tier gets them as sent, the embedded tier refuses them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
@@ -92,6 +92,9 @@ pub struct ChatRequest {
     pub store: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_tier: Option<String>,
+    /// Parameters this type does not name, as sent.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
 }
 
 impl ChatRequest {
@@ -312,6 +315,24 @@ pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
+}
+
+/// Prompt tokens served from a cache (the embedded engine's kept prefix, a provider's cache).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptTokensDetails {
+    #[serde(default)]
+    pub cached_tokens: u32,
+}
+
+/// Completion tokens spent reasoning before the answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletionTokensDetails {
+    #[serde(default)]
+    pub reasoning_tokens: u32,
 }
 
 impl Usage {
@@ -320,7 +341,20 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
+            prompt_tokens_details: None,
+            completion_tokens_details: None,
         }
+    }
+
+    /// Prompt tokens read from a cache.
+    pub fn cached_tokens(&self) -> u32 {
+        self.prompt_tokens_details.map_or(0, |d| d.cached_tokens)
+    }
+
+    /// Completion tokens spent reasoning.
+    pub fn reasoning_tokens(&self) -> u32 {
+        self.completion_tokens_details
+            .map_or(0, |d| d.reasoning_tokens)
     }
 }
 
@@ -446,12 +480,14 @@ mod tests {
     }
 
     #[test]
-    fn unknown_field_is_named() {
-        let err = serde_json::from_value::<ChatRequest>(serde_json::json!({
+    fn unknown_fields_are_kept_by_name() {
+        let req = serde_json::from_value::<ChatRequest>(serde_json::json!({
             "model": "local", "messages": [], "temperatur": 1.0
         }))
-        .expect_err("unknown field");
-        assert!(err.to_string().contains("temperatur"), "{err}");
+        .expect("kept");
+        assert_eq!(req.extra.keys().collect::<Vec<_>>(), ["temperatur"]);
+        let back = serde_json::to_value(&req).expect("serializes");
+        assert_eq!(back["temperatur"], 1.0, "sent on as it came");
     }
 
     #[test]

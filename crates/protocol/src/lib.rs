@@ -1,24 +1,28 @@
-//! OpenAI wire types, pure serde, no I/O.
+//! OpenAI and Anthropic wire types, pure serde, no I/O.
 //!
 //! # Layout
 //! - [`chat`]: `POST /v1/chat/completions` request, response and stream chunk types.
+//! - [`messages`]: `POST /v1/messages` (Anthropic Messages) request, response, usage and
+//!   error types.
 //! - [`error`]: the error body `{"error":{"message","type","param","code"}}`.
 //! - [`models`]: `GET /v1/models` list types.
 //! - [`tools`]: `response_format`, `tools`, `tool_choice`, and tool calls in responses.
 //!
-//! Requests are parsed strictly: an unknown field is an error that names it, as OpenAI does,
-//! rather than a silently ignored knob.
+//! Requests are parsed strictly: a malformed field is an error that names it. Top-level
+//! parameters a type does not name are kept (`extra`), so that a tier that knows them gets them
+//! as sent and the embedded tier refuses them by name, rather than ignoring a knob.
 
 pub mod chat;
 pub mod error;
+pub mod messages;
 pub mod models;
 mod shape;
 pub mod tools;
 
 pub use chat::{
-    ChatCompletion, ChatCompletionChunk, ChatRequest, Choice, ChunkChoice, Delta, FinishReason,
-    Logprobs, Message, MessageContent, ResponseMessage, Role, Stop, TokenLogprob, TopLogprob,
-    Usage,
+    ChatCompletion, ChatCompletionChunk, ChatRequest, Choice, ChunkChoice, CompletionTokensDetails,
+    Delta, FinishReason, Logprobs, Message, MessageContent, PromptTokensDetails, ResponseMessage,
+    Role, Stop, TokenLogprob, TopLogprob, Usage,
 };
 pub use error::{ErrorBody, ErrorDetail};
 pub use models::{ModelList, ModelObject};

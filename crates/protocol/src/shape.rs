@@ -55,6 +55,11 @@ fn integer<'de, D: Deserializer<'de>>(d: D, min: i128, max: i128) -> Result<i128
     d.deserialize_any(Integer { min, max })
 }
 
+/// `u32` that takes `4` or `4.0`.
+pub(crate) fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    integer(d, 0, i128::from(u32::MAX)).map(|v| v as u32)
+}
+
 /// `Option<u32>` that takes `4` or `4.0`; `null` is `None`.
 pub(crate) fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     struct V;

@@ -38,10 +38,55 @@ impl fmt::Debug for Answer {
     }
 }
 
+/// An API a request can arrive in and a backend can speak natively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OpenAI Chat Completions.
+    OpenAiChat,
+    /// Anthropic Messages.
+    AnthropicMessages,
+}
+
+/// A request in its ingress's own protocol, to pass through untouched to a backend that
+/// speaks it.
+#[derive(Debug, Clone)]
+pub struct Native {
+    pub protocol: Protocol,
+    /// The body as the client sent it.
+    pub body: Bytes,
+    pub stream: bool,
+    /// Request headers of the protocol's own (`anthropic-version`, `anthropic-beta`), kept.
+    pub headers: Vec<(String, String)>,
+}
+
 /// One way of reaching a provider.
 pub trait Backend: Send + Sync + fmt::Debug {
     /// The model requests are sent for.
     fn model(&self) -> &str;
+
+    /// Whether requests in `protocol` can be passed to this backend as they are.
+    fn speaks(&self, protocol: Protocol) -> bool {
+        protocol == Protocol::OpenAiChat
+    }
+
+    /// One try at a request in its own protocol ([`speaks`](Self::speaks) said yes), its
+    /// answer in the same protocol. Only the `model` is put in the backend's terms.
+    fn pass<'a>(
+        &'a self,
+        native: &'a Native,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<Answer, BackendError>> {
+        let _ = (native, deadline);
+        Box::pin(async {
+            Err(BackendError::Wire {
+                tier: String::new(),
+                source: WireError::Unsupported {
+                    param: "model".into(),
+                    message: "this tier does not take requests in this protocol".into(),
+                },
+            })
+        })
+    }
 
     /// One try at `request` (an OpenAI chat completion body, as the client sent it), to be
     /// over by `deadline`. A stream is returned only once its first event has arrived, so a
@@ -120,7 +165,7 @@ impl BackendError {
 
     /// Whether the try failed before anything reached the upstream (the request cannot be put
     /// in its terms, the body is not JSON, the client cannot be built).
-    pub fn is_local(&self) -> bool {
+    pub fn before_sending(&self) -> bool {
         matches!(
             self,
             BackendError::Wire {

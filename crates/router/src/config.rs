@@ -49,8 +49,9 @@ pub struct Tier {
     /// (its context is then the engine's).
     pub context_window: Option<u32>,
     pub capabilities: Capabilities,
-    /// Whether the tier runs on this machine (privacy rules keep some requests to these).
-    pub local: bool,
+    /// Whether the tier runs on this machine (TOML `local`; privacy rules keep some requests
+    /// to these).
+    pub on_machine: bool,
     /// The tier to try when this one fails after its retries.
     pub fallback: Option<String>,
     /// How a remote tier's failures are retried, bounded in time and cut off.
@@ -217,7 +218,7 @@ impl Config {
                     json_schema: true,
                     vision: false,
                 },
-                local: true,
+                on_machine: true,
                 fallback: None,
                 faults: Faults::default(),
             }],
@@ -592,7 +593,7 @@ impl RawTier {
         let faults = faults(name, self.retry, self.timeouts, self.breaker)?;
         Ok(Tier {
             name: name.to_string(),
-            local: self.local.unwrap_or(self.backend == BackendKind::Embedded),
+            on_machine: self.local.unwrap_or(self.backend == BackendKind::Embedded),
             backend,
             prices,
             context_window,

@@ -43,7 +43,7 @@ mod validate;
 pub mod wire;
 
 pub use anthropic::AnthropicBackend;
-pub use backend::{Answer, AnswerStream, Backend, BackendError};
+pub use backend::{Answer, AnswerStream, Backend, BackendError, Native, Protocol};
 pub use breaker::{Breaker, Circuit};
 pub use config::{
     BackendConfig, Capabilities, Config, ConfigError, Faults, Prices, Remote, ServerConfig, Tier,

@@ -17,8 +17,9 @@ use crate::features::{Features, NARROW_TASKS, OPEN_TASKS};
 /// What `[policy]`, `[[policy.rules]]` and `[tasks.*]` say, validated.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PolicyConfig {
-    /// The tier narrow work starts on; default: the embedded tier, else the first local one.
-    pub local: Option<String>,
+    /// The tier narrow work starts on (TOML `policy.local`); default: the embedded tier, else
+    /// the first one on this machine.
+    pub start: Option<String>,
     /// Where escalations and open-ended work go; default: the remote tier with the largest
     /// context window.
     pub frontier: Option<String>,
@@ -106,7 +107,7 @@ pub struct NoRoute(pub String);
 #[derive(Debug, Clone, PartialEq)]
 pub struct TierView {
     pub name: String,
-    pub local: bool,
+    pub on_machine: bool,
     pub context_window: Option<u32>,
     pub capabilities: Capabilities,
 }
@@ -117,7 +118,7 @@ pub struct Policy {
     config: PolicyConfig,
     /// In configuration (name) order.
     tiers: Vec<TierView>,
-    local: Option<String>,
+    start: Option<String>,
     frontier: Option<String>,
 }
 
@@ -129,7 +130,7 @@ impl Policy {
             .iter()
             .map(|t| TierView {
                 name: t.name.clone(),
-                local: t.local,
+                on_machine: t.on_machine,
                 context_window: match t.backend {
                     BackendConfig::Embedded { .. } => local_window.or(t.context_window),
                     _ => t.context_window,
@@ -142,23 +143,23 @@ impl Policy {
             .iter()
             .find(|t| matches!(t.backend, BackendConfig::Embedded { .. }))
             .map(|t| t.name.clone());
-        let local = config
+        let start = config
             .policy
-            .local
+            .start
             .clone()
             .or(embedded)
-            .or_else(|| tiers.iter().find(|t| t.local).map(|t| t.name.clone()));
+            .or_else(|| tiers.iter().find(|t| t.on_machine).map(|t| t.name.clone()));
         let frontier = config.policy.frontier.clone().or_else(|| {
             tiers
                 .iter()
-                .filter(|t| !t.local)
+                .filter(|t| !t.on_machine)
                 .max_by_key(|t| t.context_window.unwrap_or(0))
                 .map(|t| t.name.clone())
         });
         Policy {
             config: config.policy.clone(),
             tiers,
-            local,
+            start,
             frontier,
         }
     }
@@ -206,7 +207,7 @@ impl Policy {
                 Reason::new(format!("rule={n}"), format!("policy rule {n} matched")),
             )
         } else if let Some(t) = task.filter(|t| t.tier.is_some() || t.escalate.is_some()) {
-            let first = t.tier.clone().or_else(|| self.local.clone());
+            let first = t.tier.clone().or_else(|| self.start.clone());
             let escalate = t.escalate.clone().unwrap_or_else(default_escalation);
             let mut tiers: Vec<String> = first.into_iter().collect();
             tiers.extend(escalate);
@@ -228,7 +229,7 @@ impl Policy {
             let narrow = NARROW_TASKS.contains(&f.task.as_str())
                 || labels.is_some()
                 || task.is_some_and(|t| t.threshold.is_some());
-            let mut tiers: Vec<String> = self.local.iter().cloned().collect();
+            let mut tiers: Vec<String> = self.start.iter().cloned().collect();
             let mut threshold = None;
             let reason = if narrow {
                 tiers.extend(default_escalation());
@@ -256,7 +257,7 @@ impl Policy {
             .saturating_add(f.max_output_tokens.unwrap_or(1));
         let fits = |t: &TierView| t.context_window.is_none_or(|w| w >= needed);
         let able = |t: &TierView| !f.needs.vision || t.capabilities.vision;
-        let allowed = |t: &TierView| !local_only || t.local;
+        let allowed = |t: &TierView| !local_only || t.on_machine;
         let first = tiers.first().cloned();
         tiers.retain(|name| {
             self.tier(name)

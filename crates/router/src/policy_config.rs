@@ -103,7 +103,7 @@ pub(crate) fn validate(
             .collect()
     };
     let mut out = PolicyConfig {
-        local: policy
+        start: policy
             .local
             .map(|t| tier("policy.local".into(), t))
             .transpose()?,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::anthropic::AnthropicBackend;
-use crate::backend::{Answer, Backend, BackendError};
+use crate::backend::{Answer, Backend, BackendError, BoxFuture, Native, Protocol};
 use crate::breaker::{Breaker, Circuit};
 use crate::config::{BackendConfig, Faults, Tier};
 use crate::gemini::GeminiBackend;
@@ -27,11 +27,11 @@ pub struct RemoteTier {
     breaker: Breaker,
     fallback: Option<String>,
     /// Whether the tier runs on this machine.
-    local: bool,
+    on_machine: bool,
 }
 
-/// The tier's backend, or `None` for the embedded tier, which the server runs itself. The one
-/// place a backend kind becomes a running backend.
+/// The tier's backend, or `None` for the embedded tier, which the server's core runs itself.
+/// The one place a backend kind becomes a running backend.
 pub fn build(tier: &Tier) -> Result<Option<RemoteTier>, BackendError> {
     let f = &tier.faults;
     let backend: Arc<dyn Backend> = match &tier.backend {
@@ -51,12 +51,18 @@ impl RemoteTier {
             faults: tier.faults,
             breaker: Breaker::new(tier.faults.breaker_failures, tier.faults.breaker_cooldown),
             fallback: tier.fallback.clone(),
-            local: tier.local,
+            on_machine: tier.on_machine,
         }
     }
 
-    pub fn is_local(&self) -> bool {
-        self.local
+    /// Whether the tier runs on this machine (a request kept on it may go there).
+    pub fn on_machine(&self) -> bool {
+        self.on_machine
+    }
+
+    /// Whether requests in `protocol` pass through to this tier untouched.
+    pub fn speaks(&self, protocol: Protocol) -> bool {
+        self.backend.speaks(protocol)
     }
 
     pub fn name(&self) -> &str {
@@ -75,9 +81,24 @@ impl RemoteTier {
         self.breaker.circuit()
     }
 
-    /// `request` answered by this tier: tried up to `attempts` times while failures are
-    /// retryable, waiting between tries, all within the total deadline.
+    /// `request` (an OpenAI chat completion) answered by this tier: tried up to `attempts`
+    /// times while failures are retryable, waiting between tries, all within the total
+    /// deadline.
     pub async fn chat(&self, request: &Bytes) -> Result<Answer, BackendError> {
+        self.tries(|deadline| self.backend.chat(request, deadline))
+            .await
+    }
+
+    /// A request in the tier's own protocol, passed through, with the same retries.
+    pub async fn pass(&self, native: &Native) -> Result<Answer, BackendError> {
+        self.tries(|deadline| self.backend.pass(native, deadline))
+            .await
+    }
+
+    async fn tries<'a>(
+        &'a self,
+        mut once: impl FnMut(Instant) -> BoxFuture<'a, Result<Answer, BackendError>>,
+    ) -> Result<Answer, BackendError> {
         let deadline = Instant::now() + self.faults.total_timeout;
         let mut attempt = 0;
         let mut last: Option<BackendError> = None;
@@ -93,7 +114,7 @@ impl RemoteTier {
                     }));
                 }
             };
-            let outcome = tokio::time::timeout_at(deadline, self.backend.chat(request, deadline))
+            let outcome = tokio::time::timeout_at(deadline, once(deadline))
                 .await
                 .unwrap_or_else(|_| {
                     Err(BackendError::Timeout {
@@ -108,7 +129,7 @@ impl RemoteTier {
                     return Ok(answer);
                 }
                 // Refused before anything was sent: says nothing about the upstream's health.
-                Err(e) if e.is_local() => {
+                Err(e) if e.before_sending() => {
                     permit.release();
                     return Err(e);
                 }

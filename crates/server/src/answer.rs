@@ -1,14 +1,14 @@
 //! The engine's output as OpenAI responses: a whole completion (with its confidence trace),
-//! an SSE stream as it is generated, or a held completion replayed as a stream.
+//! SSE events as they are generated, or a whole completion replayed as events. Events are
+//! bytes (`data: {chunk}\n\n`), the same as a remote tier's, so every ingress renders one
+//! kind of stream.
 
 use std::collections::hash_map::RandomState;
-use std::convert::Infallible;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::response::sse::{Event as SseEvent, Sse};
-use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use smallfirst_engine::tools::{self, CallScanner, Scanned};
 use smallfirst_engine::{Event, Generation, StepProb};
 use smallfirst_protocol::{
@@ -16,6 +16,7 @@ use smallfirst_protocol::{
     FunctionCallDelta, FunctionKind, Logprobs, ResponseMessage, Role, ToolCall, ToolCallDelta,
     Usage,
 };
+use smallfirst_router::AnswerStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -28,7 +29,7 @@ const SSE_BUFFER: usize = 32;
 
 /// A held answer sent as it would have streamed: a role delta, the content or calls, the
 /// finish, usage when asked, `[DONE]`.
-pub(crate) fn replay(completion: ChatCompletion, include_usage: bool) -> Response {
+pub(crate) fn replay(completion: ChatCompletion, include_usage: bool) -> AnswerStream {
     let meta = Meta {
         id: completion.id.clone(),
         created: completion.created,
@@ -82,16 +83,26 @@ pub(crate) fn replay(completion: ChatCompletion, include_usage: bool) -> Respons
         chunks.push(meta.chunk(Vec::new(), Some(Some(completion.usage))));
     }
     let events = chunks
-        .into_iter()
-        .map(|c| {
-            Ok::<_, Infallible>(
-                SseEvent::default()
-                    .json_data(&c)
-                    .unwrap_or_else(|_| SseEvent::default().data("{}")),
-            )
-        })
-        .chain(std::iter::once(Ok(SseEvent::default().data("[DONE]"))));
-    Sse::new(futures::stream::iter(events)).into_response()
+        .iter()
+        .map(sse_event)
+        .chain(std::iter::once(sse_done()))
+        .map(Ok);
+    Box::pin(futures::stream::iter(events.collect::<Vec<_>>()))
+}
+
+/// One SSE event carrying `value` as JSON.
+pub(crate) fn sse_event(value: &impl serde::Serialize) -> Bytes {
+    let mut out = b"data: ".to_vec();
+    if serde_json::to_writer(&mut out, value).is_err() {
+        out.extend_from_slice(b"{}");
+    }
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// The event that ends an OpenAI stream.
+pub(crate) fn sse_done() -> Bytes {
+    Bytes::from_static(b"data: [DONE]\n\n")
 }
 
 pub(crate) fn timeout_message(ticket: &Ticket) -> String {
@@ -178,6 +189,15 @@ fn finish_with_calls(finish: smallfirst_engine::FinishReason, made_calls: bool) 
     }
 }
 
+/// The answer's tokens, the prompt's kept prefix counted as cached.
+fn usage(done: &smallfirst_engine::Done) -> Usage {
+    let mut usage = Usage::new(done.prompt_tokens, done.completion_tokens);
+    usage.prompt_tokens_details = Some(smallfirst_protocol::PromptTokensDetails {
+        cached_tokens: done.reused_tokens,
+    });
+    usage
+}
+
 fn fingerprint() -> String {
     concat!("fp_smallfirst_", env!("CARGO_PKG_VERSION")).to_string()
 }
@@ -248,7 +268,7 @@ pub(crate) async fn collect(
             }),
             finish_reason: finish_with_calls(done.finish, made_calls),
         }],
-        usage: Usage::new(done.prompt_tokens, done.completion_tokens),
+        usage: usage(&done),
         system_fingerprint: Some(fingerprint()),
         smallfirst: None,
     };
@@ -259,23 +279,20 @@ pub(crate) async fn collect(
 /// with `finish_reason`, a usage chunk when asked, then `[DONE]`. A task forwards engine
 /// events; when the client goes away its send fails, it drops the engine's receiver, and the
 /// engine stops that sequence at the next token.
-pub(crate) fn sse(
+pub(crate) fn stream(
     mut generation: Generation,
     meta: Meta,
     include_usage: bool,
     out: Output,
     mut ticket: Ticket,
-) -> impl IntoResponse {
-    let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(SSE_BUFFER);
+) -> AnswerStream {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, smallfirst_router::BackendError>>(SSE_BUFFER);
     let usage_field = include_usage.then_some(None);
     tokio::spawn(async move {
         let send_chunk = |choices: Vec<ChunkChoice>, usage: Option<Option<Usage>>| {
-            let chunk = meta.chunk(choices, usage);
-            let event = SseEvent::default()
-                .json_data(&chunk)
-                .unwrap_or_else(|_| SseEvent::default().data("{}"));
+            let chunk = sse_event(&meta.chunk(choices, usage));
             let tx = tx.clone();
-            async move { tx.send(Ok(event)).await.is_ok() }
+            async move { tx.send(Ok(chunk)).await.is_ok() }
         };
         let choice = |delta: Delta, logprobs: Option<Logprobs>, finish| ChunkChoice {
             index: 0,
@@ -328,10 +345,7 @@ pub(crate) fn sse(
                 // Out of time: an error event, then the end (dropping the events stops the
                 // engine at its next token).
                 let error = ApiError::Timeout(timeout_message(&ticket)).body();
-                let event = SseEvent::default()
-                    .json_data(&error)
-                    .unwrap_or_else(|_| SseEvent::default().data("{}"));
-                let _ = tx.send(Ok(event)).await;
+                let _ = tx.send(Ok(sse_event(&error))).await;
                 return;
             };
             match event {
@@ -372,35 +386,29 @@ pub(crate) fn sse(
                         return;
                     }
                     if include_usage {
-                        let usage = Usage::new(done.prompt_tokens, done.completion_tokens);
+                        let usage = usage(&done);
                         if !send_chunk(vec![], Some(Some(usage))).await {
                             return;
                         }
                     }
-                    let _ = tx.send(Ok(SseEvent::default().data("[DONE]"))).await;
+                    let _ = tx.send(Ok(sse_done())).await;
                     return;
                 }
                 Some(Event::Failed(reason)) => {
                     let body = ApiError::Internal(reason).body();
-                    let event = SseEvent::default()
-                        .json_data(&body)
-                        .unwrap_or_else(|_| SseEvent::default().data("{}"));
-                    let _ = tx.send(Ok(event)).await;
+                    let _ = tx.send(Ok(sse_event(&body))).await;
                     return;
                 }
                 Some(Event::FormatFailed(reason)) => {
                     let body = ApiError::invalid(out.param, reason).body();
-                    let event = SseEvent::default()
-                        .json_data(&body)
-                        .unwrap_or_else(|_| SseEvent::default().data("{}"));
-                    let _ = tx.send(Ok(event)).await;
+                    let _ = tx.send(Ok(sse_event(&body))).await;
                     return;
                 }
                 None => return,
             }
         }
     });
-    Sse::new(ReceiverStream::new(rx))
+    Box::pin(ReceiverStream::new(rx))
 }
 
 /// A whole call in one stream delta, numbered in the order the calls were made.

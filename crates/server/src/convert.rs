@@ -34,6 +34,13 @@ pub(crate) struct Plan {
 }
 
 pub(crate) fn plan(req: &ChatRequest, n_vocab: usize) -> Result<Plan, ApiError> {
+    if let Some(name) = req.extra.keys().next() {
+        return Err(ApiError::InvalidRequest {
+            message: format!("unrecognized request argument supplied: `{name}`"),
+            param: Some(name.clone()),
+            code: Some("unknown_parameter"),
+        });
+    }
     let messages = messages(req)?;
     check_range("temperature", req.temperature, 0.0, 2.0)?;
     check_range("top_p", req.top_p, 0.0, 1.0)?;

@@ -78,7 +78,7 @@ impl ApiError {
         }
     }
 
-    fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidJson(_)
             | ApiError::InvalidRequest { .. }

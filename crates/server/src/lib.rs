@@ -23,22 +23,26 @@ pub mod auth;
 mod chat;
 mod convert;
 mod error;
-mod gateway;
+pub mod gateway;
 mod guard;
 mod listen;
+mod messages;
 mod metrics;
 mod observe;
 mod options;
+mod render;
 mod routes;
-mod routing;
+mod state;
 pub mod structured;
 
 pub use auth::{KeyError, Keys};
 pub use error::ApiError;
+pub use gateway::{EmbeddedTier, Gateway, Outcome};
 pub use guard::KeyName;
 pub use metrics::Limits;
 pub use options::Options;
-pub use routes::{AppState, LocalTier, app, serve};
+pub use routes::{app, serve};
+pub use state::AppState;
 pub use structured::{Structure, structure};
 
 /// Checks a chat completion body as the server would before any work: it parses, its

@@ -103,6 +103,31 @@ pub struct Metrics {
     statuses: Vec<AtomicU64>,
     ttft: Histogram,
     itl: Histogram,
+    /// The work requests cost on the way to an answer.
+    pub(crate) work: Work,
+}
+
+/// Body parses, chat template renders and prompt tokenizations, counted so that a request's
+/// path can be measured (each should happen once).
+#[derive(Debug, Default)]
+pub(crate) struct Work {
+    parses: AtomicU64,
+    renders: AtomicU64,
+    tokenizations: AtomicU64,
+}
+
+impl Work {
+    pub(crate) fn parse(&self) {
+        self.parses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn render(&self) {
+        self.renders.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn tokenize(&self) {
+        self.tokenizations.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
@@ -121,6 +146,7 @@ impl Metrics {
             statuses: (100..600).map(|_| AtomicU64::new(0)).collect(),
             ttft: Histogram::new(&TTFT_BUCKETS),
             itl: Histogram::new(&ITL_BUCKETS),
+            work: Work::default(),
         })
     }
 
@@ -232,6 +258,25 @@ impl Metrics {
             "Prompt tokens whose KV cache was kept from the previous request, not prefilled again.",
             self.reused_tokens.load(Ordering::Relaxed),
         );
+        for (name, help, n) in [
+            (
+                "smallfirst_body_parses_total",
+                "Request bodies parsed.",
+                &self.work.parses,
+            ),
+            (
+                "smallfirst_template_renders_total",
+                "Chat template renders.",
+                &self.work.renders,
+            ),
+            (
+                "smallfirst_tokenizations_total",
+                "Rendered prompts tokenized.",
+                &self.work.tokenizations,
+            ),
+        ] {
+            counter(&mut out, name, help, n.load(Ordering::Relaxed));
+        }
         self.ttft.render(
             &mut out,
             "smallfirst_ttft_seconds",

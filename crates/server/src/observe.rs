@@ -42,6 +42,9 @@ pub(crate) async fn observe(
     async move {
         let started = Instant::now();
         let mut response = next.run(request).await;
+        if path.starts_with("/v1/messages") {
+            response = crate::messages::reshape(response).await;
+        }
         if let Ok(v) = HeaderValue::from_str(&id) {
             response.headers_mut().insert(REQUEST_ID, v);
         }

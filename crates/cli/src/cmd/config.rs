@@ -67,7 +67,7 @@ fn describe(tier: &Tier) -> String {
         tier.name,
         tier.backend.kind(),
         tier.backend.model(),
-        if tier.local { "local" } else { "remote" }
+        if tier.on_machine { "local" } else { "remote" }
     );
     if let Some(w) = tier.context_window {
         s.push_str(&format!(", {w} tokens"));
@@ -120,7 +120,7 @@ fn to_json(config: &Config) -> serde_json::Value {
                 "model": t.backend.model(),
                 "base_url": base_url,
                 "api_key_env": api_key_env,
-                "local": t.local,
+                "local": t.on_machine,
                 "context_window": t.context_window,
                 "prices": {"input": t.prices.input, "cached_input": t.prices.cached_input, "output": t.prices.output},
                 "capabilities": {"tools": t.capabilities.tools, "json_schema": t.capabilities.json_schema, "vision": t.capabilities.vision},

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use smallfirst_router::{BackendConfig, Config, Policy, RemoteTier, remote};
-use smallfirst_server::{AppState, Keys, Limits, LocalTier, Options, serve};
+use smallfirst_server::{AppState, EmbeddedTier, Keys, Limits, Options, serve};
 
 use super::ModelArgs;
 
@@ -118,7 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if engine.template().is_fallback() {
             tracing::warn!(model = %name, "the model has no chat template; prompts use ChatML");
         }
-        Some(LocalTier {
+        Some(EmbeddedTier {
             engine,
             model_id: name,
             name: local_tier,

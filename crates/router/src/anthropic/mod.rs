@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::Secret;
-use crate::backend::{Answer, Backend, BackendError, BoxFuture};
+use crate::backend::{Answer, Backend, BackendError, BoxFuture, Native, Protocol, primed};
 use crate::config::{Faults, Remote};
 use crate::http::{Http, endpoint};
 use crate::sse::SseEvent;
@@ -68,9 +68,63 @@ impl AnthropicBackend {
     }
 }
 
+impl AnthropicBackend {
+    /// The client's own Messages request, sent as it came but for `model`; the answer's bytes
+    /// come back untouched.
+    async fn try_pass(&self, native: &Native, deadline: Instant) -> Result<Answer, BackendError> {
+        let tier = self.http.tier();
+        let body =
+            wire::with_model(&native.body, &self.model).map_err(|source| BackendError::Wire {
+                tier: tier.into(),
+                source,
+            })?;
+        let mut post = self
+            .http
+            .post(self.endpoint.clone())
+            .header("content-type", "application/json");
+        let mut versioned = false;
+        for (name, value) in &native.headers {
+            versioned |= name == "anthropic-version";
+            post = post.header(name.as_str(), value.as_str());
+        }
+        if !versioned {
+            post = post.header("anthropic-version", VERSION);
+        }
+        if let Some(key) = &self.key {
+            post = post.header("x-api-key", key.expose());
+        }
+        let response = self
+            .http
+            .send(
+                post.body(body),
+                deadline,
+                native.stream,
+                wire::error_from_wire,
+            )
+            .await?;
+        if native.stream {
+            let chunks = self.http.chunks(response, deadline);
+            return primed(tier, chunks).await;
+        }
+        Ok(Answer::Json(self.http.body(response, deadline).await?))
+    }
+}
+
 impl Backend for AnthropicBackend {
     fn model(&self) -> &str {
         &self.model
+    }
+
+    fn speaks(&self, protocol: Protocol) -> bool {
+        protocol == Protocol::AnthropicMessages
+    }
+
+    fn pass<'a>(
+        &'a self,
+        native: &'a Native,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<Answer, BackendError>> {
+        Box::pin(self.try_pass(native, deadline))
     }
 
     fn chat<'a>(

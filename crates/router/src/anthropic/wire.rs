@@ -149,3 +149,57 @@ impl Usage {
         usage
     }
 }
+
+/// A client's own Messages request with `model` set to the tier's: every other member is kept
+/// byte for byte (`cache_control`, `thinking`, whatever the client's version of the API has).
+pub fn with_model(body: &[u8], model: &str) -> Result<bytes::Bytes, WireError> {
+    use serde::de::{MapAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    struct Members;
+    impl<'de> Visitor<'de> for Members {
+        type Value = Vec<(String, &'de RawValue)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a request object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
+                out.push((k, v));
+            }
+            Ok(out)
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let members = serde::Deserializer::deserialize_map(&mut de, Members)
+        .map_err(|e| WireError::Malformed(format!("the request is not a JSON object: {e}")))?;
+    let model = serde_json::to_string(model).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let mut out = Vec::with_capacity(body.len() + model.len());
+    out.push(b'{');
+    let mut wrote_model = false;
+    for (i, (key, value)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let key_json =
+            serde_json::to_string(key).map_err(|e| WireError::Malformed(e.to_string()))?;
+        out.extend_from_slice(key_json.as_bytes());
+        out.push(b':');
+        if key == "model" {
+            out.extend_from_slice(model.as_bytes());
+            wrote_model = true;
+        } else {
+            out.extend_from_slice(value.get().as_bytes());
+        }
+    }
+    if !wrote_model {
+        if !members.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"model\":");
+        out.extend_from_slice(model.as_bytes());
+    }
+    out.push(b'}');
+    Ok(bytes::Bytes::from(out))
+}

@@ -58,7 +58,7 @@ fn a_good_file_becomes_a_config() {
     let names: Vec<&str> = c.tiers.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["frontier", "local", "mid"]);
     let local = c.tier("local").expect("local");
-    assert!(local.local && local.capabilities.tools && local.context_window.is_none());
+    assert!(local.on_machine && local.capabilities.tools && local.context_window.is_none());
     assert_eq!(
         local.backend,
         BackendConfig::Embedded {
@@ -70,7 +70,7 @@ fn a_good_file_becomes_a_config() {
     );
     let mid = c.tier("mid").expect("mid");
     assert!(
-        mid.local,
+        mid.on_machine,
         "an Ollama on this machine is local when it says so"
     );
     assert_eq!(mid.fallback.as_deref(), Some("frontier"));
@@ -88,7 +88,7 @@ fn a_good_file_becomes_a_config() {
     assert_eq!(mid.faults.breaker_failures, 3);
     assert_eq!(mid.faults.breaker_cooldown, Duration::from_secs(10));
     let frontier = c.tier("frontier").expect("frontier");
-    assert!(!frontier.local && frontier.capabilities.vision);
+    assert!(!frontier.on_machine && frontier.capabilities.vision);
     assert_eq!(frontier.prices.cached_input, 0.3);
     let BackendConfig::Anthropic(remote) = &frontier.backend else {
         panic!("anthropic backend")
@@ -189,6 +189,6 @@ fn no_file_means_one_local_embedded_tier() {
     let c = Config::embedded("smollm2-135m-instruct");
     assert_eq!(c.tiers.len(), 1);
     assert_eq!(c.tiers[0].name, "local");
-    assert!(c.tiers[0].local);
+    assert!(c.tiers[0].on_machine);
     assert_eq!(c.tiers[0].backend.kind(), "embedded");
 }

@@ -1,0 +1,271 @@
+//! [`EmbeddedTier`]: the in-process engine as a tier. A request is planned, rendered and
+//! tokenized once ([`Prepared`]); the same prompt serves the policy's token count and the
+//! generation. Answers stream as they are generated, or are held whole to be judged.
+
+use smallfirst_engine::{ChatMessage, Constraint, Engine, EngineError, Prompt, StepProb};
+use smallfirst_protocol::{ChatCompletion, ChatRequest};
+
+use crate::ApiError;
+use crate::answer::{self, Meta, Output};
+use crate::convert::{self, Plan};
+use crate::gateway::{Gateway, Reply};
+use crate::metrics::Ticket;
+
+/// The tier the embedded engine serves.
+pub struct EmbeddedTier {
+    pub engine: Engine,
+    /// The id `/v1/models` lists and responses carry.
+    pub model_id: String,
+    /// The tier's name in the configuration (`local` without one).
+    pub name: String,
+}
+
+/// A request planned for the engine, its prompt rendered and tokenized.
+pub(crate) struct Prepared {
+    pub plan: Plan,
+    pub prompt: Prompt,
+}
+
+/// A local answer held whole, to be judged before it is sent.
+pub(crate) struct Held {
+    pub completion: ChatCompletion,
+    /// Each sampled token's probability and the runner-up's.
+    pub trace: Vec<StepProb>,
+    /// The generated text when it may hold tool calls (the completion shows them parsed).
+    pub raw_text: String,
+    /// How the answer was constrained, which says how to read its confidence.
+    pub kind: AnswerKind,
+    /// A grammar shaped the answer (a schema, tools, labels): cut by the budget, it is not
+    /// the answer it claims to be.
+    pub constrained: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AnswerKind {
+    /// One of a label set, or JSON whose every leaf is a closed choice.
+    Choice,
+    Tools,
+    Text,
+}
+
+impl EmbeddedTier {
+    /// Whether a request's `model` names this tier: its model's id, its name, or `local`.
+    pub fn answers_to(&self, model: &str) -> bool {
+        model == self.model_id || model == self.name || model == "local"
+    }
+
+    /// `req` planned (its parameters checked), rendered with the chat template and tokenized.
+    pub(crate) async fn prepare(
+        &self,
+        gateway: &Gateway,
+        req: &ChatRequest,
+    ) -> Result<Prepared, ApiError> {
+        let plan = convert::plan(req, self.engine.info().n_vocab)?;
+        let prompt = self.render(gateway, &plan).await?;
+        Ok(Prepared { plan, prompt })
+    }
+
+    /// The plan's prompt, rendered off the async runtime's threads (a template may run for a
+    /// while within its fuel), then tokenized.
+    async fn render(&self, gateway: &Gateway, plan: &Plan) -> Result<Prompt, ApiError> {
+        let _permit = gateway
+            .renders
+            .acquire()
+            .await
+            .map_err(|_| ApiError::Internal("the server is shutting down".into()))?;
+        let engine = self.engine.clone();
+        let messages = plan.messages.clone();
+        let tools = plan.structure.tools.clone();
+        gateway.metrics.work.render();
+        let text = tokio::task::spawn_blocking(move || engine.render_with_tools(&messages, &tools))
+            .await
+            .map_err(|_| ApiError::Internal("the chat template's render did not finish".into()))?
+            .map_err(ApiError::from)?;
+        gateway.metrics.work.tokenize();
+        self.engine.tokenize(text).await.map_err(ApiError::from)
+    }
+
+    /// The answer as the request asked for it: a stream as it is generated, or whole.
+    pub(crate) async fn answer(
+        &self,
+        gateway: &Gateway,
+        prepared: Prepared,
+    ) -> Result<Reply, ApiError> {
+        let Prepared { plan, prompt } = prepared;
+        let mut ticket = admit(gateway)?;
+        let Plan {
+            mut params,
+            stream,
+            include_usage,
+            logprobs,
+            structure,
+            ..
+        } = plan;
+        params.prefix_reuse = gateway.metrics.prefix_reuse;
+        let generation = generate(&self.engine, prompt, params, structure.param()).await?;
+        ticket.started(generation.prompt_tokens);
+        let meta = Meta::new(self.model_id.clone());
+        let out = Output {
+            param: structure.param(),
+            logprobs,
+            calls: structure.calls,
+            must_call: structure.must_call,
+        };
+        if stream {
+            Ok(Reply::Stream(answer::stream(
+                generation,
+                meta,
+                include_usage,
+                out,
+                ticket,
+            )))
+        } else {
+            let (completion, ..) = answer::collect(generation, meta, out, ticket).await?;
+            Ok(Reply::Completion(Box::new(completion)))
+        }
+    }
+
+    /// The request answered in full, with its confidence trace. With `labels` (and no
+    /// `response_format` or `tools` of its own), the answer is exactly one label; the labels
+    /// are listed to the model, one per line at the end of the system prompt, when its
+    /// messages do not name them all (the prompt is then rendered again).
+    pub(crate) async fn held(
+        &self,
+        gateway: &Gateway,
+        req: &ChatRequest,
+        prepared: Prepared,
+        labels: Option<&[String]>,
+    ) -> Result<Held, ApiError> {
+        let Prepared {
+            mut plan,
+            mut prompt,
+        } = prepared;
+        let mut kind = if plan.structure.calls {
+            AnswerKind::Tools
+        } else if req
+            .response_format
+            .as_ref()
+            .and_then(|f| serde_json::to_value(f).ok())
+            .is_some_and(|f| smallfirst_router::features::enum_only(&f["json_schema"]["schema"]))
+        {
+            AnswerKind::Choice
+        } else {
+            AnswerKind::Text
+        };
+        if let Some(labels) = labels
+            && plan.params.constraint.is_none()
+        {
+            check_labels(labels)?;
+            if list_labels(&mut plan.messages, labels) {
+                prompt = self.render(gateway, &plan).await?;
+            }
+            plan.params.constraint = Some(Constraint::Choice(labels.to_vec()));
+            kind = AnswerKind::Choice;
+        }
+        plan.params.confidence = true;
+        plan.params.prefix_reuse = gateway.metrics.prefix_reuse;
+        let constrained = plan.params.constraint.is_some();
+        let mut ticket = admit(gateway)?;
+        let param = plan.structure.param();
+        let generation = generate(&self.engine, prompt, plan.params, param).await?;
+        let out = Output {
+            param,
+            logprobs: plan.logprobs,
+            calls: plan.structure.calls,
+            must_call: plan.structure.must_call,
+        };
+        ticket.started(generation.prompt_tokens);
+        let (completion, trace, raw_text) =
+            answer::collect(generation, Meta::new(self.model_id.clone()), out, ticket).await?;
+        Ok(Held {
+            completion,
+            trace,
+            raw_text,
+            kind,
+            constrained,
+        })
+    }
+}
+
+async fn generate(
+    engine: &Engine,
+    prompt: Prompt,
+    params: smallfirst_engine::GenerateParams,
+    param: &'static str,
+) -> Result<smallfirst_engine::Generation, ApiError> {
+    engine
+        .generate_prompt(prompt, params)
+        .await
+        .map_err(|e| match e {
+            // The grammar did not compile: the request's schema is at fault.
+            EngineError::Grammar(_) => ApiError::invalid(param, e.to_string()),
+            other => other.into(),
+        })
+}
+
+/// Lists `labels` to the model when its messages do not name them all; whether it did. One
+/// label per line, after the client's own instruction: small models read a list far better
+/// than a comma-separated run, which they answer with its first item.
+fn list_labels(messages: &mut Vec<ChatMessage>, labels: &[String]) -> bool {
+    let all_named = labels
+        .iter()
+        .all(|l| messages.iter().any(|m| m.content.contains(l.as_str())));
+    if all_named {
+        return false;
+    }
+    let list = format!(
+        "Possible labels:\n{}\nAnswer with the label only.",
+        labels.join("\n")
+    );
+    match messages.first_mut() {
+        Some(m) if m.role == "system" => {
+            m.content.push_str("\n\n");
+            m.content.push_str(&list);
+        }
+        _ => messages.insert(
+            0,
+            ChatMessage {
+                role: "system".into(),
+                content: list,
+                tool_calls: Vec::new(),
+                tool_call_id: None,
+            },
+        ),
+    }
+    true
+}
+
+/// A label set is a closed choice like an `enum`, and is held to the same limits.
+fn check_labels(labels: &[String]) -> Result<(), ApiError> {
+    use smallfirst_engine::schema::limits::{MAX_CHARS, MAX_ENUM_VALUES};
+    if labels.len() > MAX_ENUM_VALUES {
+        return Err(ApiError::invalid(
+            "metadata.labels",
+            format!(
+                "at most {MAX_ENUM_VALUES} labels are allowed, got {}",
+                labels.len()
+            ),
+        ));
+    }
+    if labels.iter().any(String::is_empty) {
+        return Err(ApiError::invalid(
+            "metadata.labels",
+            "labels must not be empty strings",
+        ));
+    }
+    let chars: usize = labels.iter().map(|l| l.chars().count()).sum();
+    if chars > MAX_CHARS {
+        return Err(ApiError::invalid(
+            "metadata.labels",
+            format!("the labels come to {chars} characters, more than {MAX_CHARS}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A place in the embedded engine's queue, or 429 when it is full.
+fn admit(gateway: &Gateway) -> Result<Ticket, ApiError> {
+    gateway.metrics.admit().ok_or_else(|| {
+        ApiError::Busy("the local model's queue is full; retry after a moment".into())
+    })
+}

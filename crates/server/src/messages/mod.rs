@@ -1,0 +1,271 @@
+//! `POST /v1/messages` (Anthropic Messages) and `POST /v1/messages/count_tokens`: the body
+//! parsed once, translated to the chat request the core answers (`wire`), and the outcome
+//! rendered as a message, or as Anthropic's stream events. A request whose tier speaks
+//! Anthropic's protocol passes through untouched (`cache_control`, `thinking`, beta headers
+//! kept), its answer too. Errors have Anthropic's shape, here and from the guard.
+
+mod wire;
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use futures::StreamExt;
+use serde_json::json;
+use smallfirst_protocol::ChatCompletion;
+use smallfirst_protocol::messages::{AnthropicError, CountTokensRequest, MessagesRequest};
+use smallfirst_router::sse::SseParser;
+use smallfirst_router::{Answer, AnswerStream, Native, Protocol};
+
+use crate::chat::{parse_as, privacy_of, task_hint};
+use crate::error::LoggedError;
+use crate::gateway::{Failure, Outcome, Reply, Request};
+use crate::{ApiError, AppState, answer, render};
+
+/// Marks a response whose error body is already in Anthropic's shape.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AnthropicShaped;
+
+/// Request headers of Anthropic's own, sent on to an Anthropic tier.
+const PASSED_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (request, stream, model) = match request(&state, &headers, body) {
+        Ok(r) => r,
+        Err(e) => {
+            let outcome = Outcome::refused(e, "rejected");
+            return respond(outcome, false, "");
+        }
+    };
+    let outcome = state.inner.gateway.complete(request).await;
+    respond(outcome, stream, &model)
+}
+
+fn request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Request, bool, String), ApiError> {
+    let body =
+        body.map_err(|e| ApiError::TooLarge(format!("could not read the request body: {e}")))?;
+    state.inner.metrics.work.parse();
+    let messages: MessagesRequest = parse_as(&body)?;
+    let privacy = privacy_of(headers, &body)?;
+    let chat = wire::to_chat(&messages)?;
+    let stream = messages.stream.unwrap_or(false);
+    let raw = serde_json::to_vec(&chat)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Internal(format!("cannot write the chat request: {e}")))?;
+    let native = Native {
+        protocol: Protocol::AnthropicMessages,
+        body,
+        stream,
+        headers: PASSED_HEADERS
+            .iter()
+            .filter_map(|name| {
+                let v = headers.get(*name)?.to_str().ok()?;
+                Some(((*name).to_string(), v.to_string()))
+            })
+            .collect(),
+    };
+    Ok((
+        Request {
+            chat,
+            raw,
+            native: Some(native),
+            privacy,
+            task: task_hint(headers),
+        },
+        stream,
+        messages.model,
+    ))
+}
+
+/// The outcome as a message (or its events), or an error in Anthropic's shape.
+fn respond(mut outcome: Outcome, stream: bool, model: &str) -> Response {
+    let answer = std::mem::replace(
+        &mut outcome.answer,
+        Err(Failure::Request(ApiError::Internal(String::new()))),
+    );
+    let mut response = match answer {
+        Ok(Reply::Completion(c)) if stream => events(answer::replay(*c, true), model),
+        Ok(Reply::Completion(c)) => message(&c),
+        Ok(Reply::Json(bytes)) => match serde_json::from_slice::<ChatCompletion>(&bytes) {
+            Ok(c) => message(&c),
+            Err(e) => error(
+                StatusCode::BAD_GATEWAY,
+                &format!("the tier's answer could not be read: {e}"),
+            ),
+        },
+        Ok(Reply::Stream(s)) => events(s, model),
+        Ok(Reply::Native(Answer::Json(bytes))) => {
+            ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+        }
+        Ok(Reply::Native(Answer::Stream(s))) => {
+            render::event_stream(Body::from_stream(s.map(|item| {
+                Ok::<_, Infallible>(item.unwrap_or_else(|e| {
+                    wire::error_event(render::tier_status(&e).as_u16(), &e.to_string())
+                }))
+            })))
+        }
+        Err(Failure::Request(e)) => {
+            let mut r = error(e.status(), &message_of(&e));
+            if matches!(e, ApiError::Busy(_)) {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            }
+            r
+        }
+        Err(Failure::Tier(e)) => {
+            let message = match &e {
+                smallfirst_router::BackendError::Status { message, .. } => message.clone(),
+                other => other.to_string(),
+            };
+            let mut r = error(render::tier_status(&e), &message);
+            if let Some(v) = render::retry_after(&e) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+    };
+    render::mark(&mut response, &outcome);
+    response
+}
+
+fn message(c: &ChatCompletion) -> Response {
+    Json(wire::from_completion(c)).into_response()
+}
+
+/// An error in Anthropic's shape, logged once by the request log.
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
+    let mut r = (status, Json(AnthropicError::new(status.as_u16(), message))).into_response();
+    r.extensions_mut().insert(LoggedError(message.to_string()));
+    r.extensions_mut().insert(AnthropicShaped);
+    r
+}
+
+/// An OpenAI chunk stream as Anthropic's events.
+fn events(stream: AnswerStream, model: &str) -> Response {
+    struct State {
+        stream: AnswerStream,
+        parser: SseParser,
+        events: wire::Events,
+    }
+    let state = State {
+        stream,
+        parser: SseParser::new(),
+        events: wire::Events::new(model),
+    };
+    let body = futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if s.events.over {
+                return None;
+            }
+            let mut out = BytesMut::new();
+            match s.stream.next().await {
+                Some(Ok(bytes)) => {
+                    for e in s.parser.push(&bytes) {
+                        s.events.push(&e, &mut out);
+                    }
+                }
+                Some(Err(e)) => {
+                    s.events
+                        .fail(&mut out, render::tier_status(&e).as_u16(), &e.to_string());
+                }
+                None => {
+                    if let Some(e) = s.parser.finish() {
+                        s.events.push(&e, &mut out);
+                    }
+                    if !s.events.over {
+                        s.events
+                            .fail(&mut out, 502, "the answer ended before it was complete");
+                    }
+                }
+            }
+            if !out.is_empty() {
+                return Some((Ok::<_, Infallible>(out.freeze()), s));
+            }
+        }
+    });
+    render::event_stream(Body::from_stream(body))
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt's tokens on the embedded model, or estimated
+/// without one.
+pub(crate) async fn count_tokens(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match count(&state, body).await {
+        Ok(n) => Json(json!({ "input_tokens": n })).into_response(),
+        Err(e) => error(e.status(), &message_of(&e)),
+    }
+}
+
+/// An error's message, naming the parameter it is about (Anthropic's errors have no `param`).
+fn message_of(e: &ApiError) -> String {
+    match e {
+        ApiError::InvalidRequest {
+            message,
+            param: Some(p),
+            ..
+        } if !message.contains(p.as_str()) => format!("{p}: {message}"),
+        other => other.to_string(),
+    }
+}
+
+async fn count(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<u32, ApiError> {
+    let body =
+        body.map_err(|e| ApiError::TooLarge(format!("could not read the request body: {e}")))?;
+    let req: CountTokensRequest = parse_as(&body)?;
+    let messages = MessagesRequest {
+        model: req.model,
+        max_tokens: 1,
+        messages: req.messages,
+        system: req.system,
+        stop_sequences: None,
+        stream: None,
+        temperature: None,
+        top_p: None,
+        top_k: None,
+        tools: req.tools,
+        tool_choice: req.tool_choice,
+        metadata: None,
+        extra: req.extra,
+    };
+    let chat = wire::to_chat(&messages)?;
+    state.inner.gateway.count_tokens(&chat).await
+}
+
+/// An error body of another shape (the guard's, an unknown route's) in Anthropic's, for every
+/// path under `/v1/messages`.
+pub(crate) async fn reshape(response: Response) -> Response {
+    if response.status().is_success() || response.extensions().get::<AnthropicShaped>().is_some() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+    let body = serde_json::to_vec(&AnthropicError::new(parts.status.as_u16(), message))
+        .unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(body))
+}

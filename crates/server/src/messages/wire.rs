@@ -1,0 +1,609 @@
+//! Anthropic Messages ⇄ OpenAI chat completions, pure: a request in, the chat request the core
+//! answers; a completion (or its stream of chunks) back out as a message (or Anthropic's
+//! stream events).
+
+use std::collections::HashMap;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::{Value, json};
+use smallfirst_protocol::chat::{ContentPart, StreamOptions};
+use smallfirst_protocol::messages::{
+    AnthropicError, AnthropicMessage, AnthropicRole, AnthropicToolChoice, AnthropicUsage, Block,
+    Content, ImageSource, MessageResponse, MessagesRequest,
+};
+use smallfirst_protocol::tools::{FunctionDef, NamedToolChoice, Tool, ToolChoiceMode};
+use smallfirst_protocol::{
+    ChatCompletion, ChatRequest, FinishReason, FunctionCall, FunctionKind, Message, MessageContent,
+    Role, Stop, ToolCall, ToolChoice, Usage,
+};
+use smallfirst_router::sse::SseEvent;
+
+use crate::ApiError;
+
+/// The request as an OpenAI chat completion.
+pub(crate) fn to_chat(req: &MessagesRequest) -> Result<ChatRequest, ApiError> {
+    let mut messages = Vec::new();
+    if let Some(system) = &req.system {
+        messages.push(message(Role::System, text_of(system, "system")?));
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        translate_message(m, i, &mut messages)?;
+    }
+    let tools = req.tools.as_ref().map(|tools| {
+        tools
+            .iter()
+            .map(|t| Tool::Function {
+                function: FunctionDef {
+                    name: t.name.clone(),
+                    description: t.description.clone(),
+                    parameters: Some(t.input_schema.clone()),
+                    strict: None,
+                },
+            })
+            .collect()
+    });
+    let (tool_choice, parallel) = match &req.tool_choice {
+        None => (None, None),
+        Some(AnthropicToolChoice::Auto {
+            disable_parallel_tool_use,
+        }) => (
+            Some(ToolChoice::Mode(ToolChoiceMode::Auto)),
+            *disable_parallel_tool_use,
+        ),
+        Some(AnthropicToolChoice::Any {
+            disable_parallel_tool_use,
+        }) => (
+            Some(ToolChoice::Mode(ToolChoiceMode::Required)),
+            *disable_parallel_tool_use,
+        ),
+        Some(AnthropicToolChoice::Tool {
+            name,
+            disable_parallel_tool_use,
+        }) => (
+            Some(ToolChoice::Named(NamedToolChoice {
+                kind: FunctionKind::Function,
+                function: smallfirst_protocol::tools::FunctionName { name: name.clone() },
+            })),
+            *disable_parallel_tool_use,
+        ),
+        Some(AnthropicToolChoice::None) => (Some(ToolChoice::Mode(ToolChoiceMode::None)), None),
+    };
+    let stream = req.stream.unwrap_or(false);
+    Ok(ChatRequest {
+        model: req.model.clone(),
+        messages,
+        stream: Some(stream),
+        stream_options: stream.then_some(StreamOptions {
+            include_usage: Some(true),
+        }),
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: req.top_k,
+        max_tokens: Some(req.max_tokens),
+        stop: req.stop_sequences.clone().map(Stop::Many),
+        tools,
+        tool_choice,
+        parallel_tool_calls: parallel.map(|disable| !disable),
+        metadata: req.metadata.clone(),
+        extra: req.extra.clone(),
+        ..ChatRequest::default()
+    })
+}
+
+fn message(role: Role, text: String) -> Message {
+    Message {
+        role,
+        content: Some(MessageContent::Text(text)),
+        name: None,
+        tool_calls: None,
+        tool_call_id: None,
+        refusal: None,
+    }
+}
+
+/// A system prompt or tool result's text: a string, or text blocks joined.
+fn text_of(content: &Content, param: &str) -> Result<String, ApiError> {
+    match content {
+        Content::Text(t) => Ok(t.clone()),
+        Content::Blocks(blocks) => {
+            let mut out = Vec::new();
+            for b in blocks {
+                match b {
+                    Block::Text { text, .. } => out.push(text.as_str()),
+                    other => {
+                        return Err(ApiError::unsupported(
+                            param,
+                            format!("`{}` blocks are not supported here", block_kind(other)),
+                        ));
+                    }
+                }
+            }
+            Ok(out.join("\n"))
+        }
+    }
+}
+
+fn block_kind(b: &Block) -> &'static str {
+    match b {
+        Block::Text { .. } => "text",
+        Block::Image { .. } => "image",
+        Block::ToolUse { .. } => "tool_use",
+        Block::ToolResult { .. } => "tool_result",
+        Block::Thinking { .. } => "thinking",
+        Block::RedactedThinking { .. } => "redacted_thinking",
+    }
+}
+
+/// One Anthropic message as chat messages: a user turn's tool results become `tool` messages
+/// (before its other content), an assistant turn's `tool_use` blocks its tool calls. Thinking
+/// blocks, the model's own, are not sent on.
+fn translate_message(
+    m: &AnthropicMessage,
+    i: usize,
+    out: &mut Vec<Message>,
+) -> Result<(), ApiError> {
+    let param = format!("messages[{i}].content");
+    let mut parts = Vec::new();
+    let mut calls = Vec::new();
+    for block in m.content.blocks() {
+        match (m.role, block) {
+            (_, Block::Text { text, .. }) => parts.push(ContentPart::Text { text }),
+            (AnthropicRole::User, Block::Image { source, .. }) => {
+                let url = match source {
+                    ImageSource::Base64 { media_type, data } => {
+                        format!("data:{media_type};base64,{data}")
+                    }
+                    ImageSource::Url { url } => url,
+                };
+                parts.push(ContentPart::ImageUrl {
+                    image_url: json!({ "url": url }),
+                });
+            }
+            (
+                AnthropicRole::User,
+                Block::ToolResult {
+                    tool_use_id,
+                    content,
+                    is_error,
+                    ..
+                },
+            ) => {
+                let mut text = match &content {
+                    Some(c) => text_of(c, &param)?,
+                    None => String::new(),
+                };
+                if is_error == Some(true) {
+                    text = format!("Error: {text}");
+                }
+                let mut tool = message(Role::Tool, text);
+                tool.tool_call_id = Some(tool_use_id);
+                out.push(tool);
+            }
+            (
+                AnthropicRole::Assistant,
+                Block::ToolUse {
+                    id, name, input, ..
+                },
+            ) => {
+                calls.push(ToolCall {
+                    id,
+                    kind: FunctionKind::Function,
+                    function: FunctionCall {
+                        name,
+                        arguments: input.to_string(),
+                    },
+                });
+            }
+            (AnthropicRole::Assistant, Block::Thinking { .. } | Block::RedactedThinking { .. }) => {
+            }
+            (role, other) => {
+                return Err(ApiError::invalid(
+                    param,
+                    format!(
+                        "a `{}` block cannot be in a{} message",
+                        block_kind(&other),
+                        if role == AnthropicRole::User {
+                            " user"
+                        } else {
+                            "n assistant"
+                        }
+                    ),
+                ));
+            }
+        }
+    }
+    let role = match m.role {
+        AnthropicRole::User => Role::User,
+        AnthropicRole::Assistant => Role::Assistant,
+    };
+    if parts.is_empty() && calls.is_empty() {
+        return Ok(());
+    }
+    let only_text = parts.iter().all(|p| matches!(p, ContentPart::Text { .. }));
+    let content = if parts.is_empty() {
+        None
+    } else if only_text {
+        let texts: Vec<String> = parts
+            .into_iter()
+            .filter_map(|p| match p {
+                ContentPart::Text { text } => Some(text),
+                _ => None,
+            })
+            .collect();
+        Some(MessageContent::Text(texts.join("\n")))
+    } else {
+        Some(MessageContent::Parts(parts))
+    };
+    out.push(Message {
+        role,
+        content,
+        name: None,
+        tool_calls: (!calls.is_empty()).then_some(calls),
+        tool_call_id: None,
+        refusal: None,
+    });
+    Ok(())
+}
+
+/// Anthropic's `stop_reason` for an OpenAI `finish_reason`.
+fn stop_reason(f: &str) -> &'static str {
+    match f {
+        "length" => "max_tokens",
+        "tool_calls" | "function_call" => "tool_use",
+        "content_filter" => "refusal",
+        _ => "end_turn",
+    }
+}
+
+fn finish_name(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool_calls",
+        FinishReason::ContentFilter => "content_filter",
+    }
+}
+
+/// Anthropic's usage: input tokens exclude those read from a cache.
+pub(crate) fn usage(u: &Usage) -> AnthropicUsage {
+    let cached = u.cached_tokens();
+    AnthropicUsage {
+        input_tokens: u.prompt_tokens.saturating_sub(cached),
+        output_tokens: u.completion_tokens,
+        cache_creation_input_tokens: 0,
+        cache_read_input_tokens: cached,
+    }
+}
+
+/// A message id from a completion's.
+fn message_id(id: &str) -> String {
+    let tail = id.strip_prefix("chatcmpl-").unwrap_or(id);
+    format!("msg_{tail}")
+}
+
+/// A tool call's arguments as the `input` object (a text that is not JSON kept as a string).
+fn input_of(arguments: &str) -> Value {
+    serde_json::from_str(arguments).unwrap_or_else(|_| Value::String(arguments.to_string()))
+}
+
+/// A whole completion as a message.
+pub(crate) fn from_completion(c: &ChatCompletion) -> MessageResponse {
+    let mut content = Vec::new();
+    let mut finish = "stop";
+    if let Some(choice) = c.choices.first() {
+        finish = finish_name(choice.finish_reason);
+        if let Some(text) = choice.message.content.as_deref().filter(|t| !t.is_empty()) {
+            content.push(Block::Text {
+                text: text.to_string(),
+                cache_control: None,
+            });
+        }
+        for call in choice.message.tool_calls.iter().flatten() {
+            content.push(Block::ToolUse {
+                id: call.id.clone(),
+                name: call.function.name.clone(),
+                input: input_of(&call.function.arguments),
+                cache_control: None,
+            });
+        }
+    }
+    MessageResponse {
+        id: message_id(&c.id),
+        kind: "message".into(),
+        role: AnthropicRole::Assistant,
+        model: c.model.clone(),
+        content,
+        stop_reason: Some(stop_reason(finish).into()),
+        stop_sequence: None,
+        usage: usage(&c.usage),
+    }
+}
+
+/// One Anthropic stream event.
+fn event(out: &mut BytesMut, value: &Value) {
+    let name = value["type"].as_str().unwrap_or("error");
+    out.put_slice(b"event: ");
+    out.put_slice(name.as_bytes());
+    out.put_slice(b"\ndata: ");
+    // Writing a `Value` to memory cannot fail.
+    let _ = serde_json::to_writer((&mut *out).writer(), value);
+    out.put_slice(b"\n\n");
+}
+
+/// An error as a stream event.
+pub(crate) fn error_event(status: u16, message: &str) -> Bytes {
+    let mut out = BytesMut::new();
+    let e = serde_json::to_value(AnthropicError::new(status, message)).unwrap_or(Value::Null);
+    event(&mut out, &e);
+    out.freeze()
+}
+
+/// What kind of content block is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Text,
+    Tool,
+}
+
+/// OpenAI chunk events in, Anthropic stream events out: `message_start` and a `ping`, each
+/// content block opened, filled and closed (text as `text_delta`, a call's arguments as
+/// `input_json_delta`), then `message_delta` with the stop reason and usage, `message_stop`.
+pub(crate) struct Events {
+    model: String,
+    started: bool,
+    open: Option<(usize, Open)>,
+    next: usize,
+    /// A call's index in the chunks → its block's index.
+    calls: HashMap<u64, usize>,
+    finish: Option<String>,
+    usage: Option<Usage>,
+    /// `message_stop` was sent, or an error: nothing follows.
+    pub over: bool,
+}
+
+impl Events {
+    pub(crate) fn new(model: &str) -> Self {
+        Events {
+            model: model.to_string(),
+            started: false,
+            open: None,
+            next: 0,
+            calls: HashMap::new(),
+            finish: None,
+            usage: None,
+            over: false,
+        }
+    }
+
+    fn start(&mut self, out: &mut BytesMut, id: &str) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        event(
+            out,
+            &json!({"type": "message_start", "message": {
+                "id": message_id(id), "type": "message", "role": "assistant",
+                "model": self.model, "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 0, "output_tokens": 0},
+            }}),
+        );
+        event(out, &json!({"type": "ping"}));
+    }
+
+    fn close(&mut self, out: &mut BytesMut) {
+        if let Some((index, _)) = self.open.take() {
+            event(out, &json!({"type": "content_block_stop", "index": index}));
+        }
+    }
+
+    fn open(&mut self, out: &mut BytesMut, kind: Open, block: Value) -> usize {
+        self.close(out);
+        let index = self.next;
+        self.next += 1;
+        self.open = Some((index, kind));
+        event(
+            out,
+            &json!({"type": "content_block_start", "index": index, "content_block": block}),
+        );
+        index
+    }
+
+    /// One OpenAI SSE event.
+    pub(crate) fn push(&mut self, e: &SseEvent, out: &mut BytesMut) {
+        if self.over {
+            return;
+        }
+        if e.data.trim() == "[DONE]" {
+            self.end(out);
+            return;
+        }
+        let Ok(chunk) = serde_json::from_str::<Value>(&e.data) else {
+            self.fail(out, 502, "the tier sent an event that is not JSON");
+            return;
+        };
+        if let Some(err) = chunk.get("error") {
+            let message = err["message"].as_str().unwrap_or("the answer failed");
+            self.fail(out, 500, message);
+            return;
+        }
+        self.start(out, chunk["id"].as_str().unwrap_or(""));
+        if let Some(u) = chunk.get("usage").filter(|u| u.is_object())
+            && let Ok(u) = serde_json::from_value::<Usage>(u.clone())
+        {
+            self.usage = Some(u);
+        }
+        for choice in chunk["choices"].as_array().into_iter().flatten() {
+            let delta = &choice["delta"];
+            if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+                let index = match self.open {
+                    Some((i, Open::Text)) => i,
+                    _ => self.open(out, Open::Text, json!({"type": "text", "text": ""})),
+                };
+                event(
+                    out,
+                    &json!({"type": "content_block_delta", "index": index,
+                        "delta": {"type": "text_delta", "text": text}}),
+                );
+            }
+            for call in delta["tool_calls"].as_array().into_iter().flatten() {
+                let n = call["index"].as_u64().unwrap_or(0);
+                let index = match self.calls.get(&n) {
+                    Some(&i) => i,
+                    None => {
+                        let block = json!({"type": "tool_use",
+                            "id": call["id"].as_str().unwrap_or(""),
+                            "name": call["function"]["name"].as_str().unwrap_or(""),
+                            "input": {}});
+                        let i = self.open(out, Open::Tool, block);
+                        self.calls.insert(n, i);
+                        i
+                    }
+                };
+                if let Some(args) = call["function"]["arguments"]
+                    .as_str()
+                    .filter(|a| !a.is_empty())
+                {
+                    event(
+                        out,
+                        &json!({"type": "content_block_delta", "index": index,
+                            "delta": {"type": "input_json_delta", "partial_json": args}}),
+                    );
+                }
+            }
+            if let Some(f) = choice["finish_reason"].as_str() {
+                self.finish = Some(f.to_string());
+            }
+        }
+    }
+
+    fn end(&mut self, out: &mut BytesMut) {
+        self.start(out, "");
+        self.close(out);
+        let stop = stop_reason(self.finish.as_deref().unwrap_or("stop"));
+        let u = self.usage.as_ref().map(usage).unwrap_or_default();
+        event(
+            out,
+            &json!({"type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": null},
+                "usage": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+                    "cache_read_input_tokens": u.cache_read_input_tokens,
+                    "cache_creation_input_tokens": u.cache_creation_input_tokens}}),
+        );
+        event(out, &json!({"type": "message_stop"}));
+        self.over = true;
+    }
+
+    /// The stream failed: an `error` event, and nothing after it.
+    pub(crate) fn fail(&mut self, out: &mut BytesMut, status: u16, message: &str) {
+        out.put_slice(&error_event(status, message));
+        self.over = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(v: Value) -> MessagesRequest {
+        serde_json::from_value(v).expect("a messages request")
+    }
+
+    #[test]
+    fn a_conversation_with_tools_becomes_chat_messages() {
+        let chat = to_chat(&request(json!({
+            "model": "auto", "max_tokens": 64,
+            "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": [
+                    {"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}}]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18 C"},
+                    {"type": "text", "text": "And tomorrow?"}]},
+            ],
+            "tools": [{"name": "weather", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "stop_sequences": ["END"],
+        })))
+        .expect("translates");
+        let v = serde_json::to_value(&chat).expect("serializes");
+        assert_eq!(
+            v["messages"][0],
+            json!({"role": "system", "content": "Be brief."})
+        );
+        assert_eq!(
+            v["messages"][2]["tool_calls"][0]["function"]["arguments"],
+            "{\"city\":\"Paris\"}"
+        );
+        assert_eq!(
+            v["messages"][3],
+            json!({"role": "tool", "content": "18 C", "tool_call_id": "toolu_1"})
+        );
+        assert_eq!(v["messages"][4]["content"], "And tomorrow?");
+        assert_eq!(v["tool_choice"], "required");
+        assert_eq!(v["parallel_tool_calls"], false);
+        assert_eq!(v["stop"], json!(["END"]));
+        assert_eq!(v["max_tokens"], 64);
+    }
+
+    #[test]
+    fn blocks_in_the_wrong_turn_are_refused_by_place() {
+        let e = to_chat(&request(json!({
+            "model": "m", "max_tokens": 8,
+            "messages": [{"role": "user", "content": [
+                {"type": "tool_use", "id": "x", "name": "f", "input": {}}]}],
+        })))
+        .expect_err("a user turn cannot call");
+        assert!(
+            matches!(e, ApiError::InvalidRequest { ref param, .. } if param.as_deref() == Some("messages[0].content")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_stream_becomes_anthropic_events_in_order() {
+        let mut events = Events::new("m");
+        let mut out = BytesMut::new();
+        for data in [
+            r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
+            r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{"content":"Hi"}}]}"#,
+            r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]}}]}"#,
+            r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+            r#"{"id":"chatcmpl-1","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}}"#,
+            "[DONE]",
+        ] {
+            events.push(
+                &SseEvent {
+                    name: None,
+                    data: data.into(),
+                },
+                &mut out,
+            );
+        }
+        let text = String::from_utf8(out.to_vec()).expect("utf-8");
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "ping",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        assert!(text.contains(r#""stop_reason":"tool_use""#), "{text}");
+        assert!(text.contains(r#""output_tokens":4"#), "{text}");
+        assert!(events.over);
+    }
+}
