@@ -86,3 +86,21 @@ def client(server):
     from openai import OpenAI
 
     return OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def frontier_tier(upstream_base: str) -> str:
+    """A `frontier` tier that is another smallfirst (OpenAI protocol) serving the test model."""
+    return f"""
+[tiers.frontier]
+backend = "openai"
+model = "{MODEL_ID}"
+base_url = "{upstream_base}/v1"
+context_window = 512
+"""
+
+
+def spawn_with_config(binary, log_dir, toml: str):
+    """`smallfirst serve --config` on a configuration written from `toml`."""
+    config = log_dir / "smallfirst.toml"
+    config.write_text(toml)
+    return spawn(binary, ["--config", str(config)], log_dir)

@@ -9,7 +9,7 @@ import anthropic
 import httpx
 import pytest
 
-from conftest import spawn, stop
+from conftest import frontier_tier, spawn_with_config, stop
 from fault_upstream import Upstream
 
 WEATHER = {"name": "get_weather", "description": "Weather in a place",
@@ -117,14 +117,8 @@ def gateway(binary, tmp_path_factory, server, claude_upstream):
     """A smallfirst with no model of its own: `frontier` is the session's server (OpenAI
     protocol), `claude` the Anthropic fixture upstream."""
     log_dir = tmp_path_factory.mktemp("messages-gateway")
-    config = log_dir / "smallfirst.toml"
-    config.write_text(f"""
-[tiers.frontier]
-backend = "openai"
-model = "smollm2-135m-instruct"
-base_url = "{server}/v1"
-context_window = 512
-
+    os.environ["SMALLFIRST_TEST_ANTHROPIC_KEY"] = "sk-ant-test-key"
+    proc, base = spawn_with_config(binary, log_dir, frontier_tier(server) + f"""
 [tiers.claude]
 backend = "anthropic"
 model = "claude-sonnet-4-5"
@@ -132,8 +126,6 @@ base_url = "{claude_upstream.base("anthropic")}"
 api_key_env = "SMALLFIRST_TEST_ANTHROPIC_KEY"
 context_window = 200000
 """)
-    os.environ["SMALLFIRST_TEST_ANTHROPIC_KEY"] = "sk-ant-test-key"
-    proc, base = spawn(binary, ["--config", str(config)], log_dir)
     yield base
     stop(proc, log_dir)
 
@@ -151,7 +143,7 @@ def test_through_an_openai_compatible_tier(gateway):
         final = s.get_final_message()
     assert text and final.content[0].text == text
     m = client.messages.create(model="frontier", max_tokens=120, tools=[WEATHER],
-                               tool_choice={"type": "any"},
+                               tool_choice={"type": "any", "disable_parallel_tool_use": True},
                                messages=[{"role": "user", "content": "Weather in Oslo?"}])
     call = next(b for b in m.content if b.type == "tool_use")
     assert m.stop_reason == "tool_use" and call.name == "get_weather"

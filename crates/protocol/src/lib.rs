@@ -4,6 +4,7 @@
 //! - [`chat`]: `POST /v1/chat/completions` request, response and stream chunk types.
 //! - [`messages`]: `POST /v1/messages` (Anthropic Messages) request, response, usage and
 //!   error types.
+//! - [`responses`]: `POST /v1/responses` (OpenAI Responses) request types.
 //! - [`error`]: the error body `{"error":{"message","type","param","code"}}`.
 //! - [`models`]: `GET /v1/models` list types.
 //! - [`tools`]: `response_format`, `tools`, `tool_choice`, and tool calls in responses.
@@ -16,6 +17,7 @@ pub mod chat;
 pub mod error;
 pub mod messages;
 pub mod models;
+pub mod responses;
 mod shape;
 pub mod tools;
 

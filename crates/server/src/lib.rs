@@ -31,6 +31,7 @@ mod metrics;
 mod observe;
 mod options;
 mod render;
+mod responses;
 mod routes;
 mod state;
 pub mod structured;

@@ -9,8 +9,10 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
 use futures::StreamExt;
 use serde_json::{Value, json};
+use smallfirst_router::sse::{SseEvent, SseParser};
 use smallfirst_router::{AnswerStream, BackendError, WireError};
 
 use crate::ApiError;
@@ -173,6 +175,65 @@ fn with_error_event(
             }
         })
     })
+}
+
+/// OpenAI chunk events in, another protocol's events out (Anthropic's, the Responses API's).
+pub(crate) trait Translate: Send + 'static {
+    /// One OpenAI event (`[DONE]` included).
+    fn push(&mut self, event: &SseEvent, out: &mut BytesMut);
+
+    /// The stream failed: an error event, and nothing after it.
+    fn fail(&mut self, out: &mut BytesMut, status: u16, message: &str);
+
+    /// Whether the stream is over (ended or failed).
+    fn over(&self) -> bool;
+}
+
+/// An OpenAI chunk stream as another protocol's event stream; a stream that breaks, or ends
+/// before `[DONE]`, ends with the translator's error event.
+pub(crate) fn translated(stream: AnswerStream, translator: impl Translate) -> Response {
+    struct State<T> {
+        stream: AnswerStream,
+        parser: SseParser,
+        translator: T,
+    }
+    let state = State {
+        stream,
+        parser: SseParser::new(),
+        translator,
+    };
+    let body = futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if s.translator.over() {
+                return None;
+            }
+            let mut out = BytesMut::new();
+            match s.stream.next().await {
+                Some(Ok(bytes)) => {
+                    for e in s.parser.push(&bytes) {
+                        s.translator.push(&e, &mut out);
+                    }
+                }
+                Some(Err(e)) => {
+                    s.translator
+                        .fail(&mut out, tier_status(&e).as_u16(), &e.to_string());
+                }
+                None => {
+                    if let Some(e) = s.parser.finish() {
+                        s.translator.push(&e, &mut out);
+                    }
+                    if !s.translator.over() {
+                        s.translator
+                            .fail(&mut out, 502, "the answer ended before it was complete");
+                    }
+                }
+            }
+            if !out.is_empty() {
+                return Some((Ok::<_, Infallible>(out.freeze()), s));
+            }
+        }
+    });
+    event_stream(Body::from_stream(body))
 }
 
 /// The status a failed tier's error is answered with.

@@ -14,12 +14,10 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::BytesMut;
 use futures::StreamExt;
 use serde_json::json;
 use smallfirst_protocol::ChatCompletion;
 use smallfirst_protocol::messages::{AnthropicError, CountTokensRequest, MessagesRequest};
-use smallfirst_router::sse::SseParser;
 use smallfirst_router::{Answer, AnswerStream, Native, Protocol};
 
 use crate::chat::{parse_as, privacy_of, task_hint};
@@ -155,48 +153,7 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response {
 
 /// An OpenAI chunk stream as Anthropic's events.
 fn events(stream: AnswerStream, model: &str) -> Response {
-    struct State {
-        stream: AnswerStream,
-        parser: SseParser,
-        events: wire::Events,
-    }
-    let state = State {
-        stream,
-        parser: SseParser::new(),
-        events: wire::Events::new(model),
-    };
-    let body = futures::stream::unfold(state, |mut s| async move {
-        loop {
-            if s.events.over {
-                return None;
-            }
-            let mut out = BytesMut::new();
-            match s.stream.next().await {
-                Some(Ok(bytes)) => {
-                    for e in s.parser.push(&bytes) {
-                        s.events.push(&e, &mut out);
-                    }
-                }
-                Some(Err(e)) => {
-                    s.events
-                        .fail(&mut out, render::tier_status(&e).as_u16(), &e.to_string());
-                }
-                None => {
-                    if let Some(e) = s.parser.finish() {
-                        s.events.push(&e, &mut out);
-                    }
-                    if !s.events.over {
-                        s.events
-                            .fail(&mut out, 502, "the answer ended before it was complete");
-                    }
-                }
-            }
-            if !out.is_empty() {
-                return Some((Ok::<_, Infallible>(out.freeze()), s));
-            }
-        }
-    });
-    render::event_stream(Body::from_stream(body))
+    render::translated(stream, wire::Events::new(model))
 }
 
 /// `POST /v1/messages/count_tokens`: the prompt's tokens on the embedded model, or estimated

@@ -19,6 +19,7 @@ use smallfirst_protocol::{
 use smallfirst_router::sse::SseEvent;
 
 use crate::ApiError;
+use crate::render::Translate;
 
 /// The request as an OpenAI chat completion.
 pub(crate) fn to_chat(req: &MessagesRequest) -> Result<ChatRequest, ApiError> {
@@ -358,7 +359,7 @@ pub(crate) struct Events {
     finish: Option<String>,
     usage: Option<Usage>,
     /// `message_stop` was sent, or an error: nothing follows.
-    pub over: bool,
+    over: bool,
 }
 
 impl Events {
@@ -408,9 +409,14 @@ impl Events {
         );
         index
     }
+}
 
-    /// One OpenAI SSE event.
-    pub(crate) fn push(&mut self, e: &SseEvent, out: &mut BytesMut) {
+impl Translate for Events {
+    fn over(&self) -> bool {
+        self.over
+    }
+
+    fn push(&mut self, e: &SseEvent, out: &mut BytesMut) {
         if self.over {
             return;
         }
@@ -477,6 +483,13 @@ impl Events {
         }
     }
 
+    fn fail(&mut self, out: &mut BytesMut, status: u16, message: &str) {
+        out.put_slice(&error_event(status, message));
+        self.over = true;
+    }
+}
+
+impl Events {
     fn end(&mut self, out: &mut BytesMut) {
         self.start(out, "");
         self.close(out);
@@ -491,12 +504,6 @@ impl Events {
                     "cache_creation_input_tokens": u.cache_creation_input_tokens}}),
         );
         event(out, &json!({"type": "message_stop"}));
-        self.over = true;
-    }
-
-    /// The stream failed: an `error` event, and nothing after it.
-    pub(crate) fn fail(&mut self, out: &mut BytesMut, status: u16, message: &str) {
-        out.put_slice(&error_event(status, message));
         self.over = true;
     }
 }
@@ -604,6 +611,6 @@ mod tests {
         );
         assert!(text.contains(r#""stop_reason":"tool_use""#), "{text}");
         assert!(text.contains(r#""output_tokens":4"#), "{text}");
-        assert!(events.over);
+        assert!(events.over());
     }
 }

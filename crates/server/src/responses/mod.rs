@@ -1,0 +1,96 @@
+//! `POST /v1/responses` (OpenAI Responses), stateless: the body parsed once, translated to the
+//! chat request the core answers (`wire`), and the outcome rendered as a `response` object or
+//! the Responses stream events. Nothing is stored: `previous_response_id` is refused with a
+//! 400 that says so. Errors have OpenAI's shape.
+
+mod wire;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use smallfirst_protocol::ChatCompletion;
+use smallfirst_protocol::responses::ResponsesRequest;
+
+use crate::chat::{parse_as, privacy_of, task_hint};
+use crate::gateway::{Failure, Outcome, Reply, Request};
+use crate::{ApiError, AppState, answer, render};
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (request, echo) = match request(&state, &headers, body) {
+        Ok(r) => r,
+        Err(e) => return render::chat(Outcome::refused(e, "rejected"), false, false),
+    };
+    let stream = request.chat.is_stream();
+    let outcome = state.inner.gateway.complete(request).await;
+    respond(outcome, stream, &echo)
+}
+
+fn request(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Request, wire::Echo), ApiError> {
+    let body =
+        body.map_err(|e| ApiError::TooLarge(format!("could not read the request body: {e}")))?;
+    state.inner.metrics.work.parse();
+    let req: ResponsesRequest = parse_as(&body)?;
+    let privacy = privacy_of(headers, &body)?;
+    let chat = wire::to_chat(&req)?;
+    let raw = serde_json::to_vec(&chat)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Internal(format!("cannot write the chat request: {e}")))?;
+    Ok((
+        Request {
+            chat,
+            raw,
+            native: None,
+            privacy,
+            task: task_hint(headers),
+        },
+        wire::Echo::of(&req),
+    ))
+}
+
+fn respond(mut outcome: Outcome, stream: bool, echo: &wire::Echo) -> Response {
+    let answer = std::mem::replace(
+        &mut outcome.answer,
+        Err(Failure::Request(ApiError::Internal(String::new()))),
+    );
+    let whole = |c: &ChatCompletion| Json(wire::from_completion(c, echo)).into_response();
+    let mut response = match answer {
+        Ok(Reply::Completion(c)) if stream => {
+            render::translated(answer::replay(*c, true), wire::Events::new(echo.clone()))
+        }
+        Ok(Reply::Completion(c)) => whole(&c),
+        Ok(Reply::Json(bytes)) => match serde_json::from_slice::<ChatCompletion>(&bytes) {
+            Ok(c) => whole(&c),
+            Err(e) => ApiError::Upstream {
+                status: axum::http::StatusCode::BAD_GATEWAY,
+                message: format!("the tier's answer could not be read: {e}"),
+                code: "upstream_malformed",
+            }
+            .into_response(),
+        },
+        Ok(Reply::Stream(s)) => render::translated(s, wire::Events::new(echo.clone())),
+        Ok(Reply::Native(_)) => {
+            ApiError::Internal("an answer in another protocol".into()).into_response()
+        }
+        Err(Failure::Request(e)) => e.into_response(),
+        Err(Failure::Tier(e)) => render::tier_error(&e),
+    };
+    if response.headers().get(header::CONTENT_TYPE).is_none() {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+    }
+    render::mark(&mut response, &outcome);
+    response
+}
