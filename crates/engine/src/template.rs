@@ -27,7 +27,7 @@ use serde_json::Value;
 use crate::{EngineError, tools};
 
 /// The longest template accepted from a model file; real ones are a few KiB.
-pub const MAX_TEMPLATE: usize = 256 << 10;
+pub(crate) const MAX_TEMPLATE: usize = 256 << 10;
 
 /// The stack of the thread a template renders on. Pages are only committed when touched.
 const STACK: usize = 256 << 20;

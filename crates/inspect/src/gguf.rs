@@ -98,7 +98,7 @@ impl Value {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorInfo {
     pub name: String,
-    /// ne[0], ne[1], …: the first is the row length.
+    /// `ne[0]`, `ne[1]`, …: the first is the row length.
     pub dims: Vec<u64>,
     pub ggml_type: u32,
     /// From the start of the data section.

@@ -2,7 +2,7 @@
 //! argument, a small model of the stack and memo resolves what `STACK_GLOBAL` imports (also
 //! through memo round trips), and every imported global is checked: one on the denylist is
 //! critical, one on neither list is an error naming it (never clean), and only what
-//! checkpoints and common ML objects need passes ([`globals`]). A stream that breaks off is read
+//! checkpoints and common ML objects need passes (`globals`). A stream that breaks off is read
 //! up to where it breaks: `pickle.load` would have run everything before the error. Pickles
 //! that follow one another (PyTorch's legacy format writes several) are all walked, whatever
 //! opcode each starts with.

@@ -5,7 +5,7 @@
 //! message says, literal text with instructions, role markers or URLs, invisible or
 //! direction-changing characters) is flagged; work it asks for without bound (values grown
 //! from themselves, loops that multiply, self-calling macros, names built from pieces) is read
-//! from its syntax tree ([`growth`]); and a template of a known model family is compared with
+//! from its syntax tree (`growth`); and a template of a known model family is compared with
 //! that family's published one.
 
 mod growth;

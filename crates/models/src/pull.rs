@@ -37,18 +37,18 @@ pub struct PullOptions {
     /// The expected sha256, for a path or URL the catalog does not pin.
     pub sha256: Option<String>,
     /// The most bytes the file may have, where the catalog does not know its size
-    /// ([`DEFAULT_MAX_SIZE`] without one); a server's `Content-Length` bounds it too.
+    /// (`DEFAULT_MAX_SIZE` without one); a server's `Content-Length` bounds it too.
     pub max_size: Option<u64>,
     /// Add a file whose scan finds something critical anyway.
     pub allow_unsafe: bool,
-    /// How long a download may send nothing before it is given up on ([`DEFAULT_IDLE`]).
+    /// How long a download may send nothing before it is given up on (`DEFAULT_IDLE`).
     pub idle_timeout: Option<Duration>,
 }
 
 /// The most bytes a download whose size nothing else bounds may grow to.
-pub const DEFAULT_MAX_SIZE: u64 = 64 << 30;
+pub(crate) const DEFAULT_MAX_SIZE: u64 = 64 << 30;
 /// How long a server may send nothing before a download is given up on.
-pub const DEFAULT_IDLE: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_IDLE: Duration = Duration::from_secs(60);
 
 /// A model now in the cache.
 #[derive(Debug, Clone)]
@@ -423,7 +423,7 @@ fn max_size(options: &PullOptions) -> u64 {
 
 /// A name is a plain file name in the cache: letters, digits, `.`, `_` and `-`, starting with a
 /// letter or digit, never `..`, at most 128 characters.
-pub fn check_name(name: &str) -> Result<(), ModelError> {
+pub(crate) fn check_name(name: &str) -> Result<(), ModelError> {
     let ok = (1..=128).contains(&name.len())
         && name
             .bytes()

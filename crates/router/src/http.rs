@@ -35,7 +35,7 @@ pub(crate) struct Http {
 pub(crate) type Chunks = Pin<Box<dyn Stream<Item = Result<Bytes, BackendError>> + Send>>;
 
 impl Http {
-    pub fn new(tier: &str, faults: &Faults) -> Result<Self, BackendError> {
+    pub(crate) fn new(tier: &str, faults: &Faults) -> Result<Self, BackendError> {
         let client = reqwest::Client::builder()
             .connect_timeout(faults.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -56,7 +56,7 @@ impl Http {
         })
     }
 
-    pub fn post(&self, url: url::Url) -> reqwest::RequestBuilder {
+    pub(crate) fn post(&self, url: url::Url) -> reqwest::RequestBuilder {
         self.client.post(url)
     }
 
@@ -64,7 +64,7 @@ impl Http {
     /// (bounded) and becomes [`BackendError::Status`], its body mapped by `errors`.
     /// A whole (non-streamed) answer's head comes only when the model has finished, so it is
     /// waited for until `deadline`; a stream's head within the first-byte timeout.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         request: reqwest::RequestBuilder,
         deadline: Instant,
@@ -124,7 +124,7 @@ impl Http {
     }
 
     /// The whole body, by `deadline`.
-    pub async fn body(
+    pub(crate) async fn body(
         &self,
         response: reqwest::Response,
         deadline: Instant,
@@ -152,7 +152,7 @@ impl Http {
 
     /// The body as it comes, each chunk within the first-byte timeout of the last and all of
     /// it by `deadline`.
-    pub fn chunks(&self, response: reqwest::Response, deadline: Instant) -> Chunks {
+    pub(crate) fn chunks(&self, response: reqwest::Response, deadline: Instant) -> Chunks {
         let this = self.clone();
         let body = response.bytes_stream();
         Box::pin(futures::stream::unfold(
@@ -197,7 +197,7 @@ impl Http {
         }
     }
 
-    pub fn tier(&self) -> &str {
+    pub(crate) fn tier(&self) -> &str {
         &self.tier
     }
 }

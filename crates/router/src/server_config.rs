@@ -15,15 +15,15 @@ pub const DEFAULT_MAX_QUEUE: usize = 64;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time to send a request's head, from the connection's start or its first byte.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time to send a request's whole body once its head is in.
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a kept-alive connection may sit between requests.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections open at once; past it, new ones are closed as they arrive.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 256;
 /// The largest request body, in bytes.
-pub const DEFAULT_MAX_BODY: usize = 2 << 20;
+pub(crate) const DEFAULT_MAX_BODY: usize = 2 << 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {

@@ -41,7 +41,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves, then lets in-flight requests
-/// finish. Connections have deadlines and a cap ([`Options`]).
+/// finish. Connections have deadlines and a cap ([`Options`](crate::Options)).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,

@@ -11,7 +11,7 @@ use smallfirst_engine::{Engine, Event, GenerateParams, SamplingParams};
 use super::ModelArgs;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Prompt tokens (pp).
@@ -32,7 +32,7 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     if args.reps == 0 {
         anyhow::bail!("-r must be at least 1");
     }

@@ -13,7 +13,7 @@ use smallfirst_protocol::{ChatRequest, ResponseFormat, Tool};
 use super::ModelArgs;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// The prompt; read from stdin when absent.
     pub prompt: Option<String>,
     #[command(flatten)]
@@ -86,7 +86,7 @@ fn print_calls(out: &mut impl Write, calls: &[ToolCall]) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     if !(0.0..=2.0).contains(&args.temperature) {
         anyhow::bail!(
             "--temperature must be between 0 and 2, got {}",

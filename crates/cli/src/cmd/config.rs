@@ -7,13 +7,13 @@ use anyhow::Context;
 use smallfirst_router::{Config, Tier};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(clap::Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Validate a configuration file; every mistake is named with its field and line.
     Check {
         file: PathBuf,
@@ -23,7 +23,7 @@ pub enum Command {
     },
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let Command::Check { file, json } = args.command;
     let config = Config::load(&file)?;
     let mut out = std::io::stdout().lock();

@@ -21,7 +21,7 @@ use smallfirst_router::config::MAX_PARALLEL;
 use crate::env;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Catalog names, pulled model names, or GGUF paths (default: every pulled model).
     pub models: Vec<String>,
     /// Context size in tokens for each sequence (default: the model's training context, at most
@@ -114,7 +114,7 @@ fn models(args: &Args) -> anyhow::Result<Vec<(String, PathBuf)>> {
         .collect()
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.ctx == Some(0) {
         anyhow::bail!("--ctx must be at least 1");
     }

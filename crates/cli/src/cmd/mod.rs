@@ -9,19 +9,19 @@ use smallfirst_router::config::MAX_PARALLEL;
 
 use crate::env;
 
-pub mod bench;
-pub mod chat;
-pub mod config;
-pub mod fit;
-pub mod models;
-pub mod pull;
-pub mod route;
-pub mod scan;
-pub mod serve;
+pub(crate) mod bench;
+pub(crate) mod chat;
+pub(crate) mod config;
+pub(crate) mod fit;
+pub(crate) mod models;
+pub(crate) mod pull;
+pub(crate) mod route;
+pub(crate) mod scan;
+pub(crate) mod serve;
 
 /// Model, threads and context options shared by the commands that load a model.
 #[derive(clap::Args, Debug, Clone)]
-pub struct ModelArgs {
+pub(crate) struct ModelArgs {
     /// Catalog name, pulled model name, or path to a GGUF file
     /// [default: smollm2-135m-instruct].
     #[arg(long, short = 'm')]
@@ -53,7 +53,7 @@ fn severity(s: &str) -> Result<Severity, String> {
     }
 }
 
-pub fn puller() -> Puller {
+pub(crate) fn puller() -> Puller {
     let pip = PipConfig {
         python: env::python(),
         extra_args: env::pip_args(),
@@ -66,7 +66,7 @@ pub fn puller() -> Puller {
 }
 
 /// Resolves the model (pulling a catalog model if needed) and loads it.
-pub fn load_engine(args: &ModelArgs) -> anyhow::Result<(String, Engine)> {
+pub(crate) fn load_engine(args: &ModelArgs) -> anyhow::Result<(String, Engine)> {
     let model = args
         .model
         .as_deref()
@@ -93,7 +93,7 @@ pub fn load_engine(args: &ModelArgs) -> anyhow::Result<(String, Engine)> {
     Ok((name, engine))
 }
 
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -101,7 +101,7 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// A next step for the user, for errors that have an obvious one.
-pub fn hint(e: &anyhow::Error) -> Option<&'static str> {
+pub(crate) fn hint(e: &anyhow::Error) -> Option<&'static str> {
     for cause in e.chain() {
         if let Some(m) = cause.downcast_ref::<ModelError>() {
             return m.hint();

@@ -7,7 +7,7 @@ use serde::Serialize;
 use smallfirst_models::catalog::CATALOG;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -26,7 +26,7 @@ struct Row {
     default: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let puller = super::puller();
     let cache = puller.cache();
     let mut entries = cache.entries()?;

@@ -3,7 +3,7 @@
 use smallfirst_models::PullOptions;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// A catalog name (see `smallfirst models`), a local GGUF path, or an http(s) URL.
     pub spec: String,
     /// Store it under this name.
@@ -24,7 +24,7 @@ pub struct Args {
     pub allow_unsafe: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let puller = super::puller();
     let idle_timeout = match args.idle_timeout {
         None => None,

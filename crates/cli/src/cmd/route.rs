@@ -15,7 +15,7 @@ use smallfirst_router::features::{self, Hints};
 use smallfirst_router::{BackendConfig, Config, Policy};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// A `smallfirst.toml` [default: one local embedded tier].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -34,7 +34,7 @@ pub struct Args {
 
 const DEFAULT_WINDOW: u32 = 4096;
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::embedded(smallfirst_models::DEFAULT_MODEL),

@@ -12,7 +12,7 @@ use smallfirst_inspect::Severity;
 use smallfirst_inspect::scan::{self, FileReport, Format};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Files or directories (scanned recursively; symbolic links are not followed).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
@@ -66,7 +66,7 @@ fn unreadable(path: &Path, e: &std::io::Error) -> FileReport {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let reports: Vec<FileReport> = files(&args.paths)?
         .iter()
         .map(|p| scan::scan_file(p, args.strict).unwrap_or_else(|e| unreadable(p, &e)))

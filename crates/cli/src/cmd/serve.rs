@@ -11,7 +11,7 @@ use smallfirst_server::{AppState, EmbeddedTier, Keys, Limits, Options, serve};
 use super::ModelArgs;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Address to bind [default: the config's, else 127.0.0.1]. Loopback by default: nothing
@@ -75,7 +75,7 @@ fn remotes(config: &Config) -> anyhow::Result<Vec<RemoteTier>> {
     Ok(out)
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let config = config(&args)?;
     let keys = keys(&config)?;
     let remotes = remotes(&config)?;

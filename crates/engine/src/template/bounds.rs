@@ -25,11 +25,11 @@ use minijinja::value::{Object, Rest, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind, State};
 
 /// The longest string a render may build.
-pub const MAX_STRING: usize = 4 << 20;
+pub(super) const MAX_STRING: usize = 4 << 20;
 /// The most items one list built while rendering may hold.
-pub const MAX_ITEMS: usize = 100_000;
+pub(super) const MAX_ITEMS: usize = 100_000;
 /// Bytes a render may build in all: strings made by operators and filters, and output.
-pub const MAX_RENDER: usize = 64 << 20;
+pub(super) const MAX_RENDER: usize = 64 << 20;
 /// How deep a value is measured before it counts as too deep.
 const MAX_DEPTH: usize = 160;
 

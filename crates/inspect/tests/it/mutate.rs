@@ -6,22 +6,22 @@ use smallfirst_inspect::gguf;
 use crate::writer::Gguf;
 
 /// xorshift64*: deterministic, no dependency.
-pub struct Rng(pub u64);
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
 }
 
-pub fn mutate(rng: &mut Rng, base: &[u8], header: usize) -> Vec<u8> {
+pub(crate) fn mutate(rng: &mut Rng, base: &[u8], header: usize) -> Vec<u8> {
     let mut b = base.to_vec();
     for _ in 0..=rng.below(3) {
         // Mostly the header, where the parser lives.

@@ -2,13 +2,13 @@
 
 use sha2::{Digest, Sha256};
 
-pub fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
 /// One metadata pair, already encoded (so tests can write what no valid file has).
 #[derive(Clone)]
-pub struct Kv {
+pub(crate) struct Kv {
     pub key: String,
     pub bytes: Vec<u8>,
 }
@@ -20,7 +20,7 @@ fn string(s: &[u8]) -> Vec<u8> {
 }
 
 impl Kv {
-    pub fn raw(key: &str, ty: u32, payload: Vec<u8>) -> Kv {
+    pub(crate) fn raw(key: &str, ty: u32, payload: Vec<u8>) -> Kv {
         let mut bytes = string(key.as_bytes());
         bytes.extend(ty.to_le_bytes());
         bytes.extend(payload);
@@ -30,15 +30,15 @@ impl Kv {
         }
     }
 
-    pub fn string(key: &str, s: &str) -> Kv {
+    pub(crate) fn string(key: &str, s: &str) -> Kv {
         Kv::raw(key, 8, string(s.as_bytes()))
     }
 
-    pub fn u32(key: &str, v: u32) -> Kv {
+    pub(crate) fn u32(key: &str, v: u32) -> Kv {
         Kv::raw(key, 4, v.to_le_bytes().to_vec())
     }
 
-    pub fn i32(key: &str, v: i32) -> Kv {
+    pub(crate) fn i32(key: &str, v: i32) -> Kv {
         Kv::raw(key, 5, v.to_le_bytes().to_vec())
     }
 
@@ -51,35 +51,35 @@ impl Kv {
         Kv::raw(key, 9, payload)
     }
 
-    pub fn f32_array(key: &str, v: &[f32]) -> Kv {
+    pub(crate) fn f32_array(key: &str, v: &[f32]) -> Kv {
         let items: Vec<Vec<u8>> = v.iter().map(|x| x.to_le_bytes().to_vec()).collect();
         Kv::array(key, 6, &items)
     }
 
-    pub fn i32_array(key: &str, v: &[i32]) -> Kv {
+    pub(crate) fn i32_array(key: &str, v: &[i32]) -> Kv {
         let items: Vec<Vec<u8>> = v.iter().map(|x| x.to_le_bytes().to_vec()).collect();
         Kv::array(key, 5, &items)
     }
 
-    pub fn string_array(key: &str, v: &[&str]) -> Kv {
+    pub(crate) fn string_array(key: &str, v: &[&str]) -> Kv {
         let items: Vec<Vec<u8>> = v.iter().map(|s| string(s.as_bytes())).collect();
         Kv::array(key, 8, &items)
     }
 
     /// A string value claiming `len` bytes, with none after it.
-    pub fn raw_string_len(key: &str, len: u64) -> Kv {
+    pub(crate) fn raw_string_len(key: &str, len: u64) -> Kv {
         Kv::raw(key, 8, len.to_le_bytes().to_vec())
     }
 
     /// An array claiming `n` elements of type `elem`, with none after it.
-    pub fn raw_array_len(key: &str, elem: u32, n: u64) -> Kv {
+    pub(crate) fn raw_array_len(key: &str, elem: u32, n: u64) -> Kv {
         let mut payload = elem.to_le_bytes().to_vec();
         payload.extend(n.to_le_bytes());
         Kv::raw(key, 9, payload)
     }
 
     /// A key claiming `len` bytes, with nothing after it.
-    pub fn raw_key_len(len: u64) -> Kv {
+    pub(crate) fn raw_key_len(len: u64) -> Kv {
         Kv {
             key: String::new(),
             bytes: len.to_le_bytes().to_vec(),
@@ -87,12 +87,12 @@ impl Kv {
     }
 
     /// A pair under exactly this key (empty included).
-    pub fn raw_key(key: &str) -> Kv {
+    pub(crate) fn raw_key(key: &str) -> Kv {
         Kv::u32(key, 0)
     }
 
     /// An array of arrays.
-    pub fn raw_nested_array(key: &str) -> Kv {
+    pub(crate) fn raw_nested_array(key: &str) -> Kv {
         let mut inner = 4u32.to_le_bytes().to_vec();
         inner.extend(1u64.to_le_bytes());
         inner.extend(7u32.to_le_bytes());
@@ -101,14 +101,14 @@ impl Kv {
 }
 
 #[derive(Clone)]
-pub struct Tensor {
+pub(crate) struct Tensor {
     pub name: String,
     pub dims: Vec<u64>,
     pub ggml_type: u32,
     pub offset: u64,
 }
 
-pub struct Gguf {
+pub(crate) struct Gguf {
     pub magic: [u8; 4],
     pub version: u32,
     /// Written instead of the true counts.
@@ -121,7 +121,7 @@ pub struct Gguf {
 
 impl Gguf {
     /// A tiny llama: 4 tokens, 2 layers, F32 tensors, everything consistent.
-    pub fn clean() -> Gguf {
+    pub(crate) fn clean() -> Gguf {
         let t = |name: &str, dims: Vec<u64>, offset| Tensor {
             name: name.into(),
             dims,
@@ -154,7 +154,7 @@ impl Gguf {
     }
 
     /// Replaces the pair with this key (or adds it).
-    pub fn set(&mut self, kv: Kv) {
+    pub(crate) fn set(&mut self, kv: Kv) {
         match self.kv.iter_mut().find(|k| k.key == kv.key) {
             Some(k) => *k = kv,
             None => self.kv.push(kv),
@@ -162,7 +162,7 @@ impl Gguf {
     }
 
     /// Grows the data section, moving every tensor after the first.
-    pub fn data_pad(&mut self, extra: u64) {
+    pub(crate) fn data_pad(&mut self, extra: u64) {
         for t in self.tensors.iter_mut().skip(1) {
             t.offset += extra;
         }
@@ -194,11 +194,11 @@ impl Gguf {
     }
 
     /// Bytes before the data section's alignment padding.
-    pub fn header_len(&self) -> usize {
+    pub(crate) fn header_len(&self) -> usize {
         self.header().len()
     }
 
-    pub fn bytes(&self) -> Vec<u8> {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         let mut b = self.header();
         while !b.len().is_multiple_of(32) {
             b.push(0);

@@ -16,18 +16,18 @@ fn path(backend: &str, name: &str) -> PathBuf {
     .collect()
 }
 
-pub fn text(backend: &str, name: &str) -> String {
+pub(crate) fn text(backend: &str, name: &str) -> String {
     let path = path(backend, name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-pub fn json(backend: &str, name: &str) -> Value {
+pub(crate) fn json(backend: &str, name: &str) -> Value {
     serde_json::from_str(&text(backend, name)).unwrap_or_else(|e| panic!("{backend}/{name}: {e}"))
 }
 
 /// An SSE body's events, each its `event:` name (if any) and its `data:` parsed as JSON.
 /// Events end at a blank line; several `data:` lines join with newlines; `:` lines are comments.
-pub fn sse(backend: &str, name: &str) -> Vec<(Option<String>, Value)> {
+pub(crate) fn sse(backend: &str, name: &str) -> Vec<(Option<String>, Value)> {
     let body = text(backend, name).replace("\r\n", "\n");
     let mut events = Vec::new();
     for block in body.split("\n\n") {
@@ -52,7 +52,7 @@ pub fn sse(backend: &str, name: &str) -> Vec<(Option<String>, Value)> {
 
 /// Shows both sides in full when they differ: a JSON diff is easier to read pretty.
 #[track_caller]
-pub fn assert_same(got: &Value, want: &Value, case: &str) {
+pub(crate) fn assert_same(got: &Value, want: &Value, case: &str) {
     if got != want {
         let show = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
         panic!("{case}: got\n{}\nwant\n{}", show(got), show(want));

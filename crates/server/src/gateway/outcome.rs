@@ -142,7 +142,7 @@ impl Outcome {
 /// The tokens of a whole answer: the completion's own, or read from a tier's JSON.
 pub(crate) fn usage_of(answer: &Result<Reply, Failure>) -> Option<Usage> {
     match answer {
-        Ok(Reply::Completion(c)) => Some(c.usage.clone()),
+        Ok(Reply::Completion(c)) => Some(c.usage),
         Ok(Reply::Json(bytes)) => {
             #[derive(serde::Deserialize)]
             struct WithUsage {
