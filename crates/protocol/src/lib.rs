@@ -16,6 +16,7 @@
 pub mod chat;
 pub mod error;
 pub mod messages;
+pub mod metadata;
 pub mod models;
 pub mod responses;
 mod shape;
@@ -27,6 +28,7 @@ pub use chat::{
     Role, Stop, TokenLogprob, TopLogprob, Usage,
 };
 pub use error::{ErrorBody, ErrorDetail};
+pub use metadata::Metadata;
 pub use models::{ModelList, ModelObject};
 pub use tools::{
     FunctionCall, FunctionCallDelta, FunctionKind, ResponseFormat, Tool, ToolCall, ToolCallDelta,

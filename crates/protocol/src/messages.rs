@@ -38,7 +38,7 @@ pub struct MessagesRequest {
     pub tool_choice: Option<AnthropicToolChoice>,
     /// `user_id`, and smallfirst's own hints (`privacy`, `task`, `labels`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Value>,
+    pub metadata: Option<crate::Metadata>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
 }

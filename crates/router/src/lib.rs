@@ -37,6 +37,7 @@ pub mod privacy;
 pub mod remote;
 mod secret;
 mod server_config;
+mod splice;
 pub mod sse;
 mod translated;
 mod validate;

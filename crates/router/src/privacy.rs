@@ -98,89 +98,6 @@ impl Privacy {
     }
 }
 
-/// Every `metadata.privacy` value in a request body, duplicates included: a JSON parser keeps
-/// the last of repeated keys, so `{"privacy": "local-only", "privacy": "any"}` would read as
-/// `any`; here both are seen, and the strictest wins. Empty for a body that is not an object.
-pub fn in_body(body: &[u8]) -> Vec<Value> {
-    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-    use std::fmt;
-
-    struct Top<'v>(&'v mut Vec<Value>);
-    struct Meta<'v>(&'v mut Vec<Value>);
-
-    impl<'de> Visitor<'de> for Top<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a request object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if key == "metadata" {
-                    map.next_value_seed(Meta(&mut *self.0))?;
-                } else {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-            Ok(())
-        }
-    }
-
-    impl<'de> serde::de::DeserializeSeed<'de> for Meta<'_> {
-        type Value = ();
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Meta<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("metadata")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if key == "privacy" {
-                    self.0.push(map.next_value::<Value>()?);
-                } else {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-            Ok(())
-        }
-        // Metadata of any other type holds no hint.
-        fn visit_unit<E>(self) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_str<E>(self, _: &str) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(())
-        }
-    }
-
-    let mut found = Vec::new();
-    let mut de = serde_json::Deserializer::from_slice(body);
-    if (&mut de).deserialize_map(Top(&mut found)).is_err() {
-        // Not a request this server will read anyway: whatever was seen still counts.
-        return found;
-    }
-    found
-}
-
 impl PartialOrd for Privacy {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
@@ -226,26 +143,17 @@ mod tests {
     use super::*;
 
     fn of(headers: &[&str], metadata: Option<Value>) -> Result<Privacy, PrivacyError> {
-        let body = serde_json::json!({"model": "m", "metadata": metadata});
-        let values = in_body(body.to_string().as_bytes());
+        let values: Vec<Value> = metadata
+            .and_then(|m| m.get("privacy").cloned())
+            .into_iter()
+            .collect();
         Privacy::of_request(headers.iter().map(|h| Some(*h)), &values)
     }
 
     #[test]
-    fn a_repeated_metadata_key_is_read_every_time() {
-        let body = br#"{"model": "m", "metadata": {"privacy": "local-only", "privacy": "any"}}"#;
-        assert_eq!(in_body(body).len(), 2);
-        assert_eq!(
-            Privacy::of_request([], &in_body(body)),
-            Ok(Privacy::LocalOnly)
-        );
-        let twice = br#"{"metadata": {"privacy": "local-only"}, "x": 1, "metadata": {}}"#;
-        assert_eq!(
-            Privacy::of_request([], &in_body(twice)),
-            Ok(Privacy::LocalOnly)
-        );
-        assert!(in_body(b"not json").is_empty());
-        assert!(in_body(br#"{"metadata": "text"}"#).is_empty());
+    fn every_value_of_a_repeated_key_counts() {
+        let values = [json!("local-only"), json!("any")];
+        assert_eq!(Privacy::of_request([], &values), Ok(Privacy::LocalOnly));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use smallfirst_protocol::ChatRequest;
+use smallfirst_protocol::{ChatRequest, Metadata};
 use smallfirst_router::privacy::{self, Privacy};
 
 use crate::gateway::{Outcome, Request};
@@ -38,7 +38,7 @@ fn request(
         body.map_err(|e| ApiError::TooLarge(format!("could not read the request body: {e}")))?;
     state.inner.metrics.work.parse();
     let chat = parse(&body)?;
-    let privacy = privacy_of(headers, &body)?;
+    let privacy = privacy_of(headers, chat.metadata.as_ref())?;
     Ok(Request {
         chat,
         raw: body,
@@ -57,14 +57,18 @@ pub(crate) fn task_hint(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The request's privacy, from every `x-smallfirst-privacy` header value and every
-/// `metadata.privacy` in its body (repeated keys included), combined so that it fails closed
-/// ([`Privacy::of_request`]); an unknown value is a 400 naming it.
-pub(crate) fn privacy_of(headers: &HeaderMap, body: &[u8]) -> Result<Privacy, ApiError> {
+/// `metadata.privacy` in its body (repeated keys included, seen as it was parsed), combined so
+/// that it fails closed ([`Privacy::of_request`]); an unknown value is a 400 naming it.
+pub(crate) fn privacy_of(
+    headers: &HeaderMap,
+    metadata: Option<&Metadata>,
+) -> Result<Privacy, ApiError> {
     let values = headers
         .get_all(privacy::HEADER)
         .iter()
         .map(|v| v.to_str().ok());
-    Privacy::of_request(values, &privacy::in_body(body)).map_err(|e| ApiError::InvalidRequest {
+    let in_body = metadata.map_or(&[][..], |m| m.privacy.as_slice());
+    Privacy::of_request(values, in_body).map_err(|e| ApiError::InvalidRequest {
         message: e.to_string(),
         param: Some(e.place.into()),
         code: Some("invalid_privacy"),

@@ -73,11 +73,7 @@ impl AnthropicBackend {
     /// come back untouched.
     async fn try_pass(&self, native: &Native, deadline: Instant) -> Result<Answer, BackendError> {
         let tier = self.http.tier();
-        let body =
-            wire::with_model(&native.body, &self.model).map_err(|source| BackendError::Wire {
-                tier: tier.into(),
-                source,
-            })?;
+        let (body, _) = crate::splice::with_model(&native.body, &self.model)?;
         let mut post = self
             .http
             .post(self.endpoint.clone())

@@ -201,9 +201,9 @@ fn onward(req: &Request) -> Bytes {
         return req.raw.clone();
     }
     let mut chat = req.chat.clone();
-    if let Some(Value::Object(meta)) = &mut chat.metadata {
-        meta.remove("labels");
-        if meta.is_empty() {
+    if let Some(meta) = &mut chat.metadata {
+        meta.value.remove("labels");
+        if meta.value.is_empty() {
             chat.metadata = None;
         }
     }

@@ -4,6 +4,7 @@
 //! Anthropic's protocol passes through untouched (`cache_control`, `thinking`, beta headers
 //! kept), its answer too. Errors have Anthropic's shape, here and from the guard.
 
+mod events;
 mod wire;
 
 use std::convert::Infallible;
@@ -57,7 +58,7 @@ fn request(
         body.map_err(|e| ApiError::TooLarge(format!("could not read the request body: {e}")))?;
     state.inner.metrics.work.parse();
     let messages: MessagesRequest = parse_as(&body)?;
-    let privacy = privacy_of(headers, &body)?;
+    let privacy = privacy_of(headers, messages.metadata.as_ref())?;
     let chat = wire::to_chat(&messages)?;
     let stream = messages.stream.unwrap_or(false);
     let raw = serde_json::to_vec(&chat)
@@ -153,7 +154,7 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response {
 
 /// An OpenAI chunk stream as Anthropic's events.
 fn events(stream: AnswerStream, model: &str) -> Response {
-    render::translated(stream, wire::Events::new(model))
+    render::translated(stream, events::Events::new(model))
 }
 
 /// `POST /v1/messages/count_tokens`: the prompt's tokens on the embedded model, or estimated

@@ -2,8 +2,6 @@
 //! answers; a completion (or its stream of chunks) back out as a message (or Anthropic's
 //! stream events).
 
-use std::collections::HashMap;
-
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Value, json};
 use smallfirst_protocol::chat::{ContentPart, StreamOptions};
@@ -16,10 +14,8 @@ use smallfirst_protocol::{
     ChatCompletion, ChatRequest, FinishReason, FunctionCall, FunctionKind, Message, MessageContent,
     Role, Stop, ToolCall, ToolChoice, Usage,
 };
-use smallfirst_router::sse::SseEvent;
 
 use crate::ApiError;
-use crate::render::Translate;
 
 /// The request as an OpenAI chat completion.
 pub(crate) fn to_chat(req: &MessagesRequest) -> Result<ChatRequest, ApiError> {
@@ -247,7 +243,7 @@ fn translate_message(
 }
 
 /// Anthropic's `stop_reason` for an OpenAI `finish_reason`.
-fn stop_reason(f: &str) -> &'static str {
+pub(super) fn stop_reason(f: &str) -> &'static str {
     match f {
         "length" => "max_tokens",
         "tool_calls" | "function_call" => "tool_use",
@@ -266,7 +262,7 @@ fn finish_name(f: FinishReason) -> &'static str {
 }
 
 /// Anthropic's usage: input tokens exclude those read from a cache.
-pub(crate) fn usage(u: &Usage) -> AnthropicUsage {
+pub(super) fn usage(u: &Usage) -> AnthropicUsage {
     let cached = u.cached_tokens();
     AnthropicUsage {
         input_tokens: u.prompt_tokens.saturating_sub(cached),
@@ -277,7 +273,7 @@ pub(crate) fn usage(u: &Usage) -> AnthropicUsage {
 }
 
 /// A message id from a completion's.
-fn message_id(id: &str) -> String {
+pub(super) fn message_id(id: &str) -> String {
     let tail = id.strip_prefix("chatcmpl-").unwrap_or(id);
     format!("msg_{tail}")
 }
@@ -321,7 +317,7 @@ pub(crate) fn from_completion(c: &ChatCompletion) -> MessageResponse {
 }
 
 /// One Anthropic stream event.
-fn event(out: &mut BytesMut, value: &Value) {
+pub(super) fn event(out: &mut BytesMut, value: &Value) {
     let name = value["type"].as_str().unwrap_or("error");
     out.put_slice(b"event: ");
     out.put_slice(name.as_bytes());
@@ -337,175 +333,6 @@ pub(crate) fn error_event(status: u16, message: &str) -> Bytes {
     let e = serde_json::to_value(AnthropicError::new(status, message)).unwrap_or(Value::Null);
     event(&mut out, &e);
     out.freeze()
-}
-
-/// What kind of content block is open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Open {
-    Text,
-    Tool,
-}
-
-/// OpenAI chunk events in, Anthropic stream events out: `message_start` and a `ping`, each
-/// content block opened, filled and closed (text as `text_delta`, a call's arguments as
-/// `input_json_delta`), then `message_delta` with the stop reason and usage, `message_stop`.
-pub(crate) struct Events {
-    model: String,
-    started: bool,
-    open: Option<(usize, Open)>,
-    next: usize,
-    /// A call's index in the chunks → its block's index.
-    calls: HashMap<u64, usize>,
-    finish: Option<String>,
-    usage: Option<Usage>,
-    /// `message_stop` was sent, or an error: nothing follows.
-    over: bool,
-}
-
-impl Events {
-    pub(crate) fn new(model: &str) -> Self {
-        Events {
-            model: model.to_string(),
-            started: false,
-            open: None,
-            next: 0,
-            calls: HashMap::new(),
-            finish: None,
-            usage: None,
-            over: false,
-        }
-    }
-
-    fn start(&mut self, out: &mut BytesMut, id: &str) {
-        if self.started {
-            return;
-        }
-        self.started = true;
-        event(
-            out,
-            &json!({"type": "message_start", "message": {
-                "id": message_id(id), "type": "message", "role": "assistant",
-                "model": self.model, "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": 0, "output_tokens": 0},
-            }}),
-        );
-        event(out, &json!({"type": "ping"}));
-    }
-
-    fn close(&mut self, out: &mut BytesMut) {
-        if let Some((index, _)) = self.open.take() {
-            event(out, &json!({"type": "content_block_stop", "index": index}));
-        }
-    }
-
-    fn open(&mut self, out: &mut BytesMut, kind: Open, block: Value) -> usize {
-        self.close(out);
-        let index = self.next;
-        self.next += 1;
-        self.open = Some((index, kind));
-        event(
-            out,
-            &json!({"type": "content_block_start", "index": index, "content_block": block}),
-        );
-        index
-    }
-}
-
-impl Translate for Events {
-    fn over(&self) -> bool {
-        self.over
-    }
-
-    fn push(&mut self, e: &SseEvent, out: &mut BytesMut) {
-        if self.over {
-            return;
-        }
-        if e.data.trim() == "[DONE]" {
-            self.end(out);
-            return;
-        }
-        let Ok(chunk) = serde_json::from_str::<Value>(&e.data) else {
-            self.fail(out, 502, "the tier sent an event that is not JSON");
-            return;
-        };
-        if let Some(err) = chunk.get("error") {
-            let message = err["message"].as_str().unwrap_or("the answer failed");
-            self.fail(out, 500, message);
-            return;
-        }
-        self.start(out, chunk["id"].as_str().unwrap_or(""));
-        if let Some(u) = chunk.get("usage").filter(|u| u.is_object())
-            && let Ok(u) = serde_json::from_value::<Usage>(u.clone())
-        {
-            self.usage = Some(u);
-        }
-        for choice in chunk["choices"].as_array().into_iter().flatten() {
-            let delta = &choice["delta"];
-            if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
-                let index = match self.open {
-                    Some((i, Open::Text)) => i,
-                    _ => self.open(out, Open::Text, json!({"type": "text", "text": ""})),
-                };
-                event(
-                    out,
-                    &json!({"type": "content_block_delta", "index": index,
-                        "delta": {"type": "text_delta", "text": text}}),
-                );
-            }
-            for call in delta["tool_calls"].as_array().into_iter().flatten() {
-                let n = call["index"].as_u64().unwrap_or(0);
-                let index = match self.calls.get(&n) {
-                    Some(&i) => i,
-                    None => {
-                        let block = json!({"type": "tool_use",
-                            "id": call["id"].as_str().unwrap_or(""),
-                            "name": call["function"]["name"].as_str().unwrap_or(""),
-                            "input": {}});
-                        let i = self.open(out, Open::Tool, block);
-                        self.calls.insert(n, i);
-                        i
-                    }
-                };
-                if let Some(args) = call["function"]["arguments"]
-                    .as_str()
-                    .filter(|a| !a.is_empty())
-                {
-                    event(
-                        out,
-                        &json!({"type": "content_block_delta", "index": index,
-                            "delta": {"type": "input_json_delta", "partial_json": args}}),
-                    );
-                }
-            }
-            if let Some(f) = choice["finish_reason"].as_str() {
-                self.finish = Some(f.to_string());
-            }
-        }
-    }
-
-    fn fail(&mut self, out: &mut BytesMut, status: u16, message: &str) {
-        out.put_slice(&error_event(status, message));
-        self.over = true;
-    }
-}
-
-impl Events {
-    fn end(&mut self, out: &mut BytesMut) {
-        self.start(out, "");
-        self.close(out);
-        let stop = stop_reason(self.finish.as_deref().unwrap_or("stop"));
-        let u = self.usage.as_ref().map(usage).unwrap_or_default();
-        event(
-            out,
-            &json!({"type": "message_delta",
-                "delta": {"stop_reason": stop, "stop_sequence": null},
-                "usage": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
-                    "cache_read_input_tokens": u.cache_read_input_tokens,
-                    "cache_creation_input_tokens": u.cache_creation_input_tokens}}),
-        );
-        event(out, &json!({"type": "message_stop"}));
-        self.over = true;
-    }
 }
 
 #[cfg(test)]
@@ -567,50 +394,5 @@ mod tests {
             matches!(e, ApiError::InvalidRequest { ref param, .. } if param.as_deref() == Some("messages[0].content")),
             "{e}"
         );
-    }
-
-    #[test]
-    fn a_stream_becomes_anthropic_events_in_order() {
-        let mut events = Events::new("m");
-        let mut out = BytesMut::new();
-        for data in [
-            r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
-            r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{"content":"Hi"}}]}"#,
-            r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]}}]}"#,
-            r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
-            r#"{"id":"chatcmpl-1","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}}"#,
-            "[DONE]",
-        ] {
-            events.push(
-                &SseEvent {
-                    name: None,
-                    data: data.into(),
-                },
-                &mut out,
-            );
-        }
-        let text = String::from_utf8(out.to_vec()).expect("utf-8");
-        let names: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("event: "))
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "message_start",
-                "ping",
-                "content_block_start",
-                "content_block_delta",
-                "content_block_stop",
-                "content_block_start",
-                "content_block_delta",
-                "content_block_stop",
-                "message_delta",
-                "message_stop"
-            ]
-        );
-        assert!(text.contains(r#""stop_reason":"tool_use""#), "{text}");
-        assert!(text.contains(r#""output_tokens":4"#), "{text}");
-        assert!(events.over());
     }
 }

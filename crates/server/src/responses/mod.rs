@@ -3,6 +3,7 @@
 //! the Responses stream events. Nothing is stored: `previous_response_id` is refused with a
 //! 400 that says so. Errors have OpenAI's shape.
 
+mod events;
 mod wire;
 
 use axum::Json;
@@ -41,7 +42,7 @@ fn request(
         body.map_err(|e| ApiError::TooLarge(format!("could not read the request body: {e}")))?;
     state.inner.metrics.work.parse();
     let req: ResponsesRequest = parse_as(&body)?;
-    let privacy = privacy_of(headers, &body)?;
+    let privacy = privacy_of(headers, req.metadata.as_ref())?;
     let chat = wire::to_chat(&req)?;
     let raw = serde_json::to_vec(&chat)
         .map(Bytes::from)
@@ -66,7 +67,7 @@ fn respond(mut outcome: Outcome, stream: bool, echo: &wire::Echo) -> Response {
     let whole = |c: &ChatCompletion| Json(wire::from_completion(c, echo)).into_response();
     let mut response = match answer {
         Ok(Reply::Completion(c)) if stream => {
-            render::translated(answer::replay(*c, true), wire::Events::new(echo.clone()))
+            render::translated(answer::replay(*c, true), events::Events::new(echo.clone()))
         }
         Ok(Reply::Completion(c)) => whole(&c),
         Ok(Reply::Json(bytes)) => match serde_json::from_slice::<ChatCompletion>(&bytes) {
@@ -78,7 +79,7 @@ fn respond(mut outcome: Outcome, stream: bool, echo: &wire::Echo) -> Response {
             }
             .into_response(),
         },
-        Ok(Reply::Stream(s)) => render::translated(s, wire::Events::new(echo.clone())),
+        Ok(Reply::Stream(s)) => render::translated(s, events::Events::new(echo.clone())),
         Ok(Reply::Native(_)) => {
             ApiError::Internal("an answer in another protocol".into()).into_response()
         }

@@ -13,6 +13,7 @@ use tower::ServiceExt;
 
 mod chat;
 mod connections;
+mod core;
 mod errors;
 mod guard;
 mod structured;
@@ -34,7 +35,7 @@ fn model_path() -> PathBuf {
 }
 
 /// One small-context engine for every test here: 256 tokens makes "too long" easy to reach.
-fn state() -> AppState {
+fn engine() -> Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     let engine = ENGINE.get_or_init(|| {
         Engine::start(EngineConfig {
@@ -45,7 +46,11 @@ fn state() -> AppState {
         })
         .expect("model loads (run `smallfirst pull smollm2-135m-instruct` first)")
     });
-    AppState::new(engine.clone(), "smollm2-135m-instruct")
+    engine.clone()
+}
+
+fn state() -> AppState {
+    AppState::new(engine(), "smollm2-135m-instruct")
 }
 
 pub struct Reply {

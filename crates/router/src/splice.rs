@@ -1,0 +1,80 @@
+//! A request body with its `model` put in a tier's terms, every other member copied as the
+//! client wrote it: the pass-through backends (OpenAI-compatible, Anthropic's own protocol)
+//! change nothing else.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserializer;
+use serde::de::{MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::backend::BackendError;
+
+/// The request with `model` replaced. Other members are copied as raw text, in order, never
+/// parsed into values or re-serialized.
+/// Also says whether the request asks for a stream.
+pub(crate) fn with_model(body: &[u8], model: &str) -> Result<(Vec<u8>, bool), BackendError> {
+    let members = Members::parse(body).ok_or(BackendError::Body)?;
+    let stream = members
+        .0
+        .iter()
+        .any(|(k, v)| k == "stream" && v.get().trim() == "true");
+    let mut out = Vec::with_capacity(body.len() + model.len());
+    out.push(b'{');
+    let model_json = serde_json::to_vec(model).map_err(|_| BackendError::Body)?;
+    let mut placed = false;
+    for (i, (key, value)) in members.0.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, key.as_ref()).map_err(|_| BackendError::Body)?;
+        out.push(b':');
+        if key == "model" {
+            out.extend_from_slice(&model_json);
+            placed = true;
+        } else {
+            out.extend_from_slice(value.get().as_bytes());
+        }
+    }
+    if !placed {
+        if !members.0.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"model\":");
+        out.extend_from_slice(&model_json);
+    }
+    out.push(b'}');
+    Ok((out, stream))
+}
+
+/// A JSON object's members, values left as raw text.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Members<'a> {
+    fn parse(body: &'a [u8]) -> Option<Self> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let members = de.deserialize_map(MembersVisitor).ok()?;
+        de.end().ok()?;
+        Some(members)
+    }
+}
+
+struct MembersVisitor;
+
+impl<'de> Visitor<'de> for MembersVisitor {
+    type Value = Members<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let value: &'de RawValue = map.next_value()?;
+            out.push((key, value));
+        }
+        Ok(Members(out))
+    }
+}
