@@ -352,7 +352,7 @@ mod tests {
         let last = text
             .lines()
             .filter_map(|l| l.strip_prefix("data: "))
-            .last()
+            .next_back()
             .expect("data");
         let v: Value = serde_json::from_str(last).expect("json");
         assert_eq!(v["response"]["output"][0]["content"][0]["text"], "Hi there");
