@@ -3,7 +3,12 @@
 upstream (shared/bench/upstream-nginx.sh), through smallfirst, and through LiteLLM
 (shared/bench/litellm-proxy.sh), targets alternating within each round (BENCHMARKING.md).
 
-usage: scripts/bench_p5.py [--duration 10] [--rounds 3] [--json FILE]
+usage: scripts/bench_p5.py [--duration 10] [--rounds 3] [--baseline BINARY] [--json FILE]
+
+Three modes: a chat completion answered as JSON, the same streamed, and an Anthropic Messages
+request (`POST /v1/messages`) passed through to an Anthropic-shaped upstream (a second static
+nginx answering a fixed message). With --baseline, an earlier build of smallfirst serves the
+same configuration as one more target in the same rounds.
 
 Added latency = the gateway's percentile minus the direct percentile measured in the same
 round; medians over rounds. Max req/s: the highest throughput of a closed-loop sweep over
@@ -92,12 +97,62 @@ def wrk(url, body, conns, duration, lua):
     return row
 
 
+ANTHROPIC_MESSAGE = ('{"id":"msg_bench","type":"message","role":"assistant","model":"claude-bench",'
+                     '"content":[{"type":"text","text":"billing"}],"stop_reason":"end_turn","stop_sequence":null,'
+                     '"usage":{"input_tokens":42,"output_tokens":1}}')
+
+
+def anthropic_upstream(port, tmp):
+    """nginx on loopback answering POST /v1/messages with one fixed Anthropic message."""
+    d = tmp / "anthropic-nginx"
+    (d / "logs").mkdir(parents=True)
+    (d / "message.json").write_text(ANTHROPIC_MESSAGE)
+    (d / "nginx.conf").write_text(f"""
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_buffer_size 1m;
+  server {{
+    listen 127.0.0.1:{port};
+    location = /v1/messages {{ default_type application/json; alias {d}/message.json; error_page 405 =200 $uri; }}
+  }}
+}}
+""")
+    subprocess.run(["nginx", "-c", str(d / "nginx.conf")], check=True)
+    return d / "nginx.pid"
+
+
+def messages_body(model):
+    return json.dumps({"model": model, "max_tokens": 8,
+                       "system": [{"type": "text", "text": "Classify the ticket.", "cache_control": {"type": "ephemeral"}}],
+                       "messages": [{"role": "user", "content": "I was charged twice for my card."}]})
+
+
 def body(model, stream):
     b = {"model": model, "messages": [{"role": "user", "content": "Classify: I was charged twice for my card."}],
          "max_tokens": 8}
     if stream:
         b["stream"] = True
     return json.dumps(b)
+
+
+MODES = ("json", "stream", "messages")
+
+
+def wait_ready_post(url, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.post(url, content=b"{}", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    sys.exit(f"{url} did not come up")
 
 
 def med(xs):
@@ -110,11 +165,14 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--conns", default="1,32")
     ap.add_argument("--sweep", default="1,2,4,8,16,32,64")
+    ap.add_argument("--baseline", help="an earlier smallfirst binary, measured as one more target")
     ap.add_argument("--json")
     args = ap.parse_args()
 
     procs = []
     up_port, sf_port, ll_port, ll_stream_port = free_port(), free_port(), free_port(), free_port()
+    an_port, base_port = free_port(), free_port()
+    an_pid = None
     nginx = SHARED / "bench" / "upstream-nginx.sh"
     subprocess.run(["bash", str(nginx), "start", str(up_port)], check=True)
     direct = f"http://127.0.0.1:{up_port}"
@@ -127,9 +185,22 @@ def main():
             f'context_window = 8192\n\n'
             f'[tiers.bench-stream]\nbackend = "openai"\nmodel = "bench-upstream"\n'
             f'base_url = "{direct}/stream/v1"\ncontext_window = 8192\n')
-        sf = subprocess.Popen([str(SMALLFIRST), "serve", "--config", str(config), "--port", str(sf_port)],
+        an_pid = anthropic_upstream(an_port, tmp)
+        anthropic_direct = f"http://127.0.0.1:{an_port}"
+        wait_ready_post(f"{anthropic_direct}/v1/messages")
+        # The Anthropic tier only where the build has the /v1/messages ingress to reach it.
+        anthropic_tier = (f'\n[tiers.claude]\nbackend = "anthropic"\nmodel = "claude-bench"\n'
+                          f'base_url = "{anthropic_direct}/v1"\ncontext_window = 200000\n')
+        config_messages = tmp / "smallfirst-messages.toml"
+        config_messages.write_text(config.read_text() + anthropic_tier)
+        sf = subprocess.Popen([str(SMALLFIRST), "serve", "--config", str(config_messages), "--port", str(sf_port)],
                               stdout=subprocess.DEVNULL, stderr=open(tmp / "smallfirst.log", "wb"))
         procs.append(sf)
+        base_proc = None
+        if args.baseline:
+            base_proc = subprocess.Popen([args.baseline, "serve", "--config", str(config), "--port", str(base_port)],
+                                         stdout=subprocess.DEVNULL, stderr=open(tmp / "baseline.log", "wb"))
+            procs.append(base_proc)
         litellm = SHARED / "bench" / "litellm-proxy.sh"
         ll = subprocess.Popen(["bash", str(litellm), str(ll_port), f"{direct}/v1"], stdout=subprocess.DEVNULL,
                               stderr=open(tmp / "litellm.log", "wb"), start_new_session=True)
@@ -138,6 +209,8 @@ def main():
                                 start_new_session=True)
         procs += [ll, ll_s]
         wait_ready(f"http://127.0.0.1:{sf_port}/health", sf)
+        if base_proc:
+            wait_ready(f"http://127.0.0.1:{base_port}/health", base_proc)
         auth = {"Authorization": "Bearer sk-bench"}
         wait_ready(f"http://127.0.0.1:{ll_port}/v1/models", ll, 600, auth)
         wait_ready(f"http://127.0.0.1:{ll_stream_port}/v1/models", ll_s, 600, auth)
@@ -145,46 +218,56 @@ def main():
         lua = tmp / "post.lua"
         lua.write_text(WRK_LUA)
 
-        def targets(stream):
+        def targets(mode):
+            if mode == "messages":
+                return {
+                    "direct": (f"{anthropic_direct}/v1/messages", messages_body("claude-bench")),
+                    "smallfirst": (f"http://127.0.0.1:{sf_port}/v1/messages", messages_body("claude")),
+                }
+            stream = mode == "stream"
             path = "/stream/v1/chat/completions" if stream else "/v1/chat/completions"
-            return {
+            out = {
                 "direct": (f"{direct}{path}", body("bench-upstream", stream)),
                 "smallfirst": (f"http://127.0.0.1:{sf_port}/v1/chat/completions",
                                body("bench-stream" if stream else "bench", stream)),
                 "litellm": (f"http://127.0.0.1:{ll_stream_port if stream else ll_port}/v1/chat/completions",
                             body("bench", stream)),
             }
+            if base_proc:
+                out["baseline"] = (f"http://127.0.0.1:{base_port}/v1/chat/completions",
+                                   body("bench-stream" if stream else "bench", stream))
+            return out
 
         # Every target answers correctly before anything is timed.
-        for stream in (False, True):
-            for name, (url, b) in targets(stream).items():
+        for mode in MODES:
+            for name, (url, b) in targets(mode).items():
                 r = httpx.post(url, content=b, headers={**auth, "content-type": "application/json"}, timeout=30)
-                assert r.status_code == 200 and "billing" in r.text, f"{name} stream={stream}: {r.status_code} {r.text[:200]}"
+                assert r.status_code == 200 and "billing" in r.text, f"{name} {mode}: {r.status_code} {r.text[:200]}"
                 wrk(url, b, 8, 3, lua)  # warm-up
 
         results = {"latency": [], "sweep": [], "rss_kib": {}}
         conns = [int(c) for c in args.conns.split(",")]
-        for stream in (False, True):
+        for mode in MODES:
             for c in conns:
                 for rnd in range(args.rounds):
-                    order = list(targets(stream).items())
+                    order = list(targets(mode).items())
                     if rnd % 2:
                         order.reverse()
                     for name, (url, b) in order:
                         row = wrk(url, b, c, args.duration, lua)
-                        row.update(target=name, stream=stream, conns=c, round=rnd)
+                        row.update(target=name, stream=mode, conns=c, round=rnd)
                         results["latency"].append(row)
-                        print(f"  {'stream' if stream else 'json  '} c={c:<3} r{rnd} {name:<10} "
+                        print(f"  {mode:<8} c={c:<3} r{rnd} {name:<10} "
                               f"p50 {row['p50_us']:>7} us p99 {row['p99_us']:>7} us {row['rps']:>8.0f} req/s "
                               f"err {row['errors']}+{row['non2xx']}", file=sys.stderr)
         sweep = [int(c) for c in args.sweep.split(",")]
-        for stream in (False, True):
+        for mode in ("json", "stream"):
             for c in sweep:
-                for name, (url, b) in targets(stream).items():
+                for name, (url, b) in targets(mode).items():
                     row = wrk(url, b, c, max(3, args.duration // 2), lua)
-                    row.update(target=name, stream=stream, conns=c)
+                    row.update(target=name, stream=mode, conns=c)
                     results["sweep"].append(row)
-                    print(f"  sweep {'stream' if stream else 'json  '} c={c:<3} {name:<10} p99 {row['p99_us']:>7} us "
+                    print(f"  sweep {mode:<8} c={c:<3} {name:<10} p99 {row['p99_us']:>7} us "
                           f"{row['rps']:>8.0f} req/s", file=sys.stderr)
         results["rss_kib"] = {
             "smallfirst": tree_hwm_kib(sf.pid), "litellm": tree_hwm_kib(ll.pid),
@@ -205,42 +288,46 @@ def main():
             except subprocess.TimeoutExpired:
                 p.kill()
         subprocess.run(["bash", str(nginx), "stop"], check=False)
+        if an_pid and an_pid.exists():
+            subprocess.run(["kill", an_pid.read_text().strip()], check=False)
 
 
 def report(results, conns):
     rows = results["latency"]
-    print("| mode | c | direct p50 / p99 (ms) | smallfirst added p50 / p99 (ms) | LiteLLM added p50 / p99 (ms) "
-          "| added p50 LiteLLM ÷ smallfirst | req/s direct / smallfirst / LiteLLM | errors |")
-    print("|---|---|---|---|---|---|---|---|")
-    for stream in (False, True):
+    names = [n for n in ("smallfirst", "baseline", "litellm") if any(r["target"] == n for r in rows)]
+    print("| mode | c | direct p50 / p99 (ms) | " + " | ".join(f"{n} added p50 / p99 (ms)" for n in names)
+          + " | added p50, LiteLLM ÷ smallfirst | req/s direct / " + " / ".join(names) + " | errors |")
+    print("|---|---|---|" + "---|" * len(names) + "---|---|---|")
+    for mode in MODES:
         for c in conns:
-            sel = [r for r in rows if r["stream"] == stream and r["conns"] == c]
+            sel = [r for r in rows if r["stream"] == mode and r["conns"] == c]
             rounds = sorted({r["round"] for r in sel})
+            here = [n for n in names if any(r["target"] == n for r in sel)]
 
             def get(name, rnd, key):
                 return next(r[key] for r in sel if r["target"] == name and r["round"] == rnd)
 
             added = {n: {k: med([get(n, i, k) - get("direct", i, k) for i in rounds]) / 1000
-                         for k in ("p50_us", "p99_us")} for n in ("smallfirst", "litellm")}
+                         for k in ("p50_us", "p99_us")} for n in here}
             d50 = med([get("direct", i, "p50_us") for i in rounds]) / 1000
             d99 = med([get("direct", i, "p99_us") for i in rounds]) / 1000
-            rps = {n: med([get(n, i, "rps") for i in rounds]) for n in ("direct", "smallfirst", "litellm")}
+            rps = {n: med([get(n, i, "rps") for i in rounds]) for n in ["direct"] + here}
             errors = sum(r["errors"] + r["non2xx"] for r in sel)
-            ratio = added["litellm"]["p50_us"] / added["smallfirst"]["p50_us"] if added["smallfirst"]["p50_us"] > 0 else float("inf")
-            print(f"| {'stream' if stream else 'JSON'} | {c} | {d50:.3f} / {d99:.3f} "
-                  f"| {added['smallfirst']['p50_us']:.3f} / {added['smallfirst']['p99_us']:.3f} "
-                  f"| {added['litellm']['p50_us']:.2f} / {added['litellm']['p99_us']:.2f} | {ratio:.0f}× "
-                  f"| {rps['direct']:.0f} / {rps['smallfirst']:.0f} / {rps['litellm']:.0f} | {errors} |")
+            cells = [f"{added[n]['p50_us']:.3f} / {added[n]['p99_us']:.3f}" if n in added else "—" for n in names]
+            ratio = (f"{added['litellm']['p50_us'] / added['smallfirst']['p50_us']:.0f}×"
+                     if "litellm" in added and added["smallfirst"]["p50_us"] > 0 else "—")
+            print(f"| {mode} | {c} | {d50:.3f} / {d99:.3f} | " + " | ".join(cells) + f" | {ratio} | "
+                  + " / ".join(f"{rps[n]:.0f}" if n in rps else "—" for n in ["direct"] + names) + f" | {errors} |")
     print()
-    print("| mode | max req/s with p99 < 20 ms: direct | smallfirst | LiteLLM |")
-    print("|---|---|---|---|")
-    for stream in (False, True):
+    print("| mode | max req/s with p99 < 20 ms: direct | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * len(names))
+    for mode in ("json", "stream"):
         cells = []
-        for name in ("direct", "smallfirst", "litellm"):
-            ok = [r for r in results["sweep"] if r["stream"] == stream and r["target"] == name and r["p99_us"] < 20_000]
+        for name in ["direct"] + names:
+            ok = [r for r in results["sweep"] if r["stream"] == mode and r["target"] == name and r["p99_us"] < 20_000]
             best = max(ok, key=lambda r: r["rps"], default=None)
             cells.append(f"{best['rps']:.0f} (c={best['conns']})" if best else "none (p99 ≥ 20 ms at every c)")
-        print(f"| {'stream' if stream else 'JSON'} | " + " | ".join(cells) + " |")
+        print(f"| {mode} | " + " | ".join(cells) + " |")
     rss = results["rss_kib"]
     print()
     print(f"Peak RSS (VmHWM): smallfirst {rss['smallfirst'] / 1024:.0f} MiB (at idle {rss['smallfirst_before'] / 1024:.0f} MiB; "

@@ -46,11 +46,13 @@ impl Gateway {
             }
         };
         outcome.tier = Some(local.name.clone());
-        // The prompt was rendered for the features; a request it failed for fails the same way
-        // now, with its error.
+        // The prompt rendered for the features is this route's, unless the route's labels are
+        // not the ones it listed; a request it failed for fails the same way now, with its
+        // error.
+        let labels = route.labels.as_deref();
         let prepared = match prepared {
-            Some(p) => Ok(p),
-            None => local.prepare(self, &req.chat).await,
+            Some(p) if p.is_for(labels) => Ok(p),
+            _ => local.prepare(self, &req.chat, labels).await,
         };
         if route.threshold.is_none() && route.labels.is_none() {
             outcome.answer = match prepared {
@@ -60,11 +62,7 @@ impl Gateway {
             return outcome;
         }
         let held = match prepared {
-            Ok(p) => {
-                local
-                    .held(self, &req.chat, p, route.labels.as_deref())
-                    .await
-            }
+            Ok(p) => local.held(self, &req.chat, p).await,
             Err(e) => Err(e),
         };
         let held = match held {

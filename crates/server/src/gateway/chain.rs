@@ -69,7 +69,7 @@ impl Gateway {
                     }
                     outcome.failover.push(failed);
                     outcome.tier = Some(local.name.clone());
-                    let prepared: Prepared = local.prepare(self, &req.chat).await?;
+                    let prepared: Prepared = local.prepare(self, &req.chat, None).await?;
                     return Ok(local.answer(self, prepared).await?);
                 }
                 Hop::Remote(t) => {

@@ -24,6 +24,17 @@ pub struct EmbeddedTier {
 pub(crate) struct Prepared {
     pub plan: Plan,
     pub prompt: Prompt,
+    /// The labels listed to the model in the prompt, when it was prepared for a label set.
+    pub labels: Option<Vec<String>>,
+}
+
+impl Prepared {
+    /// Whether this prompt is the one a route with `labels` runs: the same labels listed, or
+    /// none where the request's own format or tools constrain the answer instead.
+    pub(crate) fn is_for(&self, labels: Option<&[String]>) -> bool {
+        let wanted = labels.filter(|_| self.plan.params.constraint.is_none());
+        self.labels.as_deref() == wanted
+    }
 }
 
 /// A local answer held whole, to be judged before it is sent.
@@ -55,14 +66,30 @@ impl EmbeddedTier {
     }
 
     /// `req` planned (its parameters checked), rendered with the chat template and tokenized.
+    /// With `labels` (and no `response_format` or `tools` of its own), the labels are listed to
+    /// the model, one per line at the end of the system prompt, when its messages do not name
+    /// them all.
     pub(crate) async fn prepare(
         &self,
         gateway: &Gateway,
         req: &ChatRequest,
+        labels: Option<&[String]>,
     ) -> Result<Prepared, ApiError> {
-        let plan = convert::plan(req, self.engine.info().n_vocab)?;
+        let mut plan = convert::plan(req, self.engine.info().n_vocab)?;
+        let labels = match labels {
+            Some(l) if plan.params.constraint.is_none() => {
+                check_labels(l)?;
+                list_labels(&mut plan.messages, l);
+                Some(l.to_vec())
+            }
+            _ => None,
+        };
         let prompt = self.render(gateway, &plan).await?;
-        Ok(Prepared { plan, prompt })
+        Ok(Prepared {
+            plan,
+            prompt,
+            labels,
+        })
     }
 
     /// The plan's prompt, rendered off the async runtime's threads (a template may run for a
@@ -91,7 +118,7 @@ impl EmbeddedTier {
         gateway: &Gateway,
         prepared: Prepared,
     ) -> Result<Reply, ApiError> {
-        let Prepared { plan, prompt } = prepared;
+        let Prepared { plan, prompt, .. } = prepared;
         let mut ticket = admit(gateway)?;
         let Plan {
             mut params,
@@ -125,20 +152,18 @@ impl EmbeddedTier {
         }
     }
 
-    /// The request answered in full, with its confidence trace. With `labels` (and no
-    /// `response_format` or `tools` of its own), the answer is exactly one label; the labels
-    /// are listed to the model, one per line at the end of the system prompt, when its
-    /// messages do not name them all (the prompt is then rendered again).
+    /// The request answered in full, with its confidence trace. Prepared for a label set
+    /// ([`prepare`](Self::prepare)), the answer is exactly one of the labels.
     pub(crate) async fn held(
         &self,
         gateway: &Gateway,
         req: &ChatRequest,
         prepared: Prepared,
-        labels: Option<&[String]>,
     ) -> Result<Held, ApiError> {
         let Prepared {
             mut plan,
-            mut prompt,
+            prompt,
+            labels,
         } = prepared;
         let mut kind = if plan.structure.calls {
             AnswerKind::Tools
@@ -152,14 +177,8 @@ impl EmbeddedTier {
         } else {
             AnswerKind::Text
         };
-        if let Some(labels) = labels
-            && plan.params.constraint.is_none()
-        {
-            check_labels(labels)?;
-            if list_labels(&mut plan.messages, labels) {
-                prompt = self.render(gateway, &plan).await?;
-            }
-            plan.params.constraint = Some(Constraint::Choice(labels.to_vec()));
+        if let Some(labels) = labels {
+            plan.params.constraint = Some(Constraint::Choice(labels));
             kind = AnswerKind::Choice;
         }
         plan.params.confidence = true;
@@ -203,15 +222,15 @@ async fn generate(
         })
 }
 
-/// Lists `labels` to the model when its messages do not name them all; whether it did. One
-/// label per line, after the client's own instruction: small models read a list far better
-/// than a comma-separated run, which they answer with its first item.
-fn list_labels(messages: &mut Vec<ChatMessage>, labels: &[String]) -> bool {
+/// Lists `labels` to the model when its messages do not name them all. One label per line,
+/// after the client's own instruction: small models read a list far better than a
+/// comma-separated run, which they answer with its first item.
+fn list_labels(messages: &mut Vec<ChatMessage>, labels: &[String]) {
     let all_named = labels
         .iter()
         .all(|l| messages.iter().any(|m| m.content.contains(l.as_str())));
     if all_named {
-        return false;
+        return;
     }
     let list = format!(
         "Possible labels:\n{}\nAnswer with the label only.",
@@ -232,7 +251,6 @@ fn list_labels(messages: &mut Vec<ChatMessage>, labels: &[String]) -> bool {
             },
         ),
     }
-    true
 }
 
 /// A label set is a closed choice like an `enum`, and is held to the same limits.

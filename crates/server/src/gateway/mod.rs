@@ -163,7 +163,7 @@ impl Gateway {
     /// The tokens `chat`'s prompt takes on the embedded model; estimated without one.
     pub async fn count_tokens(&self, chat: &ChatRequest) -> Result<u32, ApiError> {
         match &self.embedded {
-            Some(local) => Ok(local.prepare(self, chat).await?.prompt.len() as u32),
+            Some(local) => Ok(local.prepare(self, chat, None).await?.prompt.len() as u32),
             None => Ok(features::estimate_tokens(
                 &serde_json::to_value(chat).unwrap_or(Value::Null),
             )),
@@ -171,7 +171,7 @@ impl Gateway {
     }
 
     async fn embedded_answer(&self, local: &EmbeddedTier, req: &Request) -> Result<Reply, Failure> {
-        let prepared = local.prepare(self, &req.chat).await?;
+        let prepared = local.prepare(self, &req.chat, None).await?;
         Ok(local.answer(self, prepared).await?)
     }
 
@@ -179,24 +179,32 @@ impl Gateway {
     /// embedded model when there is one), the route decided, and the route run.
     async fn auto(&self, req: &Request) -> Outcome {
         let start = Instant::now();
-        let prepared = match &self.embedded {
-            Some(local) => local.prepare(self, &req.chat).await.ok(),
-            None => None,
-        };
         // The features read the request as JSON; it was parsed once already, so this is a
         // conversion of the typed value, not a second parse of the body.
         let value = serde_json::to_value(&req.chat).unwrap_or(Value::Null);
-        let estimate = || features::estimate_tokens(&value);
-        let tokens = match &prepared {
-            Some(p) if p.prompt.fits() => p.prompt.len() as u32,
-            Some(p) => (p.prompt.len() as u32).max(estimate()),
-            None => estimate(),
-        };
         let hints = Hints {
             task: req.task.as_deref(),
             privacy: req.privacy,
         };
-        let features = features::extract(&value, hints, tokens);
+        let mut features = features::extract(&value, hints, 0);
+        // The prompt is rendered as a label route would run it (its labels listed), so that its
+        // tokens are counted once and the same prompt is generated from.
+        let labels = features.labels.clone().or_else(|| {
+            self.policy
+                .task(&features.task)
+                .and_then(|t| t.labels.clone())
+        });
+        let prepared = match &self.embedded {
+            Some(local) => local.prepare(self, &req.chat, labels.as_deref()).await.ok(),
+            None => None,
+        };
+        let estimate = || features::estimate_tokens(&value);
+        features.input_tokens = match &prepared {
+            Some(p) if p.prompt.fits() => p.prompt.len() as u32,
+            Some(p) => (p.prompt.len() as u32).max(estimate()),
+            None => estimate(),
+        };
+        let tokens = features.input_tokens;
         let decided = self.policy.decide(&features);
         let decide = start.elapsed();
         let mut outcome = match decided {

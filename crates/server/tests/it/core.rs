@@ -326,17 +326,38 @@ async fn an_auto_request_is_parsed_rendered_and_tokenized_once() {
         String::from_utf8_lossy(&reply.body)
     );
     assert_eq!(reply.headers["x-smallfirst-tier"], "local");
-    let get = axum::http::Request::builder()
-        .uri("/metrics")
+    let metrics = || {
+        let get = axum::http::Request::builder()
+            .uri("/metrics")
+            .header("host", "localhost")
+            .body(axum::body::Body::empty())
+            .expect("request");
+        async { String::from_utf8(send(get).await.body).expect("text") }
+    };
+    let counted = |text: &str, n: u32| {
+        for name in [
+            "smallfirst_body_parses_total",
+            "smallfirst_template_renders_total",
+            "smallfirst_tokenizations_total",
+        ] {
+            assert!(
+                text.contains(&format!("{name} {n}\n")),
+                "{name} {n}:\n{text}"
+            );
+        }
+    };
+    counted(&metrics().await, 1);
+    // A classification held, its labels listed to the model, judged and escalated: the prompt
+    // the features counted is the one generated from.
+    let post = axum::http::Request::builder()
+        .method("POST")
+        .uri("/v1/chat/completions")
         .header("host", "localhost")
-        .body(axum::body::Body::empty())
+        .header("content-type", "application/json")
+        .header("x-smallfirst-task", "triage")
+        .body(axum::body::Body::from(triage().to_string()))
         .expect("request");
-    let metrics = String::from_utf8(send(get).await.body).expect("text");
-    for name in [
-        "smallfirst_body_parses_total 1",
-        "smallfirst_template_renders_total 1",
-        "smallfirst_tokenizations_total 1",
-    ] {
-        assert!(metrics.contains(name), "{name}:\n{metrics}");
-    }
+    let reply = send(post).await;
+    assert_eq!(reply.headers["x-smallfirst-escalated"], "true");
+    counted(&metrics().await, 2);
 }
