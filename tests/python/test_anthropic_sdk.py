@@ -107,7 +107,7 @@ def test_errors_have_anthropics_shape(local, server):
 
 @pytest.fixture(scope="module")
 def claude_upstream():
-    up = Upstream({"anthropic": ["anthropic"]})
+    up = Upstream({"anthropic": ["anthropic"], "gemini": ["gemini"]})
     yield up
     up.close()
 
@@ -125,6 +125,12 @@ model = "claude-sonnet-4-5"
 base_url = "{claude_upstream.base("anthropic")}"
 api_key_env = "SMALLFIRST_TEST_ANTHROPIC_KEY"
 context_window = 200000
+
+[tiers.gemini]
+backend = "gemini"
+model = "gemini-2.5-flash"
+base_url = "{claude_upstream.base("gemini")}beta"
+context_window = 1000000
 """)
     yield base
     stop(proc, log_dir)
@@ -186,3 +192,19 @@ def test_an_anthropic_stream_passes_through(gateway):
         final = s.get_final_message()
     assert text and final.content[0].text == text
     assert final.usage.input_tokens == 25
+
+
+def test_through_a_gemini_tier(gateway, claude_upstream):
+    """Anthropic in, Gemini behind: translated both ways, through OpenAI's shape."""
+    client = sdk(gateway)
+    r = client.messages.with_raw_response.create(
+        model="gemini", max_tokens=50, system="You are terse.", messages=[{"role": "user", "content": "Hello"}])
+    assert r.headers["x-smallfirst-tier"] == "gemini"
+    m = r.parse()
+    assert m.content[0].type == "text" and m.content[0].text and m.usage.output_tokens > 0
+    _, _, body = claude_upstream.last("gemini")
+    assert body["systemInstruction"]["parts"][0]["text"] == "You are terse."
+    with client.messages.stream(model="gemini", max_tokens=50,
+                                messages=[{"role": "user", "content": "Hello"}]) as s:
+        text = "".join(s.text_stream)
+    assert text

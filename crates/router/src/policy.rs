@@ -9,64 +9,9 @@
 //! cannot hold the request, or that lacks a capability it needs, is skipped; a local-only
 //! request keeps to tiers on this machine and is never escalated off it.
 
-use std::collections::BTreeMap;
-
 use crate::config::{BackendConfig, Capabilities, Config};
+pub use crate::config::{DEFAULT_THRESHOLD, LowConfidence, PolicyConfig, Rule, TaskPolicy};
 use crate::features::{Features, NARROW_TASKS, OPEN_TASKS};
-
-/// What `[policy]`, `[[policy.rules]]` and `[tasks.*]` say, validated.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct PolicyConfig {
-    /// The tier narrow work starts on (TOML `policy.local`); default: the embedded tier, else
-    /// the first one on this machine.
-    pub start: Option<String>,
-    /// Where escalations and open-ended work go; default: the remote tier with the largest
-    /// context window.
-    pub frontier: Option<String>,
-    /// Escalate when the local answer's confidence is below this.
-    pub threshold: f64,
-    /// A local-only request whose answer is below its threshold: answered anyway (marked), or
-    /// refused.
-    pub local_only_low_confidence: LowConfidence,
-    /// Model names that mean "let the policy decide", besides `auto`.
-    pub aliases: Vec<String>,
-    pub rules: Vec<Rule>,
-    pub tasks: BTreeMap<String, TaskPolicy>,
-}
-
-pub const DEFAULT_THRESHOLD: f64 = 0.7;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LowConfidence {
-    #[default]
-    Answer,
-    Refuse,
-}
-
-/// `[[policy.rules]]`: when every condition given holds, this route.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rule {
-    pub task: Option<String>,
-    /// Input plus requested output tokens at least this many.
-    pub min_tokens: Option<u32>,
-    pub needs_vision: bool,
-    pub needs_tools: bool,
-    pub needs_json_schema: bool,
-    pub tier: String,
-    pub escalate: Vec<String>,
-    pub threshold: Option<f64>,
-}
-
-/// `[tasks.<name>]`.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct TaskPolicy {
-    pub tier: Option<String>,
-    pub escalate: Option<Vec<String>>,
-    pub threshold: Option<f64>,
-    pub local_only: bool,
-    /// A classification task's labels: the local answer is exactly one of them.
-    pub labels: Option<Vec<String>>,
-}
 
 /// The plan for one request.
 #[derive(Debug, Clone, PartialEq)]

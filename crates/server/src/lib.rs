@@ -1,21 +1,30 @@
-//! The HTTP server: an OpenAI-compatible API in front of the embedded engine.
+//! The gateway core and the HTTP server around it.
 //!
 //! # Overview
+//! - [`Gateway`] ([`gateway`]): the core, without HTTP. It holds every tier (the
+//!   [`EmbeddedTier`] and the remote ones), the policy, and the embedded engine's admission;
+//!   [`Gateway::complete`] answers a [`gateway::Request`] (parsed once by an ingress) and
+//!   returns an [`Outcome`]: the answer or its failure, the tier, the route's reason, the
+//!   confidence, the escalation and failover records, the usage and the decide time. Cascade,
+//!   escalation, retries and failover all happen here; evals and tests call it directly.
+//! - Ingress modules parse a body once, call the core and render the outcome: `chat`
+//!   (`POST /v1/chat/completions`), `messages` (`POST /v1/messages`, `/count_tokens`; Anthropic
+//!   Messages, passed through untouched to an Anthropic tier) and `responses`
+//!   (`POST /v1/responses`, stateless). `render` writes the `x-smallfirst-*` headers, the
+//!   `smallfirst` body member and tier errors, each in one place, and turns OpenAI chunk streams
+//!   into the other protocols' events.
 //! - [`app`] builds the axum `Router` from an [`AppState`]; tests drive it with `oneshot`.
-//! - [`serve`] runs it on a listener until a shutdown future resolves.
-//! - [`ApiError`] maps every failure to the OpenAI error body with the right status.
+//!   [`serve`] runs it on a listener until a shutdown future resolves, accepting connections
+//!   itself (`listen`): a cap on open ones, deadlines for heads, bodies and idle keep-alive.
+//!   Every request passes the guard (`guard`: Host, Origin, API [`Keys`], JSON bodies, the body
+//!   read whole) and gets an `x-request-id` (`observe`).
+//! - [`ApiError`] maps every failure to the OpenAI error body with the right status (the
+//!   Anthropic ingress maps it to Anthropic's).
 //! - [`structure`] turns `response_format` / `tools` into the engine's constraint (the CLI
 //!   uses it too, so both refuse the same schemas the same way).
 //!
-//! - [`serve`] accepts connections itself (`listen`): a cap on open ones, deadlines for heads,
-//!   bodies and idle keep-alive. Every request passes the guard (`guard`: Host, Origin, API
-//!   [`Keys`], JSON bodies, the body read whole) and gets an `x-request-id` (`observe`).
-//!
-//! Routes: `POST /v1/chat/completions` (JSON or SSE), `GET /v1/models`, `GET /v1/models/{id}`,
-//! `GET /health`, `GET /metrics`. Unknown routes and methods answer in the same error shape. A
-//! request whose `model` names a remote tier goes to it, and down its fallback chain if it
-//! fails (`gateway`); `model: "auto"` is routed by the policy, a local answer judged by its
-//! confidence and escalated below the threshold (`routing`). Local requests pass a bounded
+//! Other routes: `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`, `GET /metrics`.
+//! Unknown routes and methods answer in the same error shape. Local requests pass a bounded
 //! queue and a time limit ([`Limits`], `metrics`).
 
 mod answer;

@@ -69,8 +69,11 @@ impl Gateway {
                     }
                     outcome.failover.push(failed);
                     outcome.tier = Some(local.name.clone());
-                    let prepared: Prepared = local.prepare(self, &req.chat, None).await?;
-                    return Ok(local.answer(self, prepared).await?);
+                    return Box::pin(async {
+                        let prepared: Prepared = local.prepare(self, &req.chat, None).await?;
+                        Ok(local.answer(self, prepared).await?)
+                    })
+                    .await;
                 }
                 Hop::Remote(t) => {
                     outcome.failover.push(failed);

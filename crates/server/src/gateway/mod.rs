@@ -127,8 +127,10 @@ impl Gateway {
 
     /// `req` answered: on the tier its `model` names, or where the policy routes it.
     pub async fn complete(&self, req: Request) -> Outcome {
+        // Boxed: the routed path's future is large (features, the cascade, the embedded
+        // answer), and a request named for a remote tier should not carry it.
         if self.policy.decides_for(&req.chat.model) {
-            return self.auto(&req).await;
+            return Box::pin(self.auto(&req)).await;
         }
         let model = req.chat.model.as_str();
         let mut outcome = Outcome::new(Reason {
@@ -142,7 +144,7 @@ impl Gateway {
         outcome.answer = match hop {
             Hop::Embedded(local) => {
                 outcome.tier = Some(local.name.clone());
-                self.embedded_answer(local, &req).await
+                Box::pin(self.embedded_answer(local, &req)).await
             }
             Hop::Remote(tier) if req.privacy.local_only() && !tier.on_machine() => {
                 Err(local_only_refusal(tier.name()).into())

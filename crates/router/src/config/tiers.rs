@@ -1,42 +1,14 @@
-//! `smallfirst.toml`: parsed raw, then validated into a [`Config`] with no leftover options.
-//!
-//! Every mistake is reported with the field's path (`tiers.frontier.base_url`) and the line
-//! of the file it is on: unknown fields (a typo is never silently ignored), wrong types, bad
-//! values, fields that do not apply to a tier's backend, fallbacks that name no tier or go in
-//! a circle. Secrets are never in the file: a tier names the environment variable that holds
-//! its key (`api_key_env`), read when the server starts.
-
-use std::collections::BTreeMap;
-use std::fmt;
-use std::path::Path;
-use std::time::Duration;
+//! `[tiers.<name>]`: a named place a request can be answered, how it is reached, its prices,
+//! context window and capabilities, whether it is on this machine, and its fallback; parsed
+//! raw and validated into a [`Tier`].
 
 use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
-use crate::faults_config::{RawBreaker, RawRetry, RawTimeouts, faults};
-use crate::policy::PolicyConfig;
-use crate::policy_config::{RawPolicy, RawTask};
-use crate::server_config::RawServer;
-pub use crate::server_config::{
-    DEFAULT_DRAIN_TIMEOUT, DEFAULT_HOST, DEFAULT_MAX_QUEUE, DEFAULT_PORT, DEFAULT_REQUEST_TIMEOUT,
-    ServerConfig,
-};
-use crate::validate::{Invalid, invalid};
-
-/// A validated configuration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    pub server: ServerConfig,
-    /// In name order; names are unique.
-    pub tiers: Vec<Tier>,
-    /// How `model: "auto"` requests are routed between the tiers.
-    pub policy: PolicyConfig,
-}
-
-/// The most requests an embedded tier decodes together.
-pub const MAX_PARALLEL: usize = 64;
+use super::MAX_PARALLEL;
+use super::faults::{Faults, RawBreaker, RawRetry, RawTimeouts, faults};
+use super::validate::{Invalid, invalid};
 
 /// A named place a request can be answered.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,43 +28,6 @@ pub struct Tier {
     pub fallback: Option<String>,
     /// How a remote tier's failures are retried, bounded in time and cut off.
     pub faults: Faults,
-}
-
-/// How a remote tier's failures are handled. Ignored for the embedded tier.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Faults {
-    /// Tries in all, the first included.
-    pub attempts: u32,
-    /// The delay before the first retry; it doubles with each retry, jittered.
-    pub backoff: Duration,
-    /// The longest wait between tries, `Retry-After` included: an upstream that asks for
-    /// longer is given up on (and the fallback tried) rather than waited for.
-    pub max_backoff: Duration,
-    /// Time to open a connection.
-    pub connect_timeout: Duration,
-    /// Time from sending a request to the response head, and between two chunks of a body.
-    pub first_byte_timeout: Duration,
-    /// Time for the whole call, retries and the streamed body included.
-    pub total_timeout: Duration,
-    /// Consecutive failed tries that open the tier's circuit.
-    pub breaker_failures: u32,
-    /// How long an open circuit refuses calls before it lets one probe through.
-    pub breaker_cooldown: Duration,
-}
-
-impl Default for Faults {
-    fn default() -> Self {
-        Faults {
-            attempts: 3,
-            backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(10),
-            first_byte_timeout: Duration::from_secs(120),
-            total_timeout: Duration::from_secs(600),
-            breaker_failures: 5,
-            breaker_cooldown: Duration::from_secs(30),
-        }
-    }
 }
 
 /// How a tier is reached. The one place that turns this into a running backend matches on it.
@@ -171,138 +106,6 @@ impl BackendConfig {
     }
 }
 
-/// A configuration mistake: where it is and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigError {
-    /// The file, when the configuration came from one.
-    pub file: Option<String>,
-    /// 1-based line of the offending field, when known.
-    pub line: Option<usize>,
-    /// Dotted path of the field (`tiers.frontier.base_url`); empty for the whole file.
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.file, self.line) {
-            (Some(file), Some(line)) => write!(f, "{file}:{line}: ")?,
-            (Some(file), None) => write!(f, "{file}: ")?,
-            (None, Some(line)) => write!(f, "line {line}: ")?,
-            (None, None) => {}
-        }
-        if !self.path.is_empty() {
-            write!(f, "`{}`: ", self.path)?;
-        }
-        f.write_str(&self.message)
-    }
-}
-
-impl Config {
-    /// What serving with no file means: one local tier on the embedded `model`.
-    pub fn embedded(model: &str) -> Config {
-        Config {
-            server: ServerConfig::default(),
-            tiers: vec![Tier {
-                name: "local".into(),
-                backend: BackendConfig::Embedded {
-                    model: model.into(),
-                    threads: None,
-                    ctx: None,
-                    parallel: None,
-                },
-                prices: Prices::default(),
-                context_window: None,
-                capabilities: Capabilities {
-                    tools: true,
-                    json_schema: true,
-                    vision: false,
-                },
-                on_machine: true,
-                fallback: None,
-                faults: Faults::default(),
-            }],
-            policy: PolicyConfig {
-                threshold: crate::policy::DEFAULT_THRESHOLD,
-                ..PolicyConfig::default()
-            },
-        }
-    }
-
-    /// Reads and validates a file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: Some(file.clone()),
-            line: None,
-            path: String::new(),
-            message: format!("cannot read the file: {e}"),
-        })?;
-        Config::parse(&text).map_err(|e| ConfigError {
-            file: Some(file),
-            ..e
-        })
-    }
-
-    /// Parses and validates the text of a file.
-    pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let at = |span: Option<std::ops::Range<usize>>| {
-            span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-        };
-        let de = toml::de::Deserializer::parse(text).map_err(|e| ConfigError {
-            file: None,
-            line: at(e.span()),
-            path: String::new(),
-            message: first_line(e.message()),
-        })?;
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = clean_path(&e.path().to_string());
-            let inner = e.into_inner();
-            ConfigError {
-                file: None,
-                line: at(inner.span()),
-                path: if path == "." { String::new() } else { path },
-                message: first_line(inner.message()),
-            }
-        })?;
-        raw.validate().map_err(|(path, span, message)| ConfigError {
-            file: None,
-            line: at(span),
-            path,
-            message,
-        })
-    }
-
-    pub fn tier(&self, name: &str) -> Option<&Tier> {
-        self.tiers.iter().find(|t| t.name == name)
-    }
-}
-
-/// The field path without the segments `toml::Spanned` adds on the way.
-fn clean_path(path: &str) -> String {
-    path.split('.')
-        .filter(|s| !s.starts_with("$__serde_spanned_private"))
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or(message).trim().to_string()
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    server: RawServer,
-    #[serde(default)]
-    tiers: BTreeMap<String, RawTier>,
-    #[serde(default)]
-    policy: RawPolicy,
-    #[serde(default)]
-    tasks: BTreeMap<String, RawTask>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum BackendKind {
@@ -314,7 +117,7 @@ enum BackendKind {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawTier {
+pub(super) struct RawTier {
     backend: BackendKind,
     model: Option<Spanned<String>>,
     base_url: Option<Spanned<String>>,
@@ -349,55 +152,8 @@ enum Capability {
     Vision,
 }
 
-impl RawConfig {
-    fn validate(self) -> Result<Config, Invalid> {
-        let server = self.server.validate()?;
-        if self.tiers.is_empty() {
-            return Err((
-                "tiers".into(),
-                None,
-                "at least one tier is needed, e.g. [tiers.local] with backend = \"embedded\""
-                    .into(),
-            ));
-        }
-        let names: Vec<String> = self.tiers.keys().cloned().collect();
-        let mut tiers = Vec::with_capacity(self.tiers.len());
-        for (name, raw) in self.tiers {
-            if !valid_name(&name) {
-                return Err((
-                    format!("tiers.{name}"),
-                    None,
-                    "tier names are letters, digits, `_` and `-`".into(),
-                ));
-            }
-            tiers.push(raw.validate(&name, &names)?);
-        }
-        let embedded: Vec<&Tier> = tiers
-            .iter()
-            .filter(|t| matches!(t.backend, BackendConfig::Embedded { .. }))
-            .collect();
-        if embedded.len() > 1 {
-            return Err((
-                format!("tiers.{}.backend", embedded[1].name),
-                None,
-                format!(
-                    "only one embedded tier can be served; `{}` is one already",
-                    embedded[0].name
-                ),
-            ));
-        }
-        check_fallbacks(&tiers)?;
-        let policy = crate::policy_config::validate(self.policy, self.tasks, &names)?;
-        Ok(Config {
-            server,
-            tiers,
-            policy,
-        })
-    }
-}
-
 impl RawTier {
-    fn validate(self, name: &str, names: &[String]) -> Result<Tier, Invalid> {
+    pub(super) fn validate(self, name: &str, names: &[String]) -> Result<Tier, Invalid> {
         let path = |field: &str| format!("tiers.{name}.{field}");
         let kind = match self.backend {
             BackendKind::Embedded => "embedded",
@@ -613,36 +369,6 @@ fn example_url(kind: BackendKind) -> &'static str {
         BackendKind::Gemini => "https://generativelanguage.googleapis.com/v1beta",
         _ => "https://api.openai.com/v1 or http://127.0.0.1:11434/v1 for Ollama",
     }
-}
-
-fn check_fallbacks(tiers: &[Tier]) -> Result<(), Invalid> {
-    for start in tiers {
-        let mut seen = vec![start.name.as_str()];
-        let mut at = start;
-        while let Some(next) = at.fallback.as_deref() {
-            if seen.contains(&next) {
-                seen.push(next);
-                return Err((
-                    format!("tiers.{}.fallback", start.name),
-                    None,
-                    format!("fallbacks go in a circle: {}", seen.join(" → ")),
-                ));
-            }
-            seen.push(next);
-            match tiers.iter().find(|t| t.name == next) {
-                Some(t) => at = t,
-                None => break,
-            }
-        }
-    }
-    Ok(())
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn valid_env_name(name: &str) -> bool {

@@ -3,7 +3,7 @@
 upstream (shared/bench/upstream-nginx.sh), through smallfirst, and through LiteLLM
 (shared/bench/litellm-proxy.sh), targets alternating within each round (BENCHMARKING.md).
 
-usage: scripts/bench_p5.py [--duration 10] [--rounds 3] [--baseline BINARY] [--json FILE]
+usage: scripts/bench_gateway.py [--duration 10] [--rounds 3] [--baseline BINARY] [--json FILE]
 
 Three modes: a chat completion answered as JSON, the same streamed, and an Anthropic Messages
 request (`POST /v1/messages`) passed through to an Anthropic-shaped upstream (a second static
@@ -105,6 +105,7 @@ ANTHROPIC_MESSAGE = ('{"id":"msg_bench","type":"message","role":"assistant","mod
 def anthropic_upstream(port, tmp):
     """nginx on loopback answering POST /v1/messages with one fixed Anthropic message."""
     d = tmp / "anthropic-nginx"
+    tmp.chmod(0o755)  # nginx workers run as another user
     (d / "logs").mkdir(parents=True)
     (d / "message.json").write_text(ANTHROPIC_MESSAGE)
     (d / "nginx.conf").write_text(f"""
@@ -124,6 +125,25 @@ http {{
 """)
     subprocess.run(["nginx", "-c", str(d / "nginx.conf")], check=True)
     return d / "nginx.pid"
+
+
+def litellm_messages(port, upstream, tmp, rust):
+    """LiteLLM proxy (the venv litellm-proxy.sh installs) serving `/v1/messages` for model
+    `claude-bench` on its Anthropic provider, pointed at `upstream`; with `rust`, on LiteLLM's
+    Rust path for Anthropic messages (`LITELLM_RUST=true`)."""
+    venv = Path.home() / ".cache" / "smallfirst-bench" / "litellm-venv"
+    cfg = tmp / f"litellm-messages-{'rust' if rust else 'python'}.yaml"
+    cfg.write_text(f"""model_list:
+  - model_name: claude-bench
+    litellm_params: {{model: anthropic/claude-bench, api_base: "{upstream}", api_key: x}}
+litellm_settings: {{drop_params: true}}
+general_settings: {{master_key: sk-bench}}
+""")
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+           "LITELLM_RUST": "true" if rust else "false"}
+    return subprocess.Popen([str(venv / "bin" / "litellm"), "--config", str(cfg), "--host", "127.0.0.1",
+                             "--port", str(port), "--num_workers", "1"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(tmp / f"{cfg.stem}.log", "wb"), start_new_session=True)
 
 
 def messages_body(model):
@@ -171,7 +191,7 @@ def main():
 
     procs = []
     up_port, sf_port, ll_port, ll_stream_port = free_port(), free_port(), free_port(), free_port()
-    an_port, base_port = free_port(), free_port()
+    an_port, base_port, llm_port, llr_port = free_port(), free_port(), free_port(), free_port()
     an_pid = None
     nginx = SHARED / "bench" / "upstream-nginx.sh"
     subprocess.run(["bash", str(nginx), "start", str(up_port)], check=True)
@@ -207,13 +227,17 @@ def main():
         ll_s = subprocess.Popen(["bash", str(litellm), str(ll_stream_port), f"{direct}/stream/v1"],
                                 stdout=subprocess.DEVNULL, stderr=open(tmp / "litellm-stream.log", "wb"),
                                 start_new_session=True)
-        procs += [ll, ll_s]
+        ll_m = litellm_messages(llm_port, anthropic_direct, tmp, rust=False)
+        ll_r = litellm_messages(llr_port, anthropic_direct, tmp, rust=True)
+        procs += [ll, ll_s, ll_m, ll_r]
         wait_ready(f"http://127.0.0.1:{sf_port}/health", sf)
         if base_proc:
             wait_ready(f"http://127.0.0.1:{base_port}/health", base_proc)
         auth = {"Authorization": "Bearer sk-bench"}
         wait_ready(f"http://127.0.0.1:{ll_port}/v1/models", ll, 600, auth)
         wait_ready(f"http://127.0.0.1:{ll_stream_port}/v1/models", ll_s, 600, auth)
+        wait_ready(f"http://127.0.0.1:{llm_port}/v1/models", ll_m, 600, auth)
+        wait_ready(f"http://127.0.0.1:{llr_port}/v1/models", ll_r, 600, auth)
         base_rss = {"smallfirst": tree_hwm_kib(sf.pid), "litellm": tree_hwm_kib(ll.pid)}
         lua = tmp / "post.lua"
         lua.write_text(WRK_LUA)
@@ -223,6 +247,8 @@ def main():
                 return {
                     "direct": (f"{anthropic_direct}/v1/messages", messages_body("claude-bench")),
                     "smallfirst": (f"http://127.0.0.1:{sf_port}/v1/messages", messages_body("claude")),
+                    "litellm": (f"http://127.0.0.1:{llm_port}/v1/messages", messages_body("claude-bench")),
+                    "litellm-rust": (f"http://127.0.0.1:{llr_port}/v1/messages", messages_body("claude-bench")),
                 }
             stream = mode == "stream"
             path = "/stream/v1/chat/completions" if stream else "/v1/chat/completions"
@@ -294,7 +320,7 @@ def main():
 
 def report(results, conns):
     rows = results["latency"]
-    names = [n for n in ("smallfirst", "baseline", "litellm") if any(r["target"] == n for r in rows)]
+    names = [n for n in ("smallfirst", "baseline", "litellm", "litellm-rust") if any(r["target"] == n for r in rows)]
     print("| mode | c | direct p50 / p99 (ms) | " + " | ".join(f"{n} added p50 / p99 (ms)" for n in names)
           + " | added p50, LiteLLM ÷ smallfirst | req/s direct / " + " / ".join(names) + " | errors |")
     print("|---|---|---|" + "---|" * len(names) + "---|---|---|")

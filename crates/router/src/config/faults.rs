@@ -4,8 +4,46 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::Faults;
-use crate::validate::{Invalid, invalid, seconds};
+use std::time::Duration;
+
+use super::validate::{Invalid, invalid, seconds};
+
+/// How a remote tier's failures are handled. Ignored for the embedded tier.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Faults {
+    /// Tries in all, the first included.
+    pub attempts: u32,
+    /// The delay before the first retry; it doubles with each retry, jittered.
+    pub backoff: Duration,
+    /// The longest wait between tries, `Retry-After` included: an upstream that asks for
+    /// longer is given up on (and the fallback tried) rather than waited for.
+    pub max_backoff: Duration,
+    /// Time to open a connection.
+    pub connect_timeout: Duration,
+    /// Time from sending a request to the response head, and between two chunks of a body.
+    pub first_byte_timeout: Duration,
+    /// Time for the whole call, retries and the streamed body included.
+    pub total_timeout: Duration,
+    /// Consecutive failed tries that open the tier's circuit.
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses calls before it lets one probe through.
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            attempts: 3,
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(120),
+            total_timeout: Duration::from_secs(600),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(30),
+        }
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
