@@ -56,7 +56,7 @@ impl Privacy {
     }
 
     /// The privacy of a request from its header values (`None` for one that is not text)
-    /// and every `metadata.privacy` its body holds ([`in_body`]).
+    /// and every `metadata.privacy` its body holds (kept as it is parsed: `smallfirst_protocol::Metadata`).
     pub fn of_request<'a>(
         header_values: impl IntoIterator<Item = Option<&'a str>>,
         metadata_values: &[Value],
