@@ -56,7 +56,8 @@ impl Privacy {
     }
 
     /// The privacy of a request from its header values (`None` for one that is not text)
-    /// and every `metadata.privacy` its body holds (kept as it is parsed: `smallfirst_protocol::Metadata`).
+    /// and every `metadata.privacy` its body holds (all of them, repeated keys included, as
+    /// `smallfirst_protocol::Metadata` keeps them while the body is parsed).
     pub fn of_request<'a>(
         header_values: impl IntoIterator<Item = Option<&'a str>>,
         metadata_values: &[Value],
