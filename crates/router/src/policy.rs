@@ -9,7 +9,7 @@
 //! cannot hold the request, or that lacks a capability it needs, is skipped; a local-only
 //! request keeps to tiers on this machine and is never escalated off it.
 
-use crate::config::{BackendConfig, Capabilities, Config};
+use crate::config::{Capabilities, Config};
 pub use crate::config::{DEFAULT_THRESHOLD, LowConfidence, PolicyConfig, Rule, TaskPolicy};
 use crate::features::{Features, NARROW_TASKS, OPEN_TASKS};
 
@@ -76,18 +76,15 @@ impl Policy {
             .map(|t| TierView {
                 name: t.name.clone(),
                 on_machine: t.on_machine,
-                context_window: match t.backend {
-                    BackendConfig::Embedded { .. } => local_window.or(t.context_window),
-                    _ => t.context_window,
+                context_window: if t.backend.embedded().is_some() {
+                    local_window.or(t.context_window)
+                } else {
+                    t.context_window
                 },
                 capabilities: t.capabilities,
             })
             .collect();
-        let embedded = config
-            .tiers
-            .iter()
-            .find(|t| matches!(t.backend, BackendConfig::Embedded { .. }))
-            .map(|t| t.name.clone());
+        let embedded = config.embedded_tier().map(|(t, _)| t.name.clone());
         let start = config
             .policy
             .start

@@ -12,7 +12,7 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use smallfirst_router::Privacy;
 use smallfirst_router::features::{self, Hints};
-use smallfirst_router::{BackendConfig, Config, Policy};
+use smallfirst_router::{Config, Policy};
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -39,10 +39,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::embedded(smallfirst_models::DEFAULT_MODEL),
     };
-    let window = config.tiers.iter().find_map(|t| match t.backend {
-        BackendConfig::Embedded { ctx, .. } => Some(ctx.unwrap_or(DEFAULT_WINDOW)),
-        _ => None,
-    });
+    let window = config
+        .embedded_tier()
+        .map(|(_, e)| e.ctx.unwrap_or(DEFAULT_WINDOW));
     let policy = Policy::new(&config, window);
     let mut bodies: Vec<(String, String)> = Vec::new();
     if args.files.is_empty() {

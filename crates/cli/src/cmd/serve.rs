@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use smallfirst_router::{BackendConfig, Config, Policy, RemoteTier, remote};
+use smallfirst_router::{Config, Policy, RemoteTier, remote};
 use smallfirst_server::{AppState, EmbeddedTier, Keys, Limits, Options, serve};
 
 use super::ModelArgs;
@@ -80,22 +80,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let keys = keys(&config)?;
     let remotes = remotes(&config)?;
     let mut model = args.model.clone();
-    let embedded = config
-        .tiers
-        .iter()
-        .find(|t| matches!(t.backend, BackendConfig::Embedded { .. }));
-    let local_tier = embedded.map_or("local".to_string(), |t| t.name.clone());
-    if let Some(BackendConfig::Embedded {
-        model: m,
-        threads,
-        ctx,
-        parallel,
-    }) = embedded.map(|t| &t.backend)
-    {
-        model.model = model.model.or_else(|| Some(m.clone()));
-        model.threads = model.threads.or(*threads);
-        model.ctx = model.ctx.or(*ctx);
-        model.parallel = model.parallel.or(*parallel);
+    let embedded = config.embedded_tier();
+    let local_tier = embedded.map_or("local".to_string(), |(t, _)| t.name.clone());
+    if let Some((_, e)) = embedded {
+        model.model = model.model.or_else(|| Some(e.model.to_string()));
+        model.threads = model.threads.or(e.threads);
+        model.ctx = model.ctx.or(e.ctx);
+        model.parallel = model.parallel.or(e.parallel);
     }
     let host = match args.host {
         Some(h) => h,

@@ -30,7 +30,9 @@ pub use server::{
     ServerConfig,
 };
 use tiers::RawTier;
-pub use tiers::{BackendConfig, Capabilities, DEFAULT_EMBEDDED_MODEL, Prices, Remote, Tier};
+pub use tiers::{
+    BackendConfig, Capabilities, DEFAULT_EMBEDDED_MODEL, EngineSettings, Prices, Remote, Tier,
+};
 use validate::Invalid;
 
 /// A validated configuration.
@@ -151,6 +153,13 @@ impl Config {
     pub fn tier(&self, name: &str) -> Option<&Tier> {
         self.tiers.iter().find(|t| t.name == name)
     }
+
+    /// The embedded tier (there is at most one) and its engine settings.
+    pub fn embedded_tier(&self) -> Option<(&Tier, EngineSettings<'_>)> {
+        self.tiers
+            .iter()
+            .find_map(|t| t.backend.embedded().map(|e| (t, e)))
+    }
 }
 
 /// The field path without the segments `toml::Spanned` adds on the way.
@@ -203,7 +212,7 @@ impl RawConfig {
         }
         let embedded: Vec<&Tier> = tiers
             .iter()
-            .filter(|t| matches!(t.backend, BackendConfig::Embedded { .. }))
+            .filter(|t| t.backend.embedded().is_some())
             .collect();
         if embedded.len() > 1 {
             return Err((

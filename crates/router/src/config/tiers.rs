@@ -95,6 +95,26 @@ impl BackendConfig {
         }
     }
 
+    /// The embedded engine's settings as the file gives them; `None` for a remote tier.
+    pub fn embedded(&self) -> Option<EngineSettings<'_>> {
+        match self {
+            BackendConfig::Embedded {
+                model,
+                threads,
+                ctx,
+                parallel,
+            } => Some(EngineSettings {
+                model,
+                threads: *threads,
+                ctx: *ctx,
+                parallel: *parallel,
+            }),
+            BackendConfig::OpenAi(_) | BackendConfig::Anthropic(_) | BackendConfig::Gemini(_) => {
+                None
+            }
+        }
+    }
+
     /// The model the tier answers with.
     pub fn model(&self) -> &str {
         match self {
@@ -104,6 +124,16 @@ impl BackendConfig {
             }
         }
     }
+}
+
+/// An embedded tier's engine settings; what the file leaves out, the engine resolves when it
+/// loads the model (threads from the free cores, the context from the model, capped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineSettings<'a> {
+    pub model: &'a str,
+    pub threads: Option<usize>,
+    pub ctx: Option<u32>,
+    pub parallel: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
