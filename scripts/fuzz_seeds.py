@@ -90,6 +90,21 @@ def main():
         "object.json": {"model": "local", "messages": [{"role": "system", "content": [{"type": "text", "text": "s"}]}] + user,
                         "response_format": {"type": "json_object"}, "metadata": {"privacy": "local-only"}},
     }
+    # Anthropic Messages and Responses bodies: the same request target translates them too.
+    bodies["messages.json"] = {
+        "model": "local", "max_tokens": 16, "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": "hi"},
+                     {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}]},
+                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"},
+                                                  {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}]}],
+        "tools": [{"name": "f", "input_schema": person}], "tool_choice": {"type": "any"}, "stop_sequences": ["x"]}
+    bodies["responses.json"] = {
+        "model": "local", "instructions": "s", "max_output_tokens": 16,
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+                  {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                  {"type": "function_call_output", "call_id": "c1", "output": "ok"}],
+        "tools": [{"type": "function", "name": "f", "parameters": person}],
+        "text": {"format": {"type": "json_schema", "name": "p", "schema": person, "strict": True}}}
     for name, body in bodies.items():
         seeds["request"][name] = json.dumps(body).encode()
     Path(sys.argv[2]).parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +114,10 @@ def main():
                   "required", "items", "prefixItems", "anyOf", "oneOf", "allOf", "$ref", "$defs", "#/$defs/",
                   "enum", "const", "pattern", "format", "minLength", "maxLength", "minItems", "maxItems",
                   "minimum", "maximum", "multipleOf", "additionalProperties", "object", "array", "string",
-                  "integer", "number", "boolean", "null", "max_tokens", "stop", "logit_bias", "seed"]:
+                  "integer", "number", "boolean", "null", "max_tokens", "stop", "logit_bias", "seed",
+                  "system", "tool_use", "tool_result", "tool_use_id", "input", "input_schema", "stop_sequences",
+                  "instructions", "input_text", "function_call", "function_call_output", "call_id", "text",
+                  "max_output_tokens"]:
             d.write(f'"\\"{k}\\""\n')
     header = json.dumps({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
                          "__metadata__": {"format": "pt"}}).encode()

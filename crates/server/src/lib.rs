@@ -62,3 +62,18 @@ pub fn validate(body: &[u8], n_vocab: usize) -> Result<Structure, ApiError> {
     let req = chat::parse(body)?;
     convert::plan(&req, n_vocab).map(|plan| plan.structure)
 }
+
+/// [`validate`] for an Anthropic Messages body: parsed, translated to the chat request the
+/// core answers, and checked as a chat completion is.
+pub fn validate_messages(body: &[u8], n_vocab: usize) -> Result<Structure, ApiError> {
+    let req = chat::parse_as(body)?;
+    let chat = messages::to_chat(&req)?;
+    convert::plan(&chat, n_vocab).map(|plan| plan.structure)
+}
+
+/// [`validate`] for an OpenAI Responses body.
+pub fn validate_responses(body: &[u8], n_vocab: usize) -> Result<Structure, ApiError> {
+    let req = chat::parse_as(body)?;
+    let chat = responses::to_chat(&req)?;
+    convert::plan(&chat, n_vocab).map(|plan| plan.structure)
+}

@@ -7,6 +7,8 @@
 mod events;
 mod wire;
 
+pub(crate) use wire::to_chat;
+
 use std::convert::Infallible;
 
 use axum::Json;

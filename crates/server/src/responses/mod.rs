@@ -6,6 +6,8 @@
 mod events;
 mod wire;
 
+pub(crate) use wire::to_chat;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
