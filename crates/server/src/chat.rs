@@ -48,6 +48,34 @@ fn request(
     })
 }
 
+/// A body in another API (Anthropic Messages, Responses) parsed once into `T`, and the chat
+/// request the core answers translated from it by `translate`; the body comes back too.
+pub(crate) fn translated<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    metadata: impl FnOnce(&T) -> Option<&Metadata>,
+    translate: impl FnOnce(&T) -> Result<ChatRequest, ApiError>,
+) -> Result<(T, Request, Bytes), ApiError> {
+    let body =
+        body.map_err(|e| ApiError::TooLarge(format!("could not read the request body: {e}")))?;
+    state.inner.metrics.work.parse();
+    let parsed: T = parse_as(&body)?;
+    let privacy = privacy_of(headers, metadata(&parsed))?;
+    let chat = translate(&parsed)?;
+    let raw = serde_json::to_vec(&chat)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::Internal(format!("cannot write the chat request: {e}")))?;
+    let request = Request {
+        chat,
+        raw,
+        native: None,
+        privacy,
+        task: task_hint(headers),
+    };
+    Ok((parsed, request, body))
+}
+
 /// `x-smallfirst-task`, when sent.
 pub(crate) fn task_hint(headers: &HeaderMap) -> Option<String> {
     headers

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use futures::StreamExt;
 use serde_json::{Value, json};
+use smallfirst_protocol::Usage;
 use smallfirst_router::sse::{SseEvent, SseParser};
 use smallfirst_router::{AnswerStream, BackendError, WireError};
 
@@ -177,16 +178,107 @@ fn with_error_event(
     })
 }
 
-/// OpenAI chunk events in, another protocol's events out (Anthropic's, the Responses API's).
+/// Another protocol's stream events written from an OpenAI chunk stream (Anthropic's, the
+/// Responses API's). The reading is shared ([`Reader`]); a translator only writes.
 pub(crate) trait Translate: Send + 'static {
-    /// One OpenAI event (`[DONE]` included).
-    fn push(&mut self, event: &SseEvent, out: &mut BytesMut);
+    /// The first chunk came (`{}` when the stream ended without one).
+    fn start(&mut self, chunk: &Value, out: &mut BytesMut);
 
-    /// The stream failed: an error event, and nothing after it.
-    fn fail(&mut self, out: &mut BytesMut, status: u16, message: &str);
+    /// A piece of the answer's text.
+    fn text(&mut self, text: &str, out: &mut BytesMut);
+
+    /// A tool call's delta: its `index`, with `id` and `function.name` on the first, pieces
+    /// of `function.arguments`.
+    fn call(&mut self, call: &Value, out: &mut BytesMut);
+
+    /// `[DONE]`: the answer ended, for `finish` (an OpenAI `finish_reason`), with `usage`.
+    fn end(&mut self, finish: Option<&str>, usage: Option<&Usage>, out: &mut BytesMut);
+
+    /// The stream failed: an error event.
+    fn fail(&mut self, status: u16, message: &str, out: &mut BytesMut);
+}
+
+/// Reads OpenAI chunk events for a [`Translate`]: starts it once, hands it text and calls,
+/// keeps the finish and the usage for its end, and turns a stream that is not JSON or carries
+/// an error into its error event. Nothing follows an end or an error.
+pub(crate) struct Reader<T> {
+    translator: T,
+    started: bool,
+    finish: Option<String>,
+    usage: Option<Usage>,
+    over: bool,
+}
+
+impl<T: Translate> Reader<T> {
+    pub(crate) fn new(translator: T) -> Self {
+        Reader {
+            translator,
+            started: false,
+            finish: None,
+            usage: None,
+            over: false,
+        }
+    }
 
     /// Whether the stream is over (ended or failed).
-    fn over(&self) -> bool;
+    pub(crate) fn over(&self) -> bool {
+        self.over
+    }
+
+    /// One OpenAI event (`[DONE]` included).
+    pub(crate) fn push(&mut self, e: &SseEvent, out: &mut BytesMut) {
+        if self.over {
+            return;
+        }
+        if e.data.trim() == "[DONE]" {
+            if !self.started {
+                self.started = true;
+                self.translator.start(&json!({}), out);
+            }
+            self.translator
+                .end(self.finish.as_deref(), self.usage.as_ref(), out);
+            self.over = true;
+            return;
+        }
+        let Ok(chunk) = serde_json::from_str::<Value>(&e.data) else {
+            self.fail(502, "the tier sent an event that is not JSON", out);
+            return;
+        };
+        if let Some(err) = chunk.get("error") {
+            let message = err["message"].as_str().unwrap_or("the answer failed");
+            self.fail(500, message, out);
+            return;
+        }
+        if !self.started {
+            self.started = true;
+            self.translator.start(&chunk, out);
+        }
+        if let Some(u) = chunk.get("usage").filter(|u| u.is_object())
+            && let Ok(u) = serde_json::from_value::<Usage>(u.clone())
+        {
+            self.usage = Some(u);
+        }
+        for choice in chunk["choices"].as_array().into_iter().flatten() {
+            let delta = &choice["delta"];
+            if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+                self.translator.text(text, out);
+            }
+            for call in delta["tool_calls"].as_array().into_iter().flatten() {
+                self.translator.call(call, out);
+            }
+            if let Some(f) = choice["finish_reason"].as_str() {
+                self.finish = Some(f.to_string());
+            }
+        }
+    }
+
+    /// The stream failed: the translator's error event, and nothing after it.
+    pub(crate) fn fail(&mut self, status: u16, message: &str, out: &mut BytesMut) {
+        if !self.over {
+            self.translator.fail(status, message, out);
+            self.over = true;
+        }
+    }
 }
 
 /// An OpenAI chunk stream as another protocol's event stream; a stream that breaks, or ends
@@ -195,37 +287,35 @@ pub(crate) fn translated(stream: AnswerStream, translator: impl Translate) -> Re
     struct State<T> {
         stream: AnswerStream,
         parser: SseParser,
-        translator: T,
+        reader: Reader<T>,
     }
     let state = State {
         stream,
         parser: SseParser::new(),
-        translator,
+        reader: Reader::new(translator),
     };
     let body = futures::stream::unfold(state, |mut s| async move {
         loop {
-            if s.translator.over() {
+            if s.reader.over() {
                 return None;
             }
             let mut out = BytesMut::new();
             match s.stream.next().await {
                 Some(Ok(bytes)) => {
                     for e in s.parser.push(&bytes) {
-                        s.translator.push(&e, &mut out);
+                        s.reader.push(&e, &mut out);
                     }
                 }
                 Some(Err(e)) => {
-                    s.translator
-                        .fail(&mut out, tier_status(&e).as_u16(), &e.to_string());
+                    s.reader
+                        .fail(tier_status(&e).as_u16(), &e.to_string(), &mut out);
                 }
                 None => {
                     if let Some(e) = s.parser.finish() {
-                        s.translator.push(&e, &mut out);
+                        s.reader.push(&e, &mut out);
                     }
-                    if !s.translator.over() {
-                        s.translator
-                            .fail(&mut out, 502, "the answer ended before it was complete");
-                    }
+                    s.reader
+                        .fail(502, "the answer ended before it was complete", &mut out);
                 }
             }
             if !out.is_empty() {

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use bytes::{BufMut, BytesMut};
 use serde_json::{Value, json};
 use smallfirst_protocol::Usage;
-use smallfirst_router::sse::SseEvent;
 
 use crate::messages::wire::{error_event, event, message_id, stop_reason, usage};
 use crate::render::Translate;
@@ -18,50 +17,25 @@ enum Open {
     Tool,
 }
 
-/// OpenAI chunk events in, Anthropic stream events out: `message_start` and a `ping`, each
+/// Anthropic stream events written from an OpenAI answer: `message_start` and a `ping`, each
 /// content block opened, filled and closed (text as `text_delta`, a call's arguments as
 /// `input_json_delta`), then `message_delta` with the stop reason and usage, `message_stop`.
 pub(crate) struct Events {
     model: String,
-    started: bool,
     open: Option<(usize, Open)>,
     next: usize,
     /// A call's index in the chunks → its block's index.
     calls: HashMap<u64, usize>,
-    finish: Option<String>,
-    usage: Option<Usage>,
-    /// `message_stop` was sent, or an error: nothing follows.
-    over: bool,
 }
 
 impl Events {
     pub(crate) fn new(model: &str) -> Self {
         Events {
             model: model.to_string(),
-            started: false,
             open: None,
             next: 0,
             calls: HashMap::new(),
-            finish: None,
-            usage: None,
-            over: false,
         }
-    }
-
-    fn start(&mut self, out: &mut BytesMut, id: &str) {
-        if self.started {
-            return;
-        }
-        self.started = true;
-        event(
-            out,
-            &json!({"type": "message_start", "message": {
-                "id": message_id(id), "type": "message", "role": "assistant",
-                "model": self.model, "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": 0, "output_tokens": 0},
-            }}),
-        );
-        event(out, &json!({"type": "ping"}));
     }
 
     fn close(&mut self, out: &mut BytesMut) {
@@ -84,89 +58,61 @@ impl Events {
 }
 
 impl Translate for Events {
-    fn over(&self) -> bool {
-        self.over
+    fn start(&mut self, chunk: &Value, out: &mut BytesMut) {
+        let id = chunk["id"].as_str().unwrap_or("");
+        event(
+            out,
+            &json!({"type": "message_start", "message": {
+                "id": message_id(id), "type": "message", "role": "assistant",
+                "model": self.model, "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 0, "output_tokens": 0},
+            }}),
+        );
+        event(out, &json!({"type": "ping"}));
     }
 
-    fn push(&mut self, e: &SseEvent, out: &mut BytesMut) {
-        if self.over {
-            return;
-        }
-        if e.data.trim() == "[DONE]" {
-            self.end(out);
-            return;
-        }
-        let Ok(chunk) = serde_json::from_str::<Value>(&e.data) else {
-            self.fail(out, 502, "the tier sent an event that is not JSON");
-            return;
+    fn text(&mut self, text: &str, out: &mut BytesMut) {
+        let index = match self.open {
+            Some((i, Open::Text)) => i,
+            _ => self.open(out, Open::Text, json!({"type": "text", "text": ""})),
         };
-        if let Some(err) = chunk.get("error") {
-            let message = err["message"].as_str().unwrap_or("the answer failed");
-            self.fail(out, 500, message);
-            return;
-        }
-        self.start(out, chunk["id"].as_str().unwrap_or(""));
-        if let Some(u) = chunk.get("usage").filter(|u| u.is_object())
-            && let Ok(u) = serde_json::from_value::<Usage>(u.clone())
+        event(
+            out,
+            &json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "text_delta", "text": text}}),
+        );
+    }
+
+    fn call(&mut self, call: &Value, out: &mut BytesMut) {
+        let n = call["index"].as_u64().unwrap_or(0);
+        let index = match self.calls.get(&n) {
+            Some(&i) => i,
+            None => {
+                let block = json!({"type": "tool_use",
+                    "id": call["id"].as_str().unwrap_or(""),
+                    "name": call["function"]["name"].as_str().unwrap_or(""),
+                    "input": {}});
+                let i = self.open(out, Open::Tool, block);
+                self.calls.insert(n, i);
+                i
+            }
+        };
+        if let Some(args) = call["function"]["arguments"]
+            .as_str()
+            .filter(|a| !a.is_empty())
         {
-            self.usage = Some(u);
-        }
-        for choice in chunk["choices"].as_array().into_iter().flatten() {
-            let delta = &choice["delta"];
-            if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
-                let index = match self.open {
-                    Some((i, Open::Text)) => i,
-                    _ => self.open(out, Open::Text, json!({"type": "text", "text": ""})),
-                };
-                event(
-                    out,
-                    &json!({"type": "content_block_delta", "index": index,
-                        "delta": {"type": "text_delta", "text": text}}),
-                );
-            }
-            for call in delta["tool_calls"].as_array().into_iter().flatten() {
-                let n = call["index"].as_u64().unwrap_or(0);
-                let index = match self.calls.get(&n) {
-                    Some(&i) => i,
-                    None => {
-                        let block = json!({"type": "tool_use",
-                            "id": call["id"].as_str().unwrap_or(""),
-                            "name": call["function"]["name"].as_str().unwrap_or(""),
-                            "input": {}});
-                        let i = self.open(out, Open::Tool, block);
-                        self.calls.insert(n, i);
-                        i
-                    }
-                };
-                if let Some(args) = call["function"]["arguments"]
-                    .as_str()
-                    .filter(|a| !a.is_empty())
-                {
-                    event(
-                        out,
-                        &json!({"type": "content_block_delta", "index": index,
-                            "delta": {"type": "input_json_delta", "partial_json": args}}),
-                    );
-                }
-            }
-            if let Some(f) = choice["finish_reason"].as_str() {
-                self.finish = Some(f.to_string());
-            }
+            event(
+                out,
+                &json!({"type": "content_block_delta", "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": args}}),
+            );
         }
     }
 
-    fn fail(&mut self, out: &mut BytesMut, status: u16, message: &str) {
-        out.put_slice(&error_event(status, message));
-        self.over = true;
-    }
-}
-
-impl Events {
-    fn end(&mut self, out: &mut BytesMut) {
-        self.start(out, "");
+    fn end(&mut self, finish: Option<&str>, used: Option<&Usage>, out: &mut BytesMut) {
         self.close(out);
-        let stop = stop_reason(self.finish.as_deref().unwrap_or("stop"));
-        let u = self.usage.as_ref().map(usage).unwrap_or_default();
+        let stop = stop_reason(finish.unwrap_or("stop"));
+        let u = used.map(usage).unwrap_or_default();
         event(
             out,
             &json!({"type": "message_delta",
@@ -176,17 +122,23 @@ impl Events {
                     "cache_creation_input_tokens": u.cache_creation_input_tokens}}),
         );
         event(out, &json!({"type": "message_stop"}));
-        self.over = true;
+    }
+
+    fn fail(&mut self, status: u16, message: &str, out: &mut BytesMut) {
+        out.put_slice(&error_event(status, message));
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use smallfirst_router::sse::SseEvent;
+
     use super::*;
+    use crate::render::Reader;
 
     #[test]
     fn a_stream_becomes_anthropic_events_in_order() {
-        let mut events = Events::new("m");
+        let mut events = Reader::new(Events::new("m"));
         let mut out = BytesMut::new();
         for data in [
             r#"{"id":"chatcmpl-1","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,

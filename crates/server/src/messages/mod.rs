@@ -23,7 +23,7 @@ use smallfirst_protocol::ChatCompletion;
 use smallfirst_protocol::messages::{AnthropicError, CountTokensRequest, MessagesRequest};
 use smallfirst_router::{Answer, AnswerStream, Native, Protocol};
 
-use crate::chat::{parse_as, privacy_of, task_hint};
+use crate::chat::{parse_as, translated};
 use crate::error::LoggedError;
 use crate::gateway::{Failure, Outcome, Reply, Request};
 use crate::{ApiError, AppState, answer, render};
@@ -56,17 +56,15 @@ fn request(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(Request, bool, String), ApiError> {
-    let body =
-        body.map_err(|e| ApiError::TooLarge(format!("could not read the request body: {e}")))?;
-    state.inner.metrics.work.parse();
-    let messages: MessagesRequest = parse_as(&body)?;
-    let privacy = privacy_of(headers, messages.metadata.as_ref())?;
-    let chat = wire::to_chat(&messages)?;
+    let (messages, mut request, body) = translated(
+        state,
+        headers,
+        body,
+        |m: &MessagesRequest| m.metadata.as_ref(),
+        wire::to_chat,
+    )?;
     let stream = messages.stream.unwrap_or(false);
-    let raw = serde_json::to_vec(&chat)
-        .map(Bytes::from)
-        .map_err(|e| ApiError::Internal(format!("cannot write the chat request: {e}")))?;
-    let native = Native {
+    request.native = Some(Native {
         protocol: Protocol::AnthropicMessages,
         body,
         stream,
@@ -77,18 +75,8 @@ fn request(
                 Some(((*name).to_string(), v.to_string()))
             })
             .collect(),
-    };
-    Ok((
-        Request {
-            chat,
-            raw,
-            native: Some(native),
-            privacy,
-            task: task_hint(headers),
-        },
-        stream,
-        messages.model,
-    ))
+    });
+    Ok((request, stream, messages.model))
 }
 
 /// The outcome as a message (or its events), or an error in Anthropic's shape.

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use bytes::{BufMut, BytesMut};
 use serde_json::{Value, json};
 use smallfirst_protocol::Usage;
-use smallfirst_router::sse::SseEvent;
 
 use crate::render::Translate;
 use crate::responses::wire::{Echo, call_item, response_id, text_item, usage};
@@ -49,15 +48,12 @@ pub(crate) struct Events {
     id: String,
     created: u64,
     seq: u64,
-    started: bool,
     /// Items in output order; the last may be open.
     items: Vec<Item>,
     open: bool,
     /// A call's index in the chunks → its item's index.
     calls: HashMap<u64, usize>,
-    finish: Option<String>,
     usage: Option<Usage>,
-    over: bool,
 }
 
 impl Events {
@@ -67,13 +63,10 @@ impl Events {
             id: String::new(),
             created: 0,
             seq: 0,
-            started: false,
             items: Vec::new(),
             open: false,
             calls: HashMap::new(),
-            finish: None,
             usage: None,
-            over: false,
         }
     }
 
@@ -94,28 +87,6 @@ impl Events {
         let usage = self.usage.as_ref().map_or(Value::Null, usage);
         self.echo
             .response(&self.id, self.created, status, output, usage)
-    }
-
-    fn start(&mut self, out: &mut BytesMut, chunk: &Value) {
-        if self.started {
-            return;
-        }
-        self.started = true;
-        self.id = response_id(chunk["id"].as_str().unwrap_or("chatcmpl-stream"));
-        self.created = chunk["created"].as_u64().unwrap_or(0);
-        let mut r = self.echo.response(
-            &self.id,
-            self.created,
-            "in_progress",
-            Vec::new(),
-            Value::Null,
-        );
-        self.emit(
-            out,
-            json!({"type": "response.created", "response": r.clone()}),
-        );
-        r["status"] = json!("in_progress");
-        self.emit(out, json!({"type": "response.in_progress", "response": r}));
     }
 
     fn close(&mut self, out: &mut BytesMut) {
@@ -173,8 +144,28 @@ impl Events {
         }
         index
     }
+}
 
-    fn text(&mut self, out: &mut BytesMut, delta: &str) {
+impl Translate for Events {
+    fn start(&mut self, chunk: &Value, out: &mut BytesMut) {
+        self.id = response_id(chunk["id"].as_str().unwrap_or("chatcmpl-stream"));
+        self.created = chunk["created"].as_u64().unwrap_or(0);
+        let mut r = self.echo.response(
+            &self.id,
+            self.created,
+            "in_progress",
+            Vec::new(),
+            Value::Null,
+        );
+        self.emit(
+            out,
+            json!({"type": "response.created", "response": r.clone()}),
+        );
+        r["status"] = json!("in_progress");
+        self.emit(out, json!({"type": "response.in_progress", "response": r}));
+    }
+
+    fn text(&mut self, delta: &str, out: &mut BytesMut) {
         let index = match self.items.last() {
             Some(Item::Text { .. }) if self.open => self.items.len() - 1,
             _ => {
@@ -200,7 +191,7 @@ impl Events {
         );
     }
 
-    fn call(&mut self, out: &mut BytesMut, call: &Value) {
+    fn call(&mut self, call: &Value, out: &mut BytesMut) {
         let n = call["index"].as_u64().unwrap_or(0);
         let index = match self.calls.get(&n) {
             Some(&i) => i,
@@ -234,10 +225,10 @@ impl Events {
         );
     }
 
-    fn end(&mut self, out: &mut BytesMut) {
-        self.start(out, &json!({}));
+    fn end(&mut self, finish: Option<&str>, usage: Option<&Usage>, out: &mut BytesMut) {
         self.close(out);
-        let incomplete = self.finish.as_deref() == Some("length");
+        self.usage = usage.copied();
+        let incomplete = finish == Some("length");
         let (kind, status) = if incomplete {
             ("response.incomplete", "incomplete")
         } else {
@@ -245,74 +236,29 @@ impl Events {
         };
         let response = self.snapshot(status);
         self.emit(out, json!({"type": kind, "response": response}));
-        self.over = true;
-    }
-}
-
-impl Translate for Events {
-    fn over(&self) -> bool {
-        self.over
     }
 
-    fn push(&mut self, e: &SseEvent, out: &mut BytesMut) {
-        if self.over {
-            return;
-        }
-        if e.data.trim() == "[DONE]" {
-            self.end(out);
-            return;
-        }
-        let Ok(chunk) = serde_json::from_str::<Value>(&e.data) else {
-            self.fail(out, 502, "the tier sent an event that is not JSON");
-            return;
-        };
-        if let Some(err) = chunk.get("error") {
-            let message = err["message"]
-                .as_str()
-                .unwrap_or("the answer failed")
-                .to_string();
-            self.fail(out, 500, &message);
-            return;
-        }
-        self.start(out, &chunk);
-        if let Some(u) = chunk.get("usage").filter(|u| u.is_object())
-            && let Ok(u) = serde_json::from_value::<Usage>(u.clone())
-        {
-            self.usage = Some(u);
-        }
-        for choice in chunk["choices"].as_array().into_iter().flatten() {
-            let delta = &choice["delta"];
-            if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
-                self.text(out, text);
-            }
-            for call in delta["tool_calls"].as_array().into_iter().flatten() {
-                self.call(out, call);
-            }
-            if let Some(f) = choice["finish_reason"].as_str() {
-                self.finish = Some(f.to_string());
-            }
-        }
-    }
-
-    fn fail(&mut self, out: &mut BytesMut, _status: u16, message: &str) {
+    fn fail(&mut self, _status: u16, message: &str, out: &mut BytesMut) {
         self.emit(
             out,
             json!({"type": "error", "code": null, "message": message, "param": null}),
         );
-        self.over = true;
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use smallfirst_router::sse::SseEvent;
+
     use super::*;
+    use crate::render::Reader;
 
     #[test]
     fn a_stream_becomes_response_events_in_order() {
         let req: smallfirst_protocol::responses::ResponsesRequest =
             serde_json::from_value(json!({"model": "m", "input": "x"})).expect("a request");
         let echo = Echo::of(&req);
-        let mut events = Events::new(echo);
+        let mut events = Reader::new(Events::new(echo));
         let mut out = BytesMut::new();
         for data in [
             r#"{"id":"chatcmpl-1","created":1,"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use smallfirst_protocol::ChatCompletion;
 use smallfirst_protocol::responses::ResponsesRequest;
 
-use crate::chat::{parse_as, privacy_of, task_hint};
+use crate::chat::translated;
 use crate::gateway::{Failure, Outcome, Reply, Request};
 use crate::{ApiError, AppState, answer, render};
 
@@ -40,25 +40,14 @@ fn request(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(Request, wire::Echo), ApiError> {
-    let body =
-        body.map_err(|e| ApiError::TooLarge(format!("could not read the request body: {e}")))?;
-    state.inner.metrics.work.parse();
-    let req: ResponsesRequest = parse_as(&body)?;
-    let privacy = privacy_of(headers, req.metadata.as_ref())?;
-    let chat = wire::to_chat(&req)?;
-    let raw = serde_json::to_vec(&chat)
-        .map(Bytes::from)
-        .map_err(|e| ApiError::Internal(format!("cannot write the chat request: {e}")))?;
-    Ok((
-        Request {
-            chat,
-            raw,
-            native: None,
-            privacy,
-            task: task_hint(headers),
-        },
-        wire::Echo::of(&req),
-    ))
+    let (req, request, _) = translated(
+        state,
+        headers,
+        body,
+        |r: &ResponsesRequest| r.metadata.as_ref(),
+        wire::to_chat,
+    )?;
+    Ok((request, wire::Echo::of(&req)))
 }
 
 fn respond(mut outcome: Outcome, stream: bool, echo: &wire::Echo) -> Response {
