@@ -184,6 +184,15 @@ def test_an_anthropic_tier_gets_the_request_untouched(gateway, claude_upstream):
     assert headers["x-api-key"] == "sk-ant-test-key"
 
 
+def test_smallfirst_hints_do_not_reach_the_anthropic_tier(gateway, claude_upstream):
+    client = sdk(gateway)
+    m = client.messages.create(model="claude", max_tokens=20, messages=[{"role": "user", "content": "Hello"}],
+                               metadata={"user_id": "u-1", "privacy": "any", "task": "chat"})
+    assert m.content[0].text
+    sent = json.loads(claude_upstream.last_raw("anthropic"))
+    assert sent["metadata"] == {"user_id": "u-1"}, sent
+
+
 def test_an_anthropic_stream_passes_through(gateway):
     client = sdk(gateway)
     with client.messages.stream(model="claude", max_tokens=50,
@@ -208,3 +217,14 @@ def test_through_a_gemini_tier(gateway, claude_upstream):
                                 messages=[{"role": "user", "content": "Hello"}]) as s:
         text = "".join(s.text_stream)
     assert text
+
+
+def test_unknown_chat_fields_go_on_to_a_remote_tier(gateway):
+    """The gateway does not refuse what it does not know for a remote tier: the tier decides.
+    (This tier is another smallfirst, whose embedded model refuses it, by name.)"""
+    body = {"model": "frontier", "max_tokens": 4,
+            "messages": [{"role": "assistant", "content": "x", "reasoning_content": "r"},
+                         {"role": "user", "content": "hi"}]}
+    r = httpx.post(f"{gateway}/v1/chat/completions", json=body)
+    assert r.headers["x-smallfirst-tier"] == "frontier"
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0].reasoning_content", r.text

@@ -217,9 +217,10 @@ impl Role {
     }
 }
 
-/// One message of the conversation.
+/// One message of the conversation. Fields this type does not name (a provider's
+/// `reasoning_content`, say) are kept in [`extra`](Self::extra): a remote tier gets them as
+/// sent, the embedded tier refuses them by name.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Message {
     pub role: Role,
     #[serde(default)]
@@ -232,6 +233,8 @@ pub struct Message {
     pub tool_call_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
 }
 
 impl Message {
@@ -243,6 +246,7 @@ impl Message {
             tool_calls: None,
             tool_call_id: None,
             refusal: None,
+            extra: serde_json::Map::new(),
         }
     }
 }
@@ -366,6 +370,8 @@ pub struct ChatCompletion {
     pub created: u64,
     pub model: String,
     pub choices: Vec<Choice>,
+    /// Some OpenAI-compatible servers leave it out; counted as zero then.
+    #[serde(default)]
     pub usage: Usage,
     #[serde(default)]
     pub system_fingerprint: Option<String>,

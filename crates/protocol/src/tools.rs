@@ -25,11 +25,17 @@ pub struct JsonSchemaFormat {
     pub strict: Option<bool>,
 }
 
-/// One entry of `tools`.
+/// One entry of `tools`. Another kind (`custom`, a provider's built-in tool) is kept only
+/// by its `type`: the request goes on to a remote tier as it was sent, and the embedded tier
+/// refuses it by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Tool {
-    Function { function: FunctionDef },
+    Function {
+        function: FunctionDef,
+    },
+    #[serde(other)]
+    Other,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -183,8 +189,14 @@ mod tests {
             "function": {"name": "f", "parameters": {"type": "object"}, "strict": false}
         }))
         .expect("tool");
-        let Tool::Function { function } = t;
+        let Tool::Function { function } = t else {
+            panic!("a function tool");
+        };
         assert_eq!(function.name, "f");
+        let other: Tool =
+            serde_json::from_value(json!({"type": "custom", "custom": {"name": "x"}}))
+                .expect("kept by its kind");
+        assert_eq!(other, Tool::Other);
 
         let c: ToolChoice = serde_json::from_value(json!("required")).expect("mode");
         assert_eq!(c, ToolChoice::Mode(ToolChoiceMode::Required));

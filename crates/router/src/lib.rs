@@ -34,7 +34,7 @@ pub mod policy;
 pub mod privacy;
 pub mod remote;
 mod secret;
-mod splice;
+pub mod splice;
 pub mod sse;
 mod translated;
 pub mod wire;

@@ -48,6 +48,43 @@ pub(crate) fn with_model(body: &[u8], model: &str) -> Result<(Vec<u8>, bool), Ba
     Ok((out, stream))
 }
 
+/// The request without the `metadata` members named in `keys` (smallfirst's own hints, which
+/// a provider's `metadata` refuses), `metadata` left out when nothing else is in it; every
+/// other member copied as raw text. `None` when there is nothing to take out (or the body is
+/// not an object), so the body goes on as it came.
+pub fn without_metadata(body: &[u8], keys: &[&str]) -> Option<Vec<u8>> {
+    let members = Members::parse(body)?;
+    let (_, raw) = members.0.iter().find(|(k, _)| k == "metadata")?;
+    let mut meta: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(raw.get()).ok()?;
+    let before = meta.len();
+    meta.retain(|k, _| !keys.contains(&k.as_str()));
+    if meta.len() == before {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    out.push(b'{');
+    let mut first = true;
+    for (key, value) in &members.0 {
+        if key == "metadata" && meta.is_empty() {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        serde_json::to_writer(&mut out, key.as_ref()).ok()?;
+        out.push(b':');
+        if key == "metadata" {
+            serde_json::to_writer(&mut out, &meta).ok()?;
+        } else {
+            out.extend_from_slice(value.get().as_bytes());
+        }
+    }
+    out.push(b'}');
+    Some(out)
+}
+
 /// A JSON object's members, values left as raw text.
 struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
@@ -76,5 +113,25 @@ impl<'de> Visitor<'de> for MembersVisitor {
             out.push((key, value));
         }
         Ok(Members(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_the_hints_leave_metadata() {
+        let body =
+            br#"{"model": "m", "metadata": {"user_id": "u", "privacy": "any"}, "system": [ 1 ]}"#;
+        let out = super::without_metadata(body, &["privacy", "task"]).expect("a hint to take out");
+        assert_eq!(
+            std::str::from_utf8(&out).expect("utf-8"),
+            r#"{"model":"m","metadata":{"user_id":"u"},"system":[ 1 ]}"#
+        );
+        let only = br#"{"metadata": {"task": "t"}, "a": 1}"#;
+        assert_eq!(
+            super::without_metadata(only, &["task"]).expect("out"),
+            br#"{"a":1}"#
+        );
+        assert!(super::without_metadata(br#"{"metadata": {"user_id": "u"}}"#, &["task"]).is_none());
     }
 }

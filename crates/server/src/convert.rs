@@ -200,6 +200,18 @@ fn messages(req: &ChatRequest) -> Result<Vec<ChatMessage>, ApiError> {
             ),
         ));
     }
+    if let Some((i, name)) = req
+        .messages
+        .iter()
+        .enumerate()
+        .find_map(|(i, m)| m.extra.keys().next().map(|k| (i, k)))
+    {
+        return Err(ApiError::InvalidRequest {
+            message: format!("unrecognized message field supplied: `{name}`"),
+            param: Some(format!("messages[{i}].{name}")),
+            code: Some("unknown_parameter"),
+        });
+    }
     let parts: usize = req
         .messages
         .iter()

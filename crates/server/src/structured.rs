@@ -89,7 +89,13 @@ pub fn structure(req: &ChatRequest) -> Result<Structure, ApiError> {
     }
     let mut defs: Vec<ToolDef> = Vec::with_capacity(tools.len());
     let mut described = Vec::with_capacity(tools.len());
-    for (i, Tool::Function { function }) in tools.iter().enumerate() {
+    for (i, tool) in tools.iter().enumerate() {
+        let Tool::Function { function } = tool else {
+            return Err(ApiError::unsupported(
+                format!("tools[{i}].type"),
+                "only `function` tools are supported on the embedded tier",
+            ));
+        };
         let param = format!("tools[{i}].function");
         check_name(&param, "function names", &function.name)?;
         if defs.iter().any(|d| d.name == function.name) {

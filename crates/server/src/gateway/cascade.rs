@@ -170,15 +170,16 @@ impl Gateway {
                     return true;
                 }
                 Err(e) => {
-                    tracing::warn!(tier = %next, error = %e, "escalation failed");
+                    // The chain's last tier failed with `e` (the walk recorded those before it).
+                    let failed = outcome.tier.clone().unwrap_or_else(|| next.clone());
+                    tracing::warn!(tier = %failed, error = %e, "escalation failed");
                     let code = match &e {
                         Failure::Tier(e) => e.code(),
                         Failure::Request(_) => "local_failed",
                     };
-                    outcome.failover.push(crate::gateway::Failover {
-                        tier: next.clone(),
-                        code,
-                    });
+                    outcome
+                        .failover
+                        .push(crate::gateway::Failover { tier: failed, code });
                 }
             }
         }

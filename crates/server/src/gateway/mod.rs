@@ -137,9 +137,9 @@ impl Gateway {
             code: format!("model={model}"),
             words: "the request named this tier".into(),
         });
+        // Refused before any tier: the reason says so, as for a request that did not parse.
         let Some(hop) = self.named(model) else {
-            outcome.answer = Err(ApiError::ModelNotFound(model.to_string()).into());
-            return outcome;
+            return Outcome::refused(ApiError::ModelNotFound(model.to_string()), "rejected");
         };
         outcome.answer = match hop {
             Hop::Embedded(local) => {
@@ -147,7 +147,7 @@ impl Gateway {
                 Box::pin(self.embedded_answer(local, &req)).await
             }
             Hop::Remote(tier) if req.privacy.local_only() && !tier.on_machine() => {
-                Err(local_only_refusal(tier.name()).into())
+                return Outcome::refused(local_only_refusal(tier.name()), "rejected");
             }
             Hop::Remote(tier) => {
                 let chain = Chain {

@@ -32,6 +32,9 @@ use crate::{ApiError, AppState, answer, render};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AnthropicShaped;
 
+/// `metadata` members that are smallfirst's hints (privacy, task, labels), not the provider's.
+const HINTS: [&str; 3] = ["privacy", "task", "labels"];
+
 /// Request headers of Anthropic's own, sent on to an Anthropic tier.
 const PASSED_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
 
@@ -64,6 +67,8 @@ fn request(
         wire::to_chat,
     )?;
     let stream = messages.stream.unwrap_or(false);
+    // smallfirst's own hints are for this gateway; Anthropic's `metadata` takes `user_id` only.
+    let body = smallfirst_router::splice::without_metadata(&body, &HINTS).map_or(body, Bytes::from);
     request.native = Some(Native {
         protocol: Protocol::AnthropicMessages,
         body,

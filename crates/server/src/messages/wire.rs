@@ -95,6 +95,7 @@ fn message(role: Role, text: String) -> Message {
         tool_calls: None,
         tool_call_id: None,
         refusal: None,
+        extra: serde_json::Map::new(),
     }
 }
 
@@ -238,6 +239,7 @@ fn translate_message(
         tool_calls: (!calls.is_empty()).then_some(calls),
         tool_call_id: None,
         refusal: None,
+        extra: serde_json::Map::new(),
     });
     Ok(())
 }

@@ -117,6 +117,7 @@ fn message(role: Role, content: Option<MessageContent>) -> Message {
         tool_calls: None,
         tool_call_id: None,
         refusal: None,
+        extra: serde_json::Map::new(),
     }
 }
 
