@@ -312,6 +312,10 @@ pub enum FinishReason {
     Length,
     ToolCalls,
     ContentFilter,
+    /// A reason another OpenAI-compatible server gives (`function_call`, its own words): read,
+    /// so that its answer is not refused for it. smallfirst never writes one.
+    #[serde(other)]
+    Other,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

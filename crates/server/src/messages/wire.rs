@@ -260,6 +260,7 @@ fn finish_name(f: FinishReason) -> &'static str {
         FinishReason::Length => "length",
         FinishReason::ToolCalls => "tool_calls",
         FinishReason::ContentFilter => "content_filter",
+        FinishReason::Other => "other",
     }
 }
 
@@ -396,5 +397,18 @@ mod tests {
             matches!(e, ApiError::InvalidRequest { ref param, .. } if param.as_deref() == Some("messages[0].content")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_upstream_answer_with_its_own_finish_and_no_usage_is_read() {
+        let c: ChatCompletion = serde_json::from_value(json!({
+            "id": "chatcmpl-x", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "function_call",
+                "message": {"role": "assistant", "content": "hi", "refusal": null}}],
+        }))
+        .expect("lenient");
+        let m = from_completion(&c);
+        assert_eq!(m.stop_reason.as_deref(), Some("end_turn"));
+        assert_eq!(m.usage, AnthropicUsage::default());
     }
 }
