@@ -8,7 +8,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use smallfirst_router::{Answer, BackendError, RemoteTier};
 
-use crate::gateway::embedded::Prepared;
 use crate::gateway::{Failover, Failure, Gateway, Hop, Outcome, Reply, Request};
 
 /// How far down a fallback chain a request may go.
@@ -69,11 +68,7 @@ impl Gateway {
                     }
                     outcome.failover.push(failed);
                     outcome.tier = Some(local.name.clone());
-                    return Box::pin(async {
-                        let prepared: Prepared = local.prepare(self, &req.chat, None).await?;
-                        Ok(local.answer(self, prepared).await?)
-                    })
-                    .await;
+                    return Box::pin(self.embedded_answer(local, req)).await;
                 }
                 Hop::Remote(t) => {
                     outcome.failover.push(failed);

@@ -172,7 +172,12 @@ impl Gateway {
         }
     }
 
-    async fn embedded_answer(&self, local: &EmbeddedTier, req: &Request) -> Result<Reply, Failure> {
+    /// `req` answered by the embedded tier as it asked (streamed or whole).
+    pub(crate) async fn embedded_answer(
+        &self,
+        local: &EmbeddedTier,
+        req: &Request,
+    ) -> Result<Reply, Failure> {
         let prepared = local.prepare(self, &req.chat, None).await?;
         Ok(local.answer(self, prepared).await?)
     }
