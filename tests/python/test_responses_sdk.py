@@ -52,9 +52,12 @@ def test_create_text_and_items(target):
 
 
 def test_stream_helper_gives_the_final_response(target):
+    """A schema-constrained answer ends by construction (a free-text one may run to the limit),
+    so the stream must close with `response.completed` and the SDK must assemble it."""
     c, model = target
     deltas, kinds = [], []
-    with c.responses.stream(model=model, input="Count to three.", max_output_tokens=200) as s:
+    with c.responses.stream(model=model, input="The product broke after a day. Sentiment?",
+                            text_format=Sentiment, max_output_tokens=40) as s:
         for event in s:
             kinds.append(event.type)
             if event.type == "response.output_text.delta":
@@ -63,6 +66,18 @@ def test_stream_helper_gives_the_final_response(target):
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
     assert "response.output_item.added" in kinds and "response.output_item.done" in kinds
     assert final.output_text == "".join(deltas) and final.usage.output_tokens > 0
+    assert isinstance(final.output_parsed, Sentiment)
+
+
+def test_stream_cut_by_the_limit_ends_incomplete(target):
+    c, model = target
+    events = list(c.responses.create(model=model, input="Tell me a long story.",
+                                     max_output_tokens=3, stream=True))
+    last = events[-1]
+    assert events[0].type == "response.created" and last.type == "response.incomplete"
+    assert last.response.status == "incomplete"
+    assert last.response.incomplete_details.reason == "max_output_tokens"
+    assert last.response.usage.output_tokens == 3
 
 
 def test_parse_into_a_pydantic_model(target):
