@@ -12,6 +12,8 @@ pub(crate) const HOME: &str = "HOME";
 pub(crate) const PYTHON: &str = "SMALLFIRST_PYTHON";
 /// Extra arguments for `pip download`, split on whitespace (an index URL, `--find-links DIR`).
 pub(crate) const PIP_ARGS: &str = "SMALLFIRST_PIP_ARGS";
+/// Where Hugging Face sources are fetched from (a mirror), as the Hugging Face tools read it.
+pub(crate) const HF_ENDPOINT: &str = "HF_ENDPOINT";
 /// Log filter in `tracing` syntax, e.g. `debug` or `smallfirst_server=debug` (default `info`).
 pub(crate) const LOG: &str = "SMALLFIRST_LOG";
 
@@ -38,6 +40,10 @@ pub(crate) fn models_dir() -> PathBuf {
 
 pub(crate) fn python() -> String {
     var(PYTHON).unwrap_or_else(|| "python3".into())
+}
+
+pub(crate) fn hf_endpoint() -> Option<String> {
+    var(HF_ENDPOINT)
 }
 
 pub(crate) fn pip_args() -> Vec<String> {

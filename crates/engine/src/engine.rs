@@ -13,7 +13,10 @@ use crate::compiler::Compiler;
 use crate::constraint::Guide;
 use crate::runner::Runner;
 use crate::tokenizer::Tokenizer;
-use crate::{ChatMessage, ChatTemplate, Constraint, EngineError, SamplingParams};
+use crate::{
+    ChatMessage, ChatTemplate, Constraint, EngineError, Recommended, SamplingDefaults,
+    SamplingParams,
+};
 
 /// How to load the engine.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +37,9 @@ pub struct EngineConfig {
     pub refuse_at: Option<Severity>,
     /// Load even when the model's estimated memory is more than is available.
     pub ignore_fit: bool,
+    /// Sampling defaults for this model when its file sets none (the catalog entry's, or the
+    /// configuration's); see [`SamplingDefaults`].
+    pub sampling: Recommended,
 }
 
 /// Cores this process may actually run on (cgroup quota and affinity included). ggml's worker
@@ -61,6 +67,8 @@ pub struct ModelInfo {
     pub threads: usize,
     /// Sequences decoded together.
     pub slots: usize,
+    /// What a request that leaves a sampling parameter out gets.
+    pub sampling: SamplingDefaults,
 }
 
 /// One completion to run.
@@ -218,6 +226,8 @@ pub(crate) enum Job {
         guide: Option<Box<Guide>>,
         started: oneshot::Sender<Result<u32, EngineError>>,
         events: tmpsc::UnboundedSender<Event>,
+        /// The choices of one request share a group ([`Engine::generate_n`]).
+        group: Option<u64>,
     },
     Bench {
         n_prompt: u32,
@@ -258,6 +268,7 @@ impl Engine {
         }
         let gguf = check_file(&config)?;
         crate::fit::check(&config, &gguf)?;
+        let sampling = SamplingDefaults::resolve(Recommended::from_gguf(&gguf), config.sampling);
         let (jobs, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let counters = Arc::new(Counters::default());
@@ -269,7 +280,9 @@ impl Engine {
                 path: PathBuf::new(),
                 reason: format!("cannot spawn the engine thread: {e}"),
             })?;
-        let (info, template, model) = ready_rx.recv().map_err(|_| EngineError::Stopped)??;
+        let (mut info, template, model) = ready_rx.recv().map_err(|_| EngineError::Stopped)??;
+        info.sampling = sampling;
+        tracing::debug!(?sampling, "sampling defaults");
         let compiler = Compiler::start(Arc::clone(&model))?;
         let tokenizer = Arc::new(Tokenizer::new(model));
         Ok(Engine {
@@ -337,6 +350,58 @@ impl Engine {
         .map_err(|_| EngineError::Stopped)
     }
 
+    /// Plain text as a prompt, no chat template: special-token texts in it stay text, so a
+    /// client's text cannot forge the model's control tokens. BOS is added when the model
+    /// adds one.
+    pub async fn tokenize_text(&self, text: String) -> Result<Prompt, EngineError> {
+        let tokenizer = Arc::clone(&self.inner.tokenizer);
+        let n_ctx = self.inner.info.n_ctx as usize;
+        tokio::task::spawn_blocking(move || within(tokenizer.tokenize_text(&text, true), n_ctx))
+            .await
+            .map_err(|_| EngineError::Stopped)
+    }
+
+    /// Whether the model has fill-in-the-middle tokens ([`fim_prompt`](Self::fim_prompt)).
+    pub fn has_fim(&self) -> bool {
+        self.inner.tokenizer.fim().is_some()
+    }
+
+    /// A fill-in-the-middle prompt: `prefix` and `suffix` around the model's FIM tokens, in
+    /// prefix–suffix–middle order (as llama.cpp's `/infill` and Qwen2.5-Coder lay them out),
+    /// for the model to generate the middle. `None` when the model has no FIM tokens.
+    pub async fn fim_prompt(
+        &self,
+        prefix: String,
+        suffix: String,
+    ) -> Result<Option<Prompt>, EngineError> {
+        let Some([pre, suf, mid]) = self.inner.tokenizer.fim() else {
+            return Ok(None);
+        };
+        let tokenizer = Arc::clone(&self.inner.tokenizer);
+        let n_ctx = self.inner.info.n_ctx as usize;
+        tokio::task::spawn_blocking(move || {
+            let mut tokens = tokenizer.tokenize_text("", true);
+            tokens.push(pre);
+            tokens.extend(tokenizer.tokenize_text(&prefix, false));
+            tokens.push(suf);
+            tokens.extend(tokenizer.tokenize_text(&suffix, false));
+            tokens.push(mid);
+            Some(within(tokens, n_ctx))
+        })
+        .await
+        .map_err(|_| EngineError::Stopped)
+    }
+
+    /// Token ids as a prompt, as given; `None` when one is not in the vocabulary.
+    pub fn token_prompt(&self, ids: &[u32]) -> Option<Prompt> {
+        let n_vocab = self.inner.info.n_vocab;
+        let tokens = ids
+            .iter()
+            .map(|&id| ((id as usize) < n_vocab).then_some(LlamaToken(id as i32)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(within(tokens, self.inner.info.n_ctx as usize))
+    }
+
     /// Queues a completion of `prompt` (already rendered), tokenizing it first.
     pub async fn generate(
         &self,
@@ -357,11 +422,30 @@ impl Engine {
         prompt: Prompt,
         params: GenerateParams,
     ) -> Result<Generation, EngineError> {
+        let mut all = self.generate_n(prompt, params, 1).await?;
+        all.pop().ok_or(EngineError::Stopped)
+    }
+
+    /// `n` completions of one prompt (OpenAI's `n`), decoded together: the first prefills the
+    /// prompt, the others start once it is in the KV cache and copy it, so the prompt is
+    /// prefilled once. With a seed, choice `i` samples with seed + `i`: the choices differ,
+    /// and the same request gives the same choices again.
+    pub async fn generate_n(
+        &self,
+        prompt: Prompt,
+        params: GenerateParams,
+        n: usize,
+    ) -> Result<Vec<Generation>, EngineError> {
+        static GROUPS: AtomicU64 = AtomicU64::new(0);
         // Compiled here, not on the engine thread: running streams never wait on a compile.
-        let guide = match &params.constraint {
-            Some(c) => Some(Box::new(self.inner.compiler.guide(c).await?)),
-            None => None,
-        };
+        let n = n.max(1);
+        let mut guides = Vec::with_capacity(n);
+        for _ in 0..n {
+            guides.push(match &params.constraint {
+                Some(c) => Some(Box::new(self.inner.compiler.guide(c).await?)),
+                None => None,
+            });
+        }
         let n_ctx = self.inner.info.n_ctx;
         let tokens = prompt
             .tokens
@@ -371,25 +455,34 @@ impl Engine {
                 at_least: true,
                 requested: params.max_tokens,
             })?;
-        let (events_tx, events) = tmpsc::unbounded_channel();
-        let (started_tx, started) = oneshot::channel();
-        self.inner
-            .jobs
-            .as_ref()
-            .ok_or(EngineError::Stopped)?
-            .send(Job::Generate {
-                tokens,
+        let group = (n > 1).then(|| GROUPS.fetch_add(1, Ordering::Relaxed));
+        let jobs = self.inner.jobs.as_ref().ok_or(EngineError::Stopped)?;
+        let mut pending = Vec::with_capacity(n);
+        for (i, guide) in guides.into_iter().enumerate() {
+            let mut params = params.clone();
+            params.sampling.seed = params.sampling.seed.map(|s| s.wrapping_add(i as u64));
+            let (events_tx, events) = tmpsc::unbounded_channel();
+            let (started_tx, started) = oneshot::channel();
+            jobs.send(Job::Generate {
+                tokens: tokens.clone(),
                 params: Box::new(params),
                 guide,
                 started: started_tx,
                 events: events_tx,
+                group,
             })
             .map_err(|_| EngineError::Stopped)?;
-        let prompt_tokens = started.await.map_err(|_| EngineError::Stopped)??;
-        Ok(Generation {
-            prompt_tokens,
-            events,
-        })
+            pending.push((started, events));
+        }
+        let mut out = Vec::with_capacity(n);
+        for (started, events) in pending {
+            let prompt_tokens = started.await.map_err(|_| EngineError::Stopped)??;
+            out.push(Generation {
+                prompt_tokens,
+                events,
+            });
+        }
+        Ok(out)
     }
 
     /// Measures prompt and decode speed the way `llama-bench` does (pp then tg, `reps` times
@@ -461,6 +554,16 @@ fn check_file(config: &EngineConfig) -> Result<smallfirst_inspect::gguf::Gguf, E
         path: config.model_path.clone(),
         findings,
     })
+}
+
+/// `tokens` as a prompt, or its length when it leaves no room in a context of `n_ctx`.
+fn within(tokens: Vec<LlamaToken>, n_ctx: usize) -> Prompt {
+    let tokens = if tokens.len() >= n_ctx {
+        Err(tokens.len())
+    } else {
+        Ok(tokens)
+    };
+    Prompt { tokens }
 }
 
 /// Context size to create: what was asked, else the training context up to a cap.

@@ -40,6 +40,7 @@ pub use engine::{
 };
 pub use error::{EngineError, gib};
 pub use runner::{DEFAULT_PREFILL_CHUNK, DEFAULT_SLOTS};
+pub use sampling::defaults::{Origin, Recommended, SamplingDefaults, Setting};
 pub use sampling::{Sampler, SamplingParams};
 pub use smallfirst_inspect::Severity;
 pub use template::{CHATML, ChatMessage, ChatTemplate};

@@ -27,7 +27,7 @@ use crate::sequence::{Cx, FORCED_PER_STEP, Outcome, Seq};
 use crate::slots::{self, Slot};
 use crate::{
     BenchReport, ChatTemplate, EngineConfig, EngineError, Event, GenerateParams, ModelInfo,
-    default_threads,
+    SamplingDefaults, default_threads,
 };
 
 /// llama.cpp's backend is process-global and may be initialised once.
@@ -142,6 +142,7 @@ impl Runner {
             size_bytes: model.size(),
             threads,
             slots,
+            sampling: SamplingDefaults::default(),
         };
         if ready
             .send(Ok((info, template, Arc::clone(&model))))
@@ -156,6 +157,7 @@ impl Runner {
 /// A request that has its tokens and grammar and waits for a slot.
 struct Waiting {
     tokens: Vec<LlamaToken>,
+    group: Option<u64>,
     max_tokens: u32,
     params: GenerateParams,
     guide: Option<Guide>,
@@ -340,7 +342,7 @@ impl<'m> Worker<'m> {
 
     /// Checks a request and queues it; a refusal is answered at once, whatever the queue.
     fn take(&mut self, job: Job) {
-        let (tokens, params, guide, started, events) = match job {
+        let (tokens, params, guide, started, events, group) = match job {
             Job::Bench {
                 n_prompt,
                 n_gen,
@@ -361,7 +363,8 @@ impl<'m> Worker<'m> {
                 guide,
                 started,
                 events,
-            } => (tokens, *params, guide.map(|g| *g), started, events),
+                group,
+            } => (tokens, *params, guide.map(|g| *g), started, events, group),
         };
         let mut params = params;
         if params.ignore_eos && params.constraint.is_none() {
@@ -386,6 +389,7 @@ impl<'m> Worker<'m> {
             Ok(guide) => self.waiting.push_back(Waiting {
                 max_tokens: params.max_tokens.unwrap_or(room),
                 tokens,
+                group,
                 params,
                 guide,
                 started,
@@ -405,7 +409,18 @@ impl<'m> Worker<'m> {
                 self.waiting.pop_front();
                 continue;
             }
-            let Some(p) = slots::place(&self.slots, &w.tokens, w.params.prefix_reuse) else {
+            // A later choice of a request waits for the first one's prompt to be in the cache,
+            // then copies it.
+            let sibling_prefilling = w.group.is_some_and(|g| {
+                self.running
+                    .iter()
+                    .any(|s| s.group == Some(g) && s.is_prefilling())
+            });
+            if sibling_prefilling {
+                return;
+            }
+            let reuse = w.params.prefix_reuse || w.group.is_some();
+            let Some(p) = slots::place(&self.slots, &w.tokens, reuse) else {
                 return;
             };
             let Some(w) = self.waiting.pop_front() else {
@@ -418,7 +433,7 @@ impl<'m> Worker<'m> {
             let slot = &mut self.slots[p.slot];
             slot.busy = true;
             slot.last_used = self.clock;
-            self.running.push(Seq::new(
+            let mut seq = Seq::new(
                 p.slot,
                 w.tokens,
                 keep,
@@ -426,7 +441,9 @@ impl<'m> Worker<'m> {
                 w.params,
                 w.guide,
                 w.events,
-            ));
+            );
+            seq.group = w.group;
+            self.running.push(seq);
         }
     }
 

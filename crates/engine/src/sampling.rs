@@ -2,8 +2,9 @@
 //!
 //! llama.cpp's sampler chain builds an n_vocab candidate array every step (0.15–1 ms a token);
 //! reading the logits here costs tens of microseconds. The order follows OpenAI / Hugging Face:
-//! penalties and `logit_bias` on the raw logits, then temperature, then `top_k`, then `top_p`.
-//! Temperature 0 is greedy.
+//! penalties and `logit_bias` on the raw logits, then temperature, then `top_k`, then `top_p`,
+//! then `min_p` (as Hugging Face and vLLM order them; llama.cpp cuts before the temperature).
+//! Temperature 0 is greedy. What a request leaves out is the model's default ([`defaults`]).
 
 use std::collections::HashMap;
 
@@ -11,6 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use crate::logprobs;
+
+pub(crate) mod defaults;
 
 /// How to pick each next token.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +24,13 @@ pub struct SamplingParams {
     pub top_p: f32,
     /// 0 keeps every token.
     pub top_k: u32,
+    /// A token is kept only if its probability is at least this share of the best one's; 0
+    /// keeps every token.
+    pub min_p: f32,
+    /// Hugging Face's and vLLM's `repetition_penalty` (llama.cpp's `repeat_penalty`): the
+    /// logit of a token already generated is divided by it when positive, multiplied when
+    /// negative; 1 is off.
+    pub repetition_penalty: f32,
     /// Subtracted once from the logit of every token already generated.
     pub presence_penalty: f32,
     /// Subtracted from a token's logit once per time it was generated.
@@ -37,6 +47,8 @@ impl Default for SamplingParams {
             temperature: 1.0,
             top_p: 1.0,
             top_k: 0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             logit_bias: Vec::new(),
@@ -165,6 +177,17 @@ impl Sampler {
             }
             total = cum.min(total);
         }
+        if params.min_p > 0.0 {
+            // Sorted by probability, and the first is the best at exp(0) = 1.
+            let cut = self.candidates[..keep]
+                .iter()
+                .position(|c| c.0 < params.min_p)
+                .unwrap_or(keep);
+            if cut < keep {
+                total -= self.candidates[cut..keep].iter().map(|c| c.0).sum::<f32>();
+                keep = cut;
+            }
+        }
         let kept = &self.candidates[..keep.max(1)];
         let r = unit_f32(&mut self.rng) * total;
         let mut cum = 0f32;
@@ -187,20 +210,24 @@ impl Sampler {
         let p = &self.params;
         !p.logit_bias.is_empty()
             || (!self.counts.is_empty()
-                && (p.presence_penalty != 0.0 || p.frequency_penalty != 0.0))
+                && (p.presence_penalty != 0.0
+                    || p.frequency_penalty != 0.0
+                    || p.repetition_penalty != 1.0))
     }
 
     fn apply_adjustments(&mut self) {
-        let n = self.scratch.len();
+        let repeat = self.params.repetition_penalty;
+        for (&token, &count) in &self.counts {
+            if let Some(l) = self.scratch.get_mut(token as usize) {
+                if repeat != 1.0 {
+                    *l = if *l > 0.0 { *l / repeat } else { *l * repeat };
+                }
+                *l -= self.params.frequency_penalty * count as f32 + self.params.presence_penalty;
+            }
+        }
         for &(token, bias) in &self.params.logit_bias {
             if let Some(l) = self.scratch.get_mut(token as usize) {
                 *l += bias;
-            }
-        }
-        for (&token, &count) in &self.counts {
-            if (token as usize) < n {
-                self.scratch[token as usize] -=
-                    self.params.frequency_penalty * count as f32 + self.params.presence_penalty;
             }
         }
     }
@@ -314,5 +341,38 @@ mod tests {
             ..SamplingParams::greedy()
         });
         assert_eq!(s.sample(&logits), 1);
+    }
+
+    #[test]
+    fn min_p_drops_the_unlikely_tail() {
+        // Probabilities relative to the best: 1, e^-1 ≈ 0.37, e^-3 ≈ 0.05.
+        let logits = [3.0, 2.0, 0.0];
+        let mut p = params(1.0, 1.0, 0, 9);
+        p.min_p = 0.1;
+        let h = histogram(p, &logits, 3000);
+        assert_eq!(h[2], 0, "{h:?}");
+        assert!(h[1] > 500, "{h:?}");
+        let h = histogram(params(1.0, 1.0, 0, 9), &logits, 3000);
+        assert!(h[2] > 0, "without min_p the tail is sampled: {h:?}");
+    }
+
+    #[test]
+    fn repetition_penalty_divides_positive_and_multiplies_negative_logits() {
+        let mut s = Sampler::new(SamplingParams {
+            repetition_penalty: 1.5,
+            ..SamplingParams::greedy()
+        });
+        let logits = [1.2, 1.0, -0.1, -0.12];
+        s.accept(0);
+        // 1.2 / 1.5 = 0.8 < 1.0.
+        assert_eq!(s.sample(&logits), 1);
+        let mut s = Sampler::new(SamplingParams {
+            repetition_penalty: 1.5,
+            logit_bias: vec![(0, -100.0), (1, -100.0)],
+            ..SamplingParams::greedy()
+        });
+        s.accept(2);
+        // −0.1 × 1.5 = −0.15 < −0.12.
+        assert_eq!(s.sample(&logits), 3);
     }
 }

@@ -102,6 +102,9 @@ pub(crate) struct Seq {
     pub pos: u32,
     /// Decoded in the next batch: the last sampled token, then what the grammar forced after it.
     pub pending: Vec<LlamaToken>,
+    /// Choices of one request (`n` > 1) share a group: the later ones start once the first's
+    /// prompt is in its KV cache, and copy it rather than prefill it again.
+    pub group: Option<u64>,
     reused: u32,
     max_tokens: u32,
     /// The budget changed the answer: it ended where the model would not have ended it.
@@ -141,6 +144,7 @@ impl Seq {
             prefilled: reused,
             pos: reused as u32,
             pending: Vec::new(),
+            group: None,
             reused: reused as u32,
             max_tokens,
             steered: false,

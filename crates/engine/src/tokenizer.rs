@@ -75,6 +75,20 @@ impl Tokenizer {
 }
 
 impl Tokenizer {
+    /// Plain text's tokens: special-token texts in it stay text (linear time, no cuts
+    /// needed), with BOS when the model adds one and `bos` asks for it.
+    pub(crate) fn tokenize_text(&self, text: &str, bos: bool) -> Vec<LlamaToken> {
+        let add_bos = bos && !self.bos_text.is_empty();
+        self.model.vocab().tokenize(text.as_bytes(), add_bos, false)
+    }
+
+    /// The model's fill-in-the-middle tokens (prefix, suffix, middle), when it has all three.
+    pub(crate) fn fim(&self) -> Option<[LlamaToken; 3]> {
+        let vocab = self.model.vocab();
+        let tokens = [vocab.fim_pre(), vocab.fim_suf(), vocab.fim_mid()];
+        tokens.iter().all(|t| t.0 >= 0).then_some(tokens)
+    }
+
     /// [`tokenize`](Self::tokenize), unless the prompt is plainly longer than `limit` tokens:
     /// then `Err` with a count it is longer than, found by tokenizing only its start (a prompt
     /// of 2 MB is refused for a 4,096-token context after reading 32 KiB of it).

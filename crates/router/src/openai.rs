@@ -11,7 +11,9 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::Secret;
-use crate::backend::{Answer, AnswerStream, Backend, BackendError, BoxFuture, primed};
+use crate::backend::{
+    Answer, AnswerStream, Backend, BackendError, BoxFuture, Native, Protocol, primed,
+};
 use crate::config::{Faults, Remote};
 use crate::http::{Http, endpoint};
 use crate::splice::with_model;
@@ -21,6 +23,8 @@ use crate::wire::WireError;
 pub struct OpenAiBackend {
     model: String,
     endpoint: Url,
+    /// `/completions`, beside the chat endpoint.
+    completions: Url,
     key: Option<Secret>,
     http: Http,
 }
@@ -30,16 +34,26 @@ impl OpenAiBackend {
         Ok(OpenAiBackend {
             model: remote.model.clone(),
             endpoint: endpoint(&remote.base_url, "chat/completions"),
+            completions: endpoint(&remote.base_url, "completions"),
             key: Secret::from_env(tier, remote.api_key_env.as_deref())?,
             http: Http::new(tier, faults)?,
         })
     }
 
     async fn try_chat(&self, request: &Bytes, deadline: Instant) -> Result<Answer, BackendError> {
+        self.post(self.endpoint.clone(), request, deadline).await
+    }
+
+    async fn post(
+        &self,
+        url: Url,
+        request: &Bytes,
+        deadline: Instant,
+    ) -> Result<Answer, BackendError> {
         let (body, stream) = with_model(request, &self.model)?;
         let mut post = self
             .http
-            .post(self.endpoint.clone())
+            .post(url)
             .header("content-type", "application/json")
             .body(body);
         if let Some(key) = &self.key {
@@ -73,6 +87,22 @@ impl OpenAiBackend {
 impl Backend for OpenAiBackend {
     fn model(&self) -> &str {
         &self.model
+    }
+
+    fn speaks(&self, protocol: Protocol) -> bool {
+        matches!(protocol, Protocol::OpenAiChat | Protocol::OpenAiCompletions)
+    }
+
+    fn pass<'a>(
+        &'a self,
+        native: &'a Native,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<Answer, BackendError>> {
+        let url = match native.protocol {
+            Protocol::OpenAiCompletions => self.completions.clone(),
+            _ => self.endpoint.clone(),
+        };
+        Box::pin(async move { self.post(url, &native.body, deadline).await })
     }
 
     fn chat<'a>(
@@ -172,6 +202,7 @@ fn carries_something(events: &[u8]) -> bool {
                     cs.iter().any(|c| {
                         let d = &c["delta"];
                         !c["finish_reason"].is_null()
+                            || c["text"].as_str().is_some_and(|t| !t.is_empty())
                             || d["content"].as_str().is_some_and(|t| !t.is_empty())
                             || d["tool_calls"].is_array()
                             || d["refusal"].as_str().is_some_and(|t| !t.is_empty())

@@ -113,6 +113,7 @@ pub(crate) fn timeout_message(ticket: &Ticket) -> String {
 }
 
 /// Identity shared by every object of one response.
+#[derive(Clone)]
 pub(crate) struct Meta {
     id: String,
     created: u64,
@@ -160,7 +161,7 @@ pub(crate) struct Output {
 }
 
 /// Unique, unpredictable ids (`chatcmpl-…`, `call_…`).
-fn new_id(prefix: &str) -> String {
+pub(crate) fn new_id(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     // RandomState keys come from the OS once per thread: hashing a counter with two of them
@@ -275,140 +276,187 @@ pub(crate) async fn collect(
     Ok((completion, done.trace, raw))
 }
 
-/// Streams the generation as OpenAI does: a role delta first, content deltas, a final delta
-/// with `finish_reason`, a usage chunk when asked, then `[DONE]`. A task forwards engine
-/// events; when the client goes away its send fails, it drops the engine's receiver, and the
-/// engine stops that sequence at the next token.
-pub(crate) fn stream(
-    mut generation: Generation,
+/// Streams the generations of one request's choices as OpenAI does: for each, a role delta
+/// first, content deltas, a final delta with `finish_reason`, chunks carrying the choice's index
+/// and interleaved as they are generated; then a usage chunk (all choices') when asked, then
+/// `[DONE]`. A task per choice forwards engine events; when the client goes away its send
+/// fails, it drops the engine's receiver, and the engine stops that sequence at the next token.
+pub(crate) fn stream_n(
+    generations: Vec<(Generation, Ticket)>,
     meta: Meta,
     include_usage: bool,
     out: Output,
-    mut ticket: Ticket,
 ) -> AnswerStream {
     let (tx, rx) = mpsc::channel::<Result<Bytes, smallfirst_router::BackendError>>(SSE_BUFFER);
+    let meta = std::sync::Arc::new(meta);
     let usage_field = include_usage.then_some(None);
-    tokio::spawn(async move {
-        let send_chunk = |choices: Vec<ChunkChoice>, usage: Option<Option<Usage>>| {
-            let chunk = sse_event(&meta.chunk(choices, usage));
-            let tx = tx.clone();
-            async move { tx.send(Ok(chunk)).await.is_ok() }
-        };
-        let choice = |delta: Delta, logprobs: Option<Logprobs>, finish| ChunkChoice {
-            index: 0,
-            delta,
-            logprobs,
-            finish_reason: finish,
-        };
-        // An answer that must be calls has no content, not an empty one.
-        let first = Delta {
-            role: Some(Role::Assistant),
-            content: (!out.must_call).then(String::new),
-            refusal: Some(None),
-            ..Delta::default()
-        };
-        if !send_chunk(vec![choice(first, None, None)], usage_field).await {
-            return;
-        }
-        // With tools, text is held until it is known not to open a call; calls go out whole,
-        // one chunk each, as soon as their block closes.
-        let mut scanner = out.calls.then(CallScanner::new);
-        let mut n_calls = 0u32;
-        let mut pending = Vec::new();
-        let mut shape = |text: String| -> Option<Delta> {
-            let Some(scanner) = scanner.as_mut() else {
-                return Some(Delta {
-                    content: Some(text),
-                    ..Delta::default()
-                });
+    let tasks: Vec<_> = generations
+        .into_iter()
+        .enumerate()
+        .map(|(i, (generation, ticket))| {
+            let choice = Choice1 {
+                index: i as u32,
+                meta: meta.clone(),
+                usage_field,
+                tx: tx.clone(),
             };
-            match scanner.push(&text)? {
-                Scanned::Text(t) => Some(Delta {
-                    content: Some(t),
-                    ..Delta::default()
-                }),
-                Scanned::Calls(calls) => Some(Delta {
-                    tool_calls: Some(
-                        calls
-                            .into_iter()
-                            .map(|c| call_delta(c, &mut n_calls))
-                            .collect(),
-                    ),
-                    ..Delta::default()
-                }),
-            }
-        };
-        loop {
-            let Ok(event) =
-                tokio::time::timeout_at(ticket.deadline, generation.events.recv()).await
-            else {
-                // Out of time: an error event, then the end (dropping the events stops the
-                // engine at its next token).
-                let error = ApiError::Timeout(timeout_message(&ticket)).body();
-                let _ = tx.send(Ok(sse_event(&error))).await;
+            tokio::spawn(forward(generation, choice, out, ticket))
+        })
+        .collect();
+    tokio::spawn(async move {
+        let mut total: Option<Usage> = None;
+        for t in tasks {
+            let Ok(Some(done)) = t.await else {
+                // That choice ended the stream (an error event, or the client left).
                 return;
             };
-            match event {
-                Some(Event::Delta(d)) => {
-                    ticket.delta();
-                    // Log-probabilities go out with the text they belong to; a call has none.
-                    pending.extend(d.logprobs);
-                    let Some(delta) = shape(d.text) else { continue };
-                    let entries = std::mem::take(&mut pending);
-                    let logprobs = (out.logprobs && delta.tool_calls.is_none()).then(|| Logprobs {
-                        content: convert::token_logprobs(entries),
-                        refusal: None,
-                    });
-                    if !send_chunk(vec![choice(delta, logprobs, None)], usage_field).await {
-                        return;
-                    }
+            let u = usage(&done);
+            total = Some(match total {
+                None => u,
+                Some(mut sum) => {
+                    sum.completion_tokens += u.completion_tokens;
+                    sum.total_tokens = sum.prompt_tokens + sum.completion_tokens;
+                    sum
                 }
-                Some(Event::Done(done)) => {
-                    ticket.done(done.completion_tokens, done.reused_tokens);
-                    if let Some(Scanned::Text(rest)) =
-                        scanner.as_mut().and_then(CallScanner::finish)
-                    {
-                        let delta = Delta {
-                            content: Some(rest),
-                            ..Delta::default()
-                        };
-                        let logprobs = out.logprobs.then(|| Logprobs {
-                            content: convert::token_logprobs(std::mem::take(&mut pending)),
-                            refusal: None,
-                        });
-                        if !send_chunk(vec![choice(delta, logprobs, None)], usage_field).await {
-                            return;
-                        }
-                    }
-                    let finish = finish_with_calls(done.finish, n_calls > 0);
-                    let last = choice(Delta::default(), None, Some(finish));
-                    if !send_chunk(vec![last], usage_field).await {
-                        return;
-                    }
-                    if include_usage {
-                        let usage = usage(&done);
-                        if !send_chunk(vec![], Some(Some(usage))).await {
-                            return;
-                        }
-                    }
-                    let _ = tx.send(Ok(sse_done())).await;
-                    return;
-                }
-                Some(Event::Failed(reason)) => {
-                    let body = ApiError::Internal(reason).body();
-                    let _ = tx.send(Ok(sse_event(&body))).await;
-                    return;
-                }
-                Some(Event::FormatFailed(reason)) => {
-                    let body = ApiError::invalid(out.param, reason).body();
-                    let _ = tx.send(Ok(sse_event(&body))).await;
-                    return;
-                }
-                None => return,
-            }
+            });
         }
+        if include_usage
+            && let Some(u) = total
+            && tx
+                .send(Ok(sse_event(&meta.chunk(vec![], Some(Some(u))))))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        let _ = tx.send(Ok(sse_done())).await;
     });
     Box::pin(ReceiverStream::new(rx))
+}
+
+/// Where one choice's chunks go.
+struct Choice1 {
+    index: u32,
+    meta: std::sync::Arc<Meta>,
+    usage_field: Option<Option<Usage>>,
+    tx: mpsc::Sender<Result<Bytes, smallfirst_router::BackendError>>,
+}
+
+/// One choice's events as chunks, to its end; `None` when it failed (its error event sent) or
+/// the client went away.
+async fn forward(
+    mut generation: Generation,
+    c: Choice1,
+    out: Output,
+    mut ticket: Ticket,
+) -> Option<smallfirst_engine::Done> {
+    let send_chunk = |choices: Vec<ChunkChoice>| {
+        let chunk = sse_event(&c.meta.chunk(choices, c.usage_field));
+        let tx = c.tx.clone();
+        async move { tx.send(Ok(chunk)).await.is_ok() }
+    };
+    let choice = |delta: Delta, logprobs: Option<Logprobs>, finish| ChunkChoice {
+        index: c.index,
+        delta,
+        logprobs,
+        finish_reason: finish,
+    };
+    // An answer that must be calls has no content, not an empty one.
+    let first = Delta {
+        role: Some(Role::Assistant),
+        content: (!out.must_call).then(String::new),
+        refusal: Some(None),
+        ..Delta::default()
+    };
+    if !send_chunk(vec![choice(first, None, None)]).await {
+        return None;
+    }
+    // With tools, text is held until it is known not to open a call; calls go out whole,
+    // one chunk each, as soon as their block closes.
+    let mut scanner = out.calls.then(CallScanner::new);
+    let mut n_calls = 0u32;
+    let mut pending = Vec::new();
+    let mut shape = |text: String| -> Option<Delta> {
+        let Some(scanner) = scanner.as_mut() else {
+            return Some(Delta {
+                content: Some(text),
+                ..Delta::default()
+            });
+        };
+        match scanner.push(&text)? {
+            Scanned::Text(t) => Some(Delta {
+                content: Some(t),
+                ..Delta::default()
+            }),
+            Scanned::Calls(calls) => Some(Delta {
+                tool_calls: Some(
+                    calls
+                        .into_iter()
+                        .map(|c| call_delta(c, &mut n_calls))
+                        .collect(),
+                ),
+                ..Delta::default()
+            }),
+        }
+    };
+    loop {
+        let Ok(event) = tokio::time::timeout_at(ticket.deadline, generation.events.recv()).await
+        else {
+            // Out of time: an error event, then the end (dropping the events stops the
+            // engine at its next token).
+            let error = ApiError::Timeout(timeout_message(&ticket)).body();
+            let _ = c.tx.send(Ok(sse_event(&error))).await;
+            return None;
+        };
+        match event {
+            Some(Event::Delta(d)) => {
+                ticket.delta();
+                // Log-probabilities go out with the text they belong to; a call has none.
+                pending.extend(d.logprobs);
+                let Some(delta) = shape(d.text) else { continue };
+                let entries = std::mem::take(&mut pending);
+                let logprobs = (out.logprobs && delta.tool_calls.is_none()).then(|| Logprobs {
+                    content: convert::token_logprobs(entries),
+                    refusal: None,
+                });
+                if !send_chunk(vec![choice(delta, logprobs, None)]).await {
+                    return None;
+                }
+            }
+            Some(Event::Done(done)) => {
+                ticket.done(done.completion_tokens, done.reused_tokens);
+                if let Some(Scanned::Text(rest)) = scanner.as_mut().and_then(CallScanner::finish) {
+                    let delta = Delta {
+                        content: Some(rest),
+                        ..Delta::default()
+                    };
+                    let logprobs = out.logprobs.then(|| Logprobs {
+                        content: convert::token_logprobs(std::mem::take(&mut pending)),
+                        refusal: None,
+                    });
+                    if !send_chunk(vec![choice(delta, logprobs, None)]).await {
+                        return None;
+                    }
+                }
+                let finish = finish_with_calls(done.finish, n_calls > 0);
+                if !send_chunk(vec![choice(Delta::default(), None, Some(finish))]).await {
+                    return None;
+                }
+                return Some(done);
+            }
+            Some(Event::Failed(reason)) => {
+                let body = ApiError::Internal(reason).body();
+                let _ = c.tx.send(Ok(sse_event(&body))).await;
+                return None;
+            }
+            Some(Event::FormatFailed(reason)) => {
+                let body = ApiError::invalid(out.param, reason).body();
+                let _ = c.tx.send(Ok(sse_event(&body))).await;
+                return None;
+            }
+            None => return None,
+        }
+    }
 }
 
 /// A whole call in one stream delta, numbered in the order the calls were made.

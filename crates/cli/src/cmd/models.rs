@@ -4,6 +4,8 @@ use std::io::Write;
 
 use anyhow::Context;
 use serde::Serialize;
+use smallfirst_engine::{Recommended, SamplingDefaults};
+use smallfirst_inspect::gguf;
 use smallfirst_models::catalog::CATALOG;
 
 #[derive(clap::Args, Debug)]
@@ -19,8 +21,11 @@ struct Row {
     architecture: String,
     quant: String,
     size_bytes: u64,
+    /// Empty for a catalog model pinned on its first pull that has not been pulled.
     sha256: String,
     pulled: bool,
+    /// What a request that leaves a parameter out gets, and where each value comes from.
+    sampling: SamplingDefaults,
     path: Option<String>,
     in_catalog: bool,
     default: bool,
@@ -33,14 +38,26 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for e in CATALOG {
         let pulled = cache.get(e.name)?;
-        entries.remove(e.name);
+        let recorded = entries.remove(e.name).map(|l| l.sha256);
+        let sha256 = e
+            .sha256
+            .map(str::to_string)
+            .or(recorded)
+            .unwrap_or_default();
         rows.push(Row {
             name: e.name.into(),
             architecture: e.architecture.into(),
             quant: e.quant.into(),
             size_bytes: e.size_bytes,
-            sha256: e.sha256.into(),
-            pulled: pulled.as_ref().is_some_and(|(_, l)| l.sha256 == e.sha256),
+            pulled: pulled.as_ref().is_some_and(|(_, l)| l.sha256 == sha256),
+            sampling: SamplingDefaults::resolve(
+                pulled
+                    .as_ref()
+                    .map(|(p, _)| file_sampling(p))
+                    .unwrap_or_default(),
+                e.sampling,
+            ),
+            sha256,
             path: pulled.map(|(p, _)| p.display().to_string()),
             in_catalog: true,
             default: e.name == smallfirst_models::DEFAULT_MODEL,
@@ -55,6 +72,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             size_bytes: lock.size,
             sha256: lock.sha256,
             pulled: path.is_file(),
+            sampling: SamplingDefaults::resolve(file_sampling(&path), Recommended::default()),
             path: Some(path.display().to_string()),
             in_catalog: false,
             default: false,
@@ -93,4 +111,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     writeln!(out, "(* default; cache: {})", cache.dir().display())
         .context("cannot write to stdout")?;
     Ok(())
+}
+
+/// The sampling a model file declares (`general.sampling.*`); nothing when it cannot be read.
+fn file_sampling(path: &std::path::Path) -> Recommended {
+    let read = || -> std::io::Result<Recommended> {
+        let file = std::fs::File::open(path)?;
+        let size = file.metadata()?.len();
+        let report = gguf::read(std::io::BufReader::new(file), size)?;
+        Ok(Recommended::from_gguf(&report.gguf))
+    };
+    read().unwrap_or_default()
 }

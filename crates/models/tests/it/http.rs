@@ -62,7 +62,7 @@ fn answer(
             range = Some(v.trim().to_string());
         }
     }
-    if path.starts_with("/resolve/") {
+    if path.contains("/resolve/") {
         let pin = b
             .redirect_pin
             .as_ref()
@@ -359,4 +359,67 @@ fn http_errors_name_the_status() {
         matches!(err, ModelError::HttpStatus { status: 404, .. }),
         "{err}"
     );
+}
+
+/// A catalog model the catalog does not pin, fetched from Hugging Face (here a loopback
+/// server at `HF_ENDPOINT`): pinned by the hash the server vouches for, or else by the hash of
+/// what arrived, and held to that pin from then on.
+#[test]
+fn an_unpinned_catalog_model_is_pinned_on_first_pull() {
+    let body = model_bytes(200_000, 7);
+    let server = serve(body.clone(), Behaviour::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = puller(dir.path()).with_hf_endpoint(server.base.clone());
+    let first = p
+        .pull("qwen3-4b-instruct", &PullOptions::default())
+        .expect("pinned on first use");
+    assert!(first.fresh);
+    assert_eq!(first.entry.sha256, sha(&body));
+    assert!(
+        first
+            .entry
+            .source
+            .contains("/unsloth/Qwen3-4B-Instruct-2507-GGUF/resolve/main/")
+    );
+    let again = p
+        .pull("qwen3-4b-instruct", &PullOptions::default())
+        .expect("already there");
+    assert!(!again.fresh);
+
+    // The file is gone and the source now serves other bytes: the recorded pin refuses them.
+    std::fs::remove_file(&first.path).expect("remove");
+    let other = serve(model_bytes(200_000, 8), Behaviour::default());
+    let err = puller(dir.path())
+        .with_hf_endpoint(other.base.clone())
+        .pull("qwen3-4b-instruct", &PullOptions::default())
+        .expect_err("held to the first pin");
+    assert!(matches!(err, ModelError::ShaMismatch { .. }), "{err}");
+    assert!(!first.path.exists());
+
+    // A server that vouches for a hash is held to it on the first pull too.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lying = serve(
+        body.clone(),
+        Behaviour {
+            redirect_pin: Some("ab".repeat(32)),
+            ..Behaviour::default()
+        },
+    );
+    let err = puller(dir.path())
+        .with_hf_endpoint(lying.base.clone())
+        .pull("llama-3.2-3b-instruct", &PullOptions::default())
+        .expect_err("the vouched hash does not match");
+    assert!(matches!(err, ModelError::ShaMismatch { .. }), "{err}");
+    let honest = serve(
+        body.clone(),
+        Behaviour {
+            redirect_pin: Some(sha(&body)),
+            ..Behaviour::default()
+        },
+    );
+    let pulled = puller(dir.path())
+        .with_hf_endpoint(honest.base.clone())
+        .pull("llama-3.2-3b-instruct", &PullOptions::default())
+        .expect("vouched and matching");
+    assert_eq!(pulled.entry.sha256, sha(&body));
 }

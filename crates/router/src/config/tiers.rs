@@ -391,7 +391,7 @@ impl RawTier {
 }
 
 /// The model an embedded tier serves when it names none.
-pub const DEFAULT_EMBEDDED_MODEL: &str = "smollm2-135m-instruct";
+pub const DEFAULT_EMBEDDED_MODEL: &str = "qwen2.5-coder-1.5b-instruct";
 
 fn example_url(kind: BackendKind) -> &'static str {
     match kind {

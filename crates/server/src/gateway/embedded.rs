@@ -75,7 +75,9 @@ impl EmbeddedTier {
         req: &ChatRequest,
         labels: Option<&[String]>,
     ) -> Result<Prepared, ApiError> {
-        let mut plan = convert::plan(req, self.engine.info().n_vocab)?;
+        let info = self.engine.info();
+        let mut plan = convert::plan(req, info.n_vocab, &info.sampling)?;
+        tracing::debug!(sampling = ?plan.params.sampling, "sampling");
         let labels = match labels {
             Some(l) if plan.params.constraint.is_none() => {
                 check_labels(l)?;
@@ -119,18 +121,27 @@ impl EmbeddedTier {
         prepared: Prepared,
     ) -> Result<Reply, ApiError> {
         let Prepared { plan, prompt, .. } = prepared;
-        let mut ticket = admit(gateway)?;
         let Plan {
             mut params,
             stream,
             include_usage,
             logprobs,
             structure,
+            n,
             ..
         } = plan;
+        let mut tickets = (0..n)
+            .map(|_| admit(gateway))
+            .collect::<Result<Vec<_>, _>>()?;
         params.prefix_reuse = gateway.metrics.prefix_reuse;
-        let generation = generate(&self.engine, prompt, params, structure.param()).await?;
-        ticket.started(generation.prompt_tokens);
+        let generations = self
+            .engine
+            .generate_n(prompt, params, n)
+            .await
+            .map_err(|e| grammar_error(e, structure.param()))?;
+        for (t, g) in tickets.iter_mut().zip(&generations) {
+            t.started(g.prompt_tokens);
+        }
         let meta = Meta::new(self.model_id.clone());
         let out = Output {
             param: structure.param(),
@@ -138,18 +149,34 @@ impl EmbeddedTier {
             calls: structure.calls,
             must_call: structure.must_call,
         };
+        let runs: Vec<_> = generations.into_iter().zip(tickets).collect();
         if stream {
-            Ok(Reply::Stream(answer::stream(
-                generation,
+            return Ok(Reply::Stream(answer::stream_n(
+                runs,
                 meta,
                 include_usage,
                 out,
-                ticket,
-            )))
-        } else {
-            let (completion, ..) = answer::collect(generation, meta, out, ticket).await?;
-            Ok(Reply::Completion(Box::new(completion)))
+            )));
         }
+        let mut whole: Option<ChatCompletion> = None;
+        for (i, (generation, ticket)) in runs.into_iter().enumerate() {
+            let (mut completion, ..) =
+                answer::collect(generation, meta.clone(), out, ticket).await?;
+            match whole.as_mut() {
+                None => whole = Some(completion),
+                Some(w) => {
+                    for mut c in completion.choices.drain(..) {
+                        c.index = i as u32;
+                        w.choices.push(c);
+                    }
+                    w.usage.completion_tokens += completion.usage.completion_tokens;
+                    w.usage.total_tokens = w.usage.prompt_tokens + w.usage.completion_tokens;
+                }
+            }
+        }
+        let completion =
+            whole.ok_or_else(|| ApiError::Internal("no choice was generated".into()))?;
+        Ok(Reply::Completion(Box::new(completion)))
     }
 
     /// The request answered in full, with its confidence trace. Prepared for a label set
@@ -180,6 +207,12 @@ impl EmbeddedTier {
         if let Some(labels) = labels {
             plan.params.constraint = Some(Constraint::Choice(labels));
             kind = AnswerKind::Choice;
+        }
+        if plan.n > 1 {
+            return Err(ApiError::unsupported(
+                "n",
+                "`n` > 1 is not supported on a route whose answer is judged before it is sent",
+            ));
         }
         plan.params.confidence = true;
         plan.params.prefix_reuse = gateway.metrics.prefix_reuse;
@@ -215,11 +248,15 @@ async fn generate(
     engine
         .generate_prompt(prompt, params)
         .await
-        .map_err(|e| match e {
-            // The grammar did not compile: the request's schema is at fault.
-            EngineError::Grammar(_) => ApiError::invalid(param, e.to_string()),
-            other => other.into(),
-        })
+        .map_err(|e| grammar_error(e, param))
+}
+
+/// An engine error as the API's; a grammar that did not compile is the request's fault.
+fn grammar_error(e: EngineError, param: &'static str) -> ApiError {
+    match e {
+        EngineError::Grammar(_) => ApiError::invalid(param, e.to_string()),
+        other => other.into(),
+    }
 }
 
 /// Lists `labels` to the model when its messages do not name them all. One label per line,

@@ -245,7 +245,7 @@ fn payload<'a>(req: &Request, chat: &'a Bytes) -> Payload<'a> {
     }
 }
 
-fn local_only_refusal(tier: &str) -> ApiError {
+pub(crate) fn local_only_refusal(tier: &str) -> ApiError {
     ApiError::InvalidRequest {
         message: format!(
             "this request is local-only (`{}`), and tier `{tier}` is not on this machine",

@@ -1,0 +1,375 @@
+//! `POST /v1/completions`, OpenAI's legacy Completions API: a prompt (or several, or token
+//! ids) completed as it is, without a chat template, or, with `suffix`, filled in the middle
+//! with the model's FIM tokens — what editors' autocomplete sends.
+//!
+//! Routed like chat by `model`: the embedded tier answers here; an OpenAI-compatible tier gets
+//! the body as the client sent it; `auto` takes the embedded tier, or the first tier that
+//! offers the API where there is none. Privacy rules apply as they do to chat.
+
+mod wire;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Json, Response};
+use smallfirst_engine::{GenerateParams, Generation, Prompt, SamplingParams};
+use smallfirst_protocol::completions::{CompletionRequest, PromptInput};
+use smallfirst_router::{Answer, Native, Protocol, Reason};
+
+use crate::chat::{parse_as, privacy_of};
+use crate::gateway::{EmbeddedTier, Hop, Outcome};
+use crate::render;
+use crate::{ApiError, AppState};
+
+/// OpenAI's default `max_tokens` for completions.
+const DEFAULT_MAX_TOKENS: u32 = 16;
+/// OpenAI's limit on `logprobs` here.
+const MAX_LOGPROBS: u32 = 5;
+/// Prompts per request.
+const MAX_PROMPTS: usize = 16;
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match answer(&state, &headers, body).await {
+        Ok(r) => r,
+        Err((e, tier)) => {
+            let mut outcome = Outcome::refused(e, "rejected");
+            outcome.tier = tier;
+            let reply = std::mem::replace(
+                &mut outcome.answer,
+                Err(crate::gateway::Failure::Request(ApiError::Internal(
+                    String::new(),
+                ))),
+            );
+            let mut response = match reply {
+                Err(crate::gateway::Failure::Request(e)) => e.into_response(),
+                Err(crate::gateway::Failure::Tier(e)) => render::tier_error(&e),
+                Ok(_) => ApiError::Internal("unexpected answer".into()).into_response(),
+            };
+            render::mark(&mut response, &outcome);
+            response
+        }
+    }
+}
+
+type Refusal = (ApiError, Option<String>);
+
+async fn answer(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Refusal> {
+    let body = body
+        .map_err(|e| ApiError::TooLarge(format!("could not read the request body: {e}")))
+        .map_err(|e| (e, None))?;
+    state.inner.metrics.work.parse();
+    let req: CompletionRequest = parse_as(&body).map_err(|e| (e, None))?;
+    let privacy = privacy_of(headers, req.metadata.as_ref()).map_err(|e| (e, None))?;
+    let gateway = &state.inner.gateway;
+    let (hop, reason) = if gateway.decides_for(&req.model) {
+        let hop = match gateway.embedded() {
+            Some(e) => Some(Hop::Embedded(e)),
+            None => gateway
+                .remotes()
+                .iter()
+                .find(|t| {
+                    t.speaks(Protocol::OpenAiCompletions)
+                        && (t.on_machine() || !privacy.local_only())
+                })
+                .map(Hop::Remote),
+        };
+        (hop, ("auto", "the first tier that offers completions"))
+    } else {
+        (
+            gateway.named(&req.model),
+            ("model", "the request named this tier"),
+        )
+    };
+    let Some(hop) = hop else {
+        return Err((ApiError::ModelNotFound(req.model.clone()), None));
+    };
+    let (name, response) = match hop {
+        Hop::Embedded(local) => {
+            let name = local.name.clone();
+            let r = embedded(state, local, &req)
+                .await
+                .map_err(|e| (e, Some(name.clone())))?;
+            (name, r)
+        }
+        Hop::Remote(tier) => {
+            let name = tier.name().to_string();
+            if privacy.local_only() && !tier.on_machine() {
+                return Err((crate::gateway::local_only_refusal(&name), Some(name)));
+            }
+            if !tier.speaks(Protocol::OpenAiCompletions) {
+                let e = ApiError::unsupported(
+                    "model",
+                    format!(
+                        "tier `{name}` does not offer the completions API; use /v1/chat/completions"
+                    ),
+                );
+                return Err((e, Some(name)));
+            }
+            let native = Native {
+                protocol: Protocol::OpenAiCompletions,
+                body: body.clone(),
+                stream: req.is_stream(),
+                headers: Vec::new(),
+            };
+            let r = match tier.pass(&native).await {
+                Ok(Answer::Json(bytes)) => {
+                    ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+                }
+                Ok(Answer::Stream(s)) => render::sse(s),
+                Err(e) => {
+                    let mut r = render::tier_error(&e);
+                    r.headers_mut()
+                        .insert("x-smallfirst-tier", render::header_value(&name));
+                    return Ok(r);
+                }
+            };
+            (name, r)
+        }
+    };
+    let mut response = response;
+    let mut outcome = Outcome::new(Reason {
+        code: format!("{}={}", reason.0, req.model),
+        words: reason.1.into(),
+    });
+    outcome.tier = Some(name);
+    render::mark(&mut response, &outcome);
+    Ok(response)
+}
+
+/// The request answered by the embedded engine.
+async fn embedded(
+    state: &AppState,
+    local: &EmbeddedTier,
+    req: &CompletionRequest,
+) -> Result<Response, ApiError> {
+    let mut plan = plan(req, local)?;
+    plan.params.prefix_reuse = state.inner.metrics.prefix_reuse;
+    let engine = &local.engine;
+    let mut prompts = Vec::with_capacity(req.prompt.len());
+    match (&req.prompt, &req.suffix) {
+        (PromptInput::Texts(texts), Some(suffix)) => {
+            for prefix in texts {
+                let fim = engine
+                    .fim_prompt(prefix.clone(), suffix.clone())
+                    .await
+                    .map_err(ApiError::from)?
+                    .ok_or_else(|| no_fim(&local.model_id))?;
+                prompts.push((fim, String::new()));
+            }
+        }
+        (PromptInput::Texts(texts), None) => {
+            for text in texts {
+                let p = engine
+                    .tokenize_text(text.clone())
+                    .await
+                    .map_err(ApiError::from)?;
+                prompts.push((p, text.clone()));
+            }
+        }
+        (PromptInput::Tokens(lists), suffix) => {
+            if suffix.is_some() {
+                return Err(ApiError::unsupported(
+                    "suffix",
+                    "`suffix` needs a text prompt, not token ids",
+                ));
+            }
+            for (i, ids) in lists.iter().enumerate() {
+                let p = engine.token_prompt(ids).ok_or_else(|| {
+                    ApiError::invalid(
+                        format!("prompt[{i}]"),
+                        format!(
+                            "a token id is not in this model's vocabulary (0..{})",
+                            engine.info().n_vocab
+                        ),
+                    )
+                })?;
+                prompts.push((p, String::new()));
+            }
+        }
+    }
+    let mut runs = Vec::with_capacity(prompts.len());
+    let metrics = &state.inner.metrics;
+    for (prompt, text) in prompts {
+        let generations = start(engine, prompt, &plan).await?;
+        let mut tickets = Vec::with_capacity(generations.len());
+        for g in &generations {
+            let mut t = metrics.admit().ok_or_else(|| {
+                ApiError::Busy("the local model's queue is full; retry after a moment".into())
+            })?;
+            t.started(g.prompt_tokens);
+            tickets.push(t);
+        }
+        runs.push(wire::Run {
+            echo: plan.echo.then_some(text),
+            logprobs: plan.params.logprobs.is_some(),
+            generations: generations.into_iter().zip(tickets).collect(),
+        });
+    }
+    let meta = wire::Meta::new(local.model_id.clone());
+    if req.is_stream() {
+        Ok(render::sse(wire::stream(runs, meta, req.include_usage())))
+    } else {
+        Ok(Json(wire::collect(runs, meta).await?).into_response())
+    }
+}
+
+async fn start(
+    engine: &smallfirst_engine::Engine,
+    prompt: Prompt,
+    plan: &Plan,
+) -> Result<Vec<Generation>, ApiError> {
+    engine
+        .generate_n(prompt, plan.params.clone(), plan.n)
+        .await
+        .map_err(ApiError::from)
+}
+
+fn no_fim(model: &str) -> ApiError {
+    ApiError::unsupported(
+        "suffix",
+        format!(
+            "model `{model}` has no fill-in-the-middle tokens, so `suffix` cannot be used with it; a code model such as qwen2.5-coder has them"
+        ),
+    )
+}
+
+/// A checked request, ready for the engine.
+struct Plan {
+    params: GenerateParams,
+    n: usize,
+    echo: bool,
+}
+
+fn plan(req: &CompletionRequest, local: &EmbeddedTier) -> Result<Plan, ApiError> {
+    if let Some(name) = req.extra.keys().next() {
+        return Err(ApiError::InvalidRequest {
+            message: format!("unrecognized request argument supplied: `{name}`"),
+            param: Some(name.clone()),
+            code: Some("unknown_parameter"),
+        });
+    }
+    if req.prompt.is_empty() {
+        return Err(ApiError::invalid(
+            "prompt",
+            "`prompt` must not be an empty list",
+        ));
+    }
+    if req.prompt.len() > MAX_PROMPTS {
+        return Err(ApiError::invalid(
+            "prompt",
+            format!(
+                "at most {MAX_PROMPTS} prompts are allowed, got {}",
+                req.prompt.len()
+            ),
+        ));
+    }
+    let range = |param: &str, v: Option<f32>, lo: f32, hi: f32| match v {
+        Some(v) if !(lo..=hi).contains(&v) => Err(ApiError::invalid(
+            param,
+            format!("`{param}` must be between {lo} and {hi}, got {v}"),
+        )),
+        _ => Ok(()),
+    };
+    range("temperature", req.temperature, 0.0, 2.0)?;
+    range("top_p", req.top_p, 0.0, 1.0)?;
+    range("min_p", req.min_p, 0.0, 1.0)?;
+    range("repetition_penalty", req.repetition_penalty, 0.01, 10.0)?;
+    range("presence_penalty", req.presence_penalty, -2.0, 2.0)?;
+    range("frequency_penalty", req.frequency_penalty, -2.0, 2.0)?;
+    let n = req.n.unwrap_or(1);
+    if !(1..=crate::convert::MAX_CHOICES).contains(&n) {
+        return Err(ApiError::invalid(
+            "n",
+            format!(
+                "`n` must be between 1 and {}, got {n}",
+                crate::convert::MAX_CHOICES
+            ),
+        ));
+    }
+    if let Some(best_of) = req.best_of
+        && best_of != n
+    {
+        return Err(ApiError::unsupported(
+            "best_of",
+            "`best_of` other than `n` is not supported: every choice generated is returned",
+        ));
+    }
+    if req.max_tokens == Some(0) {
+        return Err(ApiError::invalid(
+            "max_tokens",
+            "`max_tokens` must be at least 1",
+        ));
+    }
+    if let Some(k) = req.logprobs
+        && k > MAX_LOGPROBS
+    {
+        return Err(ApiError::invalid(
+            "logprobs",
+            format!("`logprobs` must be between 0 and {MAX_LOGPROBS}, got {k}"),
+        ));
+    }
+    let echo = req.echo.unwrap_or(false);
+    if echo && req.suffix.is_some() {
+        return Err(ApiError::invalid(
+            "echo",
+            "`echo` cannot be used with `suffix`",
+        ));
+    }
+    if echo && req.logprobs.is_some() {
+        return Err(ApiError::unsupported(
+            "echo",
+            "`echo` with `logprobs` (the prompt's own log-probabilities) is not supported",
+        ));
+    }
+    if echo && matches!(req.prompt, PromptInput::Tokens(_)) {
+        return Err(ApiError::unsupported(
+            "echo",
+            "`echo` needs a text prompt, not token ids",
+        ));
+    }
+    let stop = req.stop_sequences();
+    crate::convert::check_stop(&stop)?;
+    if req.stream_options.is_some() && !req.is_stream() {
+        return Err(ApiError::invalid(
+            "stream_options",
+            "`stream_options` is only allowed when `stream` is true",
+        ));
+    }
+    let info = local.engine.info();
+    let d = &info.sampling;
+    let logit_bias = crate::convert::bias(req.logit_bias.as_ref(), info.n_vocab)?;
+    let sampling = SamplingParams {
+        temperature: req.temperature.unwrap_or(d.temperature.value),
+        top_p: req.top_p.unwrap_or(d.top_p.value),
+        top_k: req.top_k.unwrap_or(d.top_k.value),
+        min_p: req.min_p.unwrap_or(d.min_p.value),
+        repetition_penalty: req.repetition_penalty.unwrap_or(d.repetition_penalty.value),
+        presence_penalty: req.presence_penalty.unwrap_or(0.0),
+        frequency_penalty: req.frequency_penalty.unwrap_or(0.0),
+        logit_bias,
+        seed: req.seed.map(|s| s as u64),
+    };
+    Ok(Plan {
+        params: GenerateParams {
+            max_tokens: Some(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
+            sampling,
+            stop,
+            logprobs: req.logprobs.map(|k| k as usize),
+            constraint: None,
+            confidence: false,
+            prefix_reuse: true,
+            ignore_eos: false,
+        },
+        n: n as usize,
+        echo,
+    })
+}
