@@ -229,6 +229,10 @@ pub(crate) enum Job {
         /// The choices of one request share a group ([`Engine::generate_n`]).
         group: Option<u64>,
     },
+    Embed {
+        inputs: Vec<Vec<LlamaToken>>,
+        reply: oneshot::Sender<Result<Vec<Vec<f32>>, EngineError>>,
+    },
     Bench {
         n_prompt: u32,
         n_gen: u32,
@@ -483,6 +487,39 @@ impl Engine {
             });
         }
         Ok(out)
+    }
+
+    /// Pooled embeddings of `inputs` (prompts from [`tokenize_text`](Self::tokenize_text) or
+    /// [`token_prompt`](Self::token_prompt)), one unit-length vector each: the model's declared
+    /// pooling, else the mean of its last hidden states. Run on the engine thread between
+    /// generation steps, on a second context of the same loaded model; each input may be up to
+    /// [`embedding_ctx`](Self::embedding_ctx) tokens.
+    pub async fn embed(&self, inputs: Vec<Prompt>) -> Result<Vec<Vec<f32>>, EngineError> {
+        let n_ctx = self.embedding_ctx();
+        let inputs = inputs
+            .into_iter()
+            .map(|p| {
+                p.tokens.map_err(|at_least| EngineError::ContextLength {
+                    n_ctx,
+                    prompt_tokens: at_least.min(u32::MAX as usize) as u32,
+                    at_least: true,
+                    requested: None,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .jobs
+            .as_ref()
+            .ok_or(EngineError::Stopped)?
+            .send(Job::Embed { inputs, reply })
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// The most tokens one embedding input may have.
+    pub fn embedding_ctx(&self) -> u32 {
+        crate::runner::EMBED_CTX.min(self.inner.info.n_ctx.max(1))
     }
 
     /// Measures prompt and decode speed the way `llama-bench` does (pp then tg, `reps` times

@@ -55,6 +55,8 @@ pub const DEFAULT_PREFILL_CHUNK: usize = 256;
 const MAX_BATCH: u32 = 2048;
 
 mod bench;
+mod embed;
+pub(crate) use embed::EMBED_CTX;
 
 pub(crate) struct Runner;
 
@@ -121,7 +123,7 @@ impl Runner {
                 return;
             }
         };
-        let mut worker = Worker::new(&model, ctx, n_ctx, slots, chunk, counters);
+        let mut worker = Worker::new(&model, ctx, n_ctx, slots, chunk, counters, threads);
         let template = match worker.template() {
             Ok(t) => t,
             Err(e) => {
@@ -215,6 +217,9 @@ struct Worker<'m> {
     /// Steps taken; orders slots by last use.
     clock: u64,
     counters: Arc<Counters>,
+    /// The embedding context, made on the first embedding request.
+    embedder: Option<embed::Embedder<'m>>,
+    threads: usize,
 }
 
 impl<'m> Worker<'m> {
@@ -225,6 +230,7 @@ impl<'m> Worker<'m> {
         slots: usize,
         chunk: usize,
         counters: Arc<Counters>,
+        threads: usize,
     ) -> Self {
         let n_batch = ctx.n_batch() as usize;
         let vocab = model.vocab();
@@ -249,6 +255,8 @@ impl<'m> Worker<'m> {
             benches: VecDeque::new(),
             clock: 0,
             counters,
+            embedder: None,
+            threads,
         }
     }
 
@@ -355,6 +363,10 @@ impl<'m> Worker<'m> {
                     reps,
                     reply,
                 });
+                return;
+            }
+            Job::Embed { inputs, reply } => {
+                let _ = reply.send(self.embed(&inputs));
                 return;
             }
             Job::Generate {

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`chat`]: `POST /v1/chat/completions` request, response and stream chunk types.
 //! - [`completions`]: `POST /v1/completions` (the legacy API, with fill-in-the-middle).
+//! - [`embeddings`]: `POST /v1/embeddings`.
 //! - [`messages`]: `POST /v1/messages` (Anthropic Messages) request, response, usage and
 //!   error types.
 //! - [`responses`]: `POST /v1/responses` (OpenAI Responses) request types.
@@ -16,6 +17,7 @@
 
 pub mod chat;
 pub mod completions;
+pub mod embeddings;
 pub mod error;
 pub mod messages;
 pub mod metadata;

@@ -47,6 +47,8 @@ pub enum Protocol {
     AnthropicMessages,
     /// OpenAI's legacy Completions (`/v1/completions`), which has no chat equivalent.
     OpenAiCompletions,
+    /// OpenAI's Embeddings (`/v1/embeddings`).
+    OpenAiEmbeddings,
 }
 
 /// A request in its ingress's own protocol, to pass through untouched to a backend that

@@ -23,8 +23,9 @@ use crate::wire::WireError;
 pub struct OpenAiBackend {
     model: String,
     endpoint: Url,
-    /// `/completions`, beside the chat endpoint.
+    /// `/completions` and `/embeddings`, beside the chat endpoint.
     completions: Url,
+    embeddings: Url,
     key: Option<Secret>,
     http: Http,
 }
@@ -35,6 +36,7 @@ impl OpenAiBackend {
             model: remote.model.clone(),
             endpoint: endpoint(&remote.base_url, "chat/completions"),
             completions: endpoint(&remote.base_url, "completions"),
+            embeddings: endpoint(&remote.base_url, "embeddings"),
             key: Secret::from_env(tier, remote.api_key_env.as_deref())?,
             http: Http::new(tier, faults)?,
         })
@@ -90,7 +92,10 @@ impl Backend for OpenAiBackend {
     }
 
     fn speaks(&self, protocol: Protocol) -> bool {
-        matches!(protocol, Protocol::OpenAiChat | Protocol::OpenAiCompletions)
+        matches!(
+            protocol,
+            Protocol::OpenAiChat | Protocol::OpenAiCompletions | Protocol::OpenAiEmbeddings
+        )
     }
 
     fn pass<'a>(
@@ -100,6 +105,7 @@ impl Backend for OpenAiBackend {
     ) -> BoxFuture<'a, Result<Answer, BackendError>> {
         let url = match native.protocol {
             Protocol::OpenAiCompletions => self.completions.clone(),
+            Protocol::OpenAiEmbeddings => self.embeddings.clone(),
             _ => self.endpoint.clone(),
         };
         Box::pin(async move { self.post(url, &native.body, deadline).await })

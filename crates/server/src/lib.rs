@@ -32,6 +32,7 @@ pub mod auth;
 mod chat;
 mod completions;
 mod convert;
+mod embeddings;
 mod error;
 pub mod gateway;
 mod guard;

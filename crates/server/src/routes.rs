@@ -11,7 +11,7 @@ use smallfirst_protocol::{ModelList, ModelObject};
 use tokio::net::TcpListener;
 
 use crate::state::AppState;
-use crate::{ApiError, chat, completions, guard, listen, messages, observe, responses};
+use crate::{ApiError, chat, completions, embeddings, guard, listen, messages, observe, responses};
 
 /// The routes, behind the guard (host, origin, key, content type, whole body), the panic
 /// catcher and the request log, outermost last.
@@ -20,6 +20,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/completions", post(completions::create))
+        .route("/v1/embeddings", post(embeddings::create))
         .route("/v1/messages", post(messages::create))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route("/v1/responses", post(responses::create))

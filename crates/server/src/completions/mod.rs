@@ -15,10 +15,10 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Json, Response};
 use smallfirst_engine::{GenerateParams, Generation, Prompt, SamplingParams};
 use smallfirst_protocol::completions::{CompletionRequest, PromptInput};
-use smallfirst_router::{Answer, Native, Protocol, Reason};
+use smallfirst_router::{Answer, Native, Privacy, Protocol, Reason};
 
 use crate::chat::{parse_as, privacy_of};
-use crate::gateway::{EmbeddedTier, Hop, Outcome};
+use crate::gateway::{EmbeddedTier, Failure, Hop, Outcome};
 use crate::render;
 use crate::{ApiError, AppState};
 
@@ -34,70 +34,99 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match answer(&state, &headers, body).await {
-        Ok(r) => r,
-        Err((e, tier)) => {
-            let mut outcome = Outcome::refused(e, "rejected");
-            outcome.tier = tier;
-            let reply = std::mem::replace(
-                &mut outcome.answer,
-                Err(crate::gateway::Failure::Request(ApiError::Internal(
-                    String::new(),
-                ))),
-            );
-            let mut response = match reply {
-                Err(crate::gateway::Failure::Request(e)) => e.into_response(),
-                Err(crate::gateway::Failure::Tier(e)) => render::tier_error(&e),
-                Ok(_) => ApiError::Internal("unexpected answer".into()).into_response(),
-            };
-            render::mark(&mut response, &outcome);
-            response
-        }
-    }
+    let answered = async {
+        let (req, body, privacy) =
+            read::<CompletionRequest>(&state, &headers, body, |r| r.metadata.as_ref())?;
+        let stream = req.is_stream();
+        routed(
+            &state,
+            &req.model,
+            privacy,
+            Protocol::OpenAiCompletions,
+            body,
+            stream,
+            |local| embedded(&state, local, &req),
+        )
+        .await
+    };
+    answered.await.unwrap_or_else(refused)
 }
 
-type Refusal = (ApiError, Option<String>);
+/// A request that was not answered, as a response with the facts known.
+pub(crate) type Refusal = (ApiError, Option<String>);
 
-async fn answer(
+pub(crate) fn refused((e, tier): Refusal) -> Response {
+    let mut outcome = Outcome::refused(e, "rejected");
+    outcome.tier = tier;
+    let mut response = match std::mem::replace(
+        &mut outcome.answer,
+        Err(Failure::Request(ApiError::Internal(String::new()))),
+    ) {
+        Err(Failure::Request(e)) => e.into_response(),
+        Err(Failure::Tier(e)) => render::tier_error(&e),
+        Ok(_) => ApiError::Internal("unexpected answer".into()).into_response(),
+    };
+    render::mark(&mut response, &outcome);
+    response
+}
+
+/// The body read and parsed into `T` once, with its privacy.
+pub(crate) fn read<T: serde::de::DeserializeOwned>(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Refusal> {
+    metadata: impl FnOnce(&T) -> Option<&smallfirst_protocol::Metadata>,
+) -> Result<(T, Bytes, Privacy), Refusal> {
     let body = body
         .map_err(|e| ApiError::TooLarge(format!("could not read the request body: {e}")))
         .map_err(|e| (e, None))?;
     state.inner.metrics.work.parse();
-    let req: CompletionRequest = parse_as(&body).map_err(|e| (e, None))?;
-    let privacy = privacy_of(headers, req.metadata.as_ref()).map_err(|e| (e, None))?;
+    let req: T = parse_as(&body).map_err(|e| (e, None))?;
+    let privacy = privacy_of(headers, metadata(&req)).map_err(|e| (e, None))?;
+    Ok((req, body, privacy))
+}
+
+/// A request in an OpenAI API other than chat (`protocol`), sent where `model` says: the
+/// embedded tier answers with `embedded`; a remote tier that offers the API gets the body as
+/// sent; `auto` takes the embedded tier, or the first remote one that offers the API and that
+/// the request's privacy allows.
+pub(crate) async fn routed<'a, F, Fut>(
+    state: &'a AppState,
+    model: &str,
+    privacy: Privacy,
+    protocol: Protocol,
+    body: Bytes,
+    stream: bool,
+    embedded: F,
+) -> Result<Response, Refusal>
+where
+    F: FnOnce(&'a EmbeddedTier) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, ApiError>>,
+{
     let gateway = &state.inner.gateway;
-    let (hop, reason) = if gateway.decides_for(&req.model) {
+    let (hop, reason) = if gateway.decides_for(model) {
         let hop = match gateway.embedded() {
             Some(e) => Some(Hop::Embedded(e)),
             None => gateway
                 .remotes()
                 .iter()
-                .find(|t| {
-                    t.speaks(Protocol::OpenAiCompletions)
-                        && (t.on_machine() || !privacy.local_only())
-                })
+                .find(|t| t.speaks(protocol) && (t.on_machine() || !privacy.local_only()))
                 .map(Hop::Remote),
         };
-        (hop, ("auto", "the first tier that offers completions"))
+        (hop, ("auto", "the first tier that offers this API"))
     } else {
         (
-            gateway.named(&req.model),
+            gateway.named(model),
             ("model", "the request named this tier"),
         )
     };
     let Some(hop) = hop else {
-        return Err((ApiError::ModelNotFound(req.model.clone()), None));
+        return Err((ApiError::ModelNotFound(model.to_string()), None));
     };
-    let (name, response) = match hop {
+    let (name, mut response) = match hop {
         Hop::Embedded(local) => {
             let name = local.name.clone();
-            let r = embedded(state, local, &req)
-                .await
-                .map_err(|e| (e, Some(name.clone())))?;
+            let r = embedded(local).await.map_err(|e| (e, Some(name.clone())))?;
             (name, r)
         }
         Hop::Remote(tier) => {
@@ -105,19 +134,19 @@ async fn answer(
             if privacy.local_only() && !tier.on_machine() {
                 return Err((crate::gateway::local_only_refusal(&name), Some(name)));
             }
-            if !tier.speaks(Protocol::OpenAiCompletions) {
+            if !tier.speaks(protocol) {
                 let e = ApiError::unsupported(
                     "model",
                     format!(
-                        "tier `{name}` does not offer the completions API; use /v1/chat/completions"
+                        "tier `{name}` does not offer this API; only OpenAI-compatible tiers do"
                     ),
                 );
                 return Err((e, Some(name)));
             }
             let native = Native {
-                protocol: Protocol::OpenAiCompletions,
-                body: body.clone(),
-                stream: req.is_stream(),
+                protocol,
+                body,
+                stream,
                 headers: Vec::new(),
             };
             let r = match tier.pass(&native).await {
@@ -125,19 +154,13 @@ async fn answer(
                     ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
                 }
                 Ok(Answer::Stream(s)) => render::sse(s),
-                Err(e) => {
-                    let mut r = render::tier_error(&e);
-                    r.headers_mut()
-                        .insert("x-smallfirst-tier", render::header_value(&name));
-                    return Ok(r);
-                }
+                Err(e) => render::tier_error(&e),
             };
             (name, r)
         }
     };
-    let mut response = response;
     let mut outcome = Outcome::new(Reason {
-        code: format!("{}={}", reason.0, req.model),
+        code: format!("{}={model}", reason.0),
         words: reason.1.into(),
     });
     outcome.tier = Some(name);
