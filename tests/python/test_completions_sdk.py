@@ -122,7 +122,8 @@ def test_bad_completion_requests_are_clear_400s(client):
 
 def test_completions_pass_through_to_an_openai_compatible_tier(binary, tmp_path_factory, coder):
     log_dir = tmp_path_factory.mktemp("completions-gateway")
-    toml = f'[tiers.frontier]\nbackend = "openai"\nmodel = "local"\nbase_url = "{coder}/v1"\ncontext_window = 1024\n'
+    toml = (f'[tiers.frontier]\nbackend = "openai"\nmodel = "local"\nbase_url = "{coder}/v1"\n'
+            'context_window = 1024\n\n[tasks.secret]\nprivacy = "local-only"\n')
     proc, base = spawn_with_config(binary, log_dir, toml)
     try:
         c = OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=120)
@@ -137,5 +138,14 @@ def test_completions_pass_through_to_an_openai_compatible_tier(binary, tmp_path_
             c.completions.create(model="frontier", prompt="x", max_tokens=2,
                                  extra_headers={"x-smallfirst-privacy": "local-only"})
         assert e.value.body["code"] == "local_only"
+        # A task whose privacy is local-only keeps it on the machine too, named by header or metadata.
+        for kwargs in [{"extra_headers": {"x-smallfirst-task": "secret"}},
+                       {"extra_body": {"metadata": {"task": "secret"}}}]:
+            with pytest.raises(openai.BadRequestError) as e:
+                c.completions.create(model="frontier", prompt="x", max_tokens=2, **kwargs)
+            assert e.value.body["code"] == "local_only", kwargs
+            with pytest.raises(openai.BadRequestError) as e:
+                c.embeddings.create(model="frontier", input="x", **kwargs)
+            assert e.value.body["code"] == "local_only", kwargs
     finally:
         stop(proc, log_dir)

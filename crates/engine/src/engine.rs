@@ -372,7 +372,9 @@ impl Engine {
 
     /// A fill-in-the-middle prompt: `prefix` and `suffix` around the model's FIM tokens, in
     /// prefix–suffix–middle order (as llama.cpp's `/infill` and Qwen2.5-Coder lay them out),
-    /// for the model to generate the middle. `None` when the model has no FIM tokens.
+    /// for the model to generate the middle. Long code is cut to the part nearest the cursor:
+    /// up to half the context (at most 2,048 tokens), a quarter of it after the cursor and the
+    /// rest before, as llama.cpp's `/infill` does. `None` when the model has no FIM tokens.
     pub async fn fim_prompt(
         &self,
         prefix: String,
@@ -384,11 +386,19 @@ impl Engine {
         let tokenizer = Arc::clone(&self.inner.tokenizer);
         let n_ctx = self.inner.info.n_ctx as usize;
         tokio::task::spawn_blocking(move || {
+            // As llama.cpp's `/infill` with its default batch: the code nearest the cursor,
+            // at most three quarters of the budget before it and a quarter after, the budget
+            // half the context (at most 2,048 tokens), so the middle always has room.
+            let budget = (n_ctx / 2).min(FIM_BUDGET);
+            let before = tokenizer.tokenize_text(&prefix, false);
+            let after = tokenizer.tokenize_text(&suffix, false);
+            let after = &after[..after.len().min(budget / 4)];
+            let before = &before[before.len().saturating_sub(budget - after.len())..];
             let mut tokens = tokenizer.tokenize_text("", true);
             tokens.push(pre);
-            tokens.extend(tokenizer.tokenize_text(&prefix, false));
+            tokens.extend_from_slice(before);
             tokens.push(suf);
-            tokens.extend(tokenizer.tokenize_text(&suffix, false));
+            tokens.extend_from_slice(after);
             tokens.push(mid);
             Some(within(tokens, n_ctx))
         })
@@ -507,19 +517,40 @@ impl Engine {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let (reply, rx) = oneshot::channel();
-        self.inner
-            .jobs
-            .as_ref()
-            .ok_or(EngineError::Stopped)?
-            .send(Job::Embed { inputs, reply })
-            .map_err(|_| EngineError::Stopped)?;
-        rx.await.map_err(|_| EngineError::Stopped)?
+        // One job per batch's worth (one decode), so that generation steps run between them.
+        let mut out = Vec::with_capacity(inputs.len());
+        let mut rest = &inputs[..];
+        while !rest.is_empty() {
+            let mut n = 0;
+            let mut tokens = 0;
+            while n < rest.len()
+                && n < crate::runner::EMBED_SEQS as usize
+                && (n == 0 || tokens + rest[n].len() <= crate::runner::EMBED_CTX as usize)
+            {
+                tokens += rest[n].len();
+                n += 1;
+            }
+            let (group, later) = rest.split_at(n);
+            rest = later;
+            let (reply, rx) = oneshot::channel();
+            self.inner
+                .jobs
+                .as_ref()
+                .ok_or(EngineError::Stopped)?
+                .send(Job::Embed {
+                    inputs: group.to_vec(),
+                    reply,
+                })
+                .map_err(|_| EngineError::Stopped)?;
+            out.extend(rx.await.map_err(|_| EngineError::Stopped)??);
+        }
+        Ok(out)
     }
 
     /// The most tokens one embedding input may have.
     pub fn embedding_ctx(&self) -> u32 {
-        crate::runner::EMBED_CTX.min(self.inner.info.n_ctx.max(1))
+        // A prompt fits the engine's context with room for one token more (`Prompt::fits`).
+        crate::runner::EMBED_CTX.min(self.inner.info.n_ctx.saturating_sub(1).max(1))
     }
 
     /// Measures prompt and decode speed the way `llama-bench` does (pp then tg, `reps` times
@@ -592,6 +623,9 @@ fn check_file(config: &EngineConfig) -> Result<smallfirst_inspect::gguf::Gguf, E
         findings,
     })
 }
+
+/// The most tokens of code a fill-in-the-middle prompt keeps around the cursor.
+const FIM_BUDGET: usize = 2048;
 
 /// `tokens` as a prompt, or its length when it leaves no room in a context of `n_ctx`.
 fn within(tokens: Vec<LlamaToken>, n_ctx: usize) -> Prompt {

@@ -6,9 +6,15 @@
 //!   for one of a fixed number of slots, and then decode together with the others, one llama
 //!   batch per step (continuous batching, chunked prefill, prompt prefixes kept per slot and
 //!   shared across slots). A dropped receiver (the client went away) ends its sequence at the
-//!   next step.
+//!   next step. [`Engine::generate_n`] runs `n` choices of one prompt, prefilled once (the
+//!   later choices copy the first one's KV cache); [`Engine::tokenize_text`],
+//!   [`Engine::fim_prompt`] and [`Engine::token_prompt`] make prompts without a chat template
+//!   (the completions API); [`Engine::embed`] gives pooled, normalized embeddings from a second
+//!   context on the same loaded weights.
 //! - [`ChatTemplate`]: the model's Jinja chat template, rendered in a sandbox.
-//! - [`Sampler`] / [`SamplingParams`]: temperature, top-k, top-p, penalties, seed, in Rust.
+//! - [`Sampler`] / [`SamplingParams`]: temperature, top-k, top-p, min-p, penalties, seed, in
+//!   Rust. [`SamplingDefaults`]: what a request that leaves a parameter out gets (the model
+//!   file's `general.sampling.*` keys, else the catalog's, else llama.cpp's).
 //! - [`logprobs`]: vectorised log-softmax pieces, computed only when asked.
 //! - [`TextStream`]: UTF-8-safe streaming with stop strings that may span tokens.
 //! - [`fit`]: whether a model fits in memory with the engine's settings, checked before every

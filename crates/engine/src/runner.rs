@@ -56,7 +56,7 @@ const MAX_BATCH: u32 = 2048;
 
 mod bench;
 mod embed;
-pub(crate) use embed::EMBED_CTX;
+pub(crate) use embed::{EMBED_CTX, EMBED_SEQS};
 
 pub(crate) struct Runner;
 
@@ -366,7 +366,10 @@ impl<'m> Worker<'m> {
                 return;
             }
             Job::Embed { inputs, reply } => {
-                let _ = reply.send(self.embed(&inputs));
+                // A caller that gave up (its request timed out, its client left) is not served.
+                if !reply.is_closed() {
+                    let _ = reply.send(self.embed(&inputs));
+                }
                 return;
             }
             Job::Generate {
@@ -415,27 +418,31 @@ impl<'m> Worker<'m> {
 
     /// Starts waiting requests in free slots, first come first served.
     fn admit(&mut self) {
-        while let Some(w) = self.waiting.front() {
+        let mut i = 0;
+        while let Some(w) = self.waiting.get(i) {
             if w.started.is_closed() {
                 // The caller gave up while it waited.
-                self.waiting.pop_front();
+                self.waiting.remove(i);
                 continue;
             }
-            // A later choice of a request waits for the first one's prompt to be in the cache,
-            // then copies it.
-            let sibling_prefilling = w.group.is_some_and(|g| {
-                self.running
-                    .iter()
-                    .any(|s| s.group == Some(g) && s.is_prefilling())
-            });
-            if sibling_prefilling {
-                return;
+            // A later choice of a request waits while the first one prefills the prompt, then
+            // copies it; requests behind it go ahead meanwhile.
+            let group = w.group;
+            let in_group = |s: &&Seq| group.is_some() && s.group == group;
+            if self
+                .running
+                .iter()
+                .filter(in_group)
+                .any(|s| s.prefilled + 1 < s.tokens.len())
+            {
+                i += 1;
+                continue;
             }
-            let reuse = w.params.prefix_reuse || w.group.is_some();
+            let reuse = w.params.prefix_reuse || self.running.iter().any(|s| in_group(&s));
             let Some(p) = slots::place(&self.slots, &w.tokens, reuse) else {
                 return;
             };
-            let Some(w) = self.waiting.pop_front() else {
+            let Some(w) = self.waiting.remove(i) else {
                 return;
             };
             let keep = self.prepare(p);

@@ -43,11 +43,6 @@ impl Recommended {
             repetition_penalty: float("general.sampling.penalty_repeat", 0.5, 2.0),
         }
     }
-
-    /// Whether it sets nothing.
-    pub fn is_empty(&self) -> bool {
-        *self == Recommended::default()
-    }
 }
 
 #[cfg(test)]

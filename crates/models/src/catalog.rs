@@ -11,7 +11,7 @@ use smallfirst_inspect::sampling::Recommended;
 
 /// Where Hugging Face is; `HF_ENDPOINT` (as the Hugging Face tools read it) points elsewhere,
 /// at a mirror.
-pub const HF_ENDPOINT: &str = "https://huggingface.co";
+pub const DEFAULT_HF_ENDPOINT: &str = "https://huggingface.co";
 
 /// Where a catalog model's bytes can come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,7 +276,7 @@ mod tests {
             } else {
                 // Unpinned entries come from Hugging Face, which vouches for the hash.
                 assert!(
-                    e.sources.iter().all(|s| s.url(HF_ENDPOINT).is_some()),
+                    e.sources.iter().all(|s| s.url(DEFAULT_HF_ENDPOINT).is_some()),
                     "{}",
                     e.name
                 );

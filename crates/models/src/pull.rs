@@ -75,7 +75,7 @@ impl Puller {
             cache,
             pip,
             progress,
-            hf_endpoint: catalog::HF_ENDPOINT.to_string(),
+            hf_endpoint: catalog::DEFAULT_HF_ENDPOINT.to_string(),
         }
     }
 
@@ -103,7 +103,7 @@ impl Puller {
         if spec.starts_with("http://") || spec.starts_with("https://") {
             let pinned = catalog::CATALOG.iter().find(|e| {
                 e.sources.iter().any(|s| {
-                    [catalog::HF_ENDPOINT, self.hf_endpoint.as_str()]
+                    [catalog::DEFAULT_HF_ENDPOINT, self.hf_endpoint.as_str()]
                         .iter()
                         .any(|at| s.url(at).as_deref() == Some(spec))
                 })

@@ -294,7 +294,7 @@ pub(crate) fn stream_n(
         .into_iter()
         .enumerate()
         .map(|(i, (generation, ticket))| {
-            let choice = Choice1 {
+            let choice = ChoiceSink {
                 index: i as u32,
                 meta: meta.clone(),
                 usage_field,
@@ -305,9 +305,12 @@ pub(crate) fn stream_n(
         .collect();
     tokio::spawn(async move {
         let mut total: Option<Usage> = None;
-        for t in tasks {
+        let mut tasks = tasks.into_iter();
+        while let Some(t) = tasks.next() {
             let Ok(Some(done)) = t.await else {
-                // That choice ended the stream (an error event, or the client left).
+                // That choice ended the stream (an error event, or the client left): the
+                // others stop too (their engine sequences end at the next step).
+                tasks.for_each(|t| t.abort());
                 return;
             };
             let u = usage(&done);
@@ -335,7 +338,7 @@ pub(crate) fn stream_n(
 }
 
 /// Where one choice's chunks go.
-struct Choice1 {
+struct ChoiceSink {
     index: u32,
     meta: std::sync::Arc<Meta>,
     usage_field: Option<Option<Usage>>,
@@ -346,7 +349,7 @@ struct Choice1 {
 /// the client went away.
 async fn forward(
     mut generation: Generation,
-    c: Choice1,
+    c: ChoiceSink,
     out: Output,
     mut ticket: Ticket,
 ) -> Option<smallfirst_engine::Done> {

@@ -107,9 +107,13 @@ pub(crate) fn plan(
         top_p: req.top_p.unwrap_or(defaults.top_p.value),
         top_k: req.top_k.unwrap_or(defaults.top_k.value),
         min_p: req.min_p.unwrap_or(defaults.min_p.value),
-        repetition_penalty: req
-            .repetition_penalty
-            .unwrap_or(defaults.repetition_penalty.value),
+        // A grammar-bound answer (JSON, calls, labels) must repeat its keys and quotes: the
+        // model's default penalty is for free text only.
+        repetition_penalty: req.repetition_penalty.unwrap_or(if structure.constraint.is_some() {
+            1.0
+        } else {
+            defaults.repetition_penalty.value
+        }),
         presence_penalty: req.presence_penalty.unwrap_or(0.0),
         frequency_penalty: req.frequency_penalty.unwrap_or(0.0),
         logit_bias,
@@ -438,7 +442,7 @@ mod tests {
             (json!({"temperature": 2.5}), "temperature"),
             (json!({"top_p": -0.1}), "top_p"),
             (json!({"presence_penalty": 3}), "presence_penalty"),
-            (json!({"n": 2}), "n"),
+            (json!({"n": 17}), "n"),
             (json!({"max_tokens": 0}), "max_tokens"),
             (json!({"stop": ["a", "b", "c", "d", "e"]}), "stop"),
             (json!({"top_logprobs": 3}), "top_logprobs"),
@@ -481,6 +485,37 @@ mod tests {
         );
         assert_eq!(param_of(&e).as_deref(), Some("messages[0].content[0].type"));
         assert_eq!(e.body().error.code.as_deref(), Some("unsupported_value"));
+    }
+
+    #[test]
+    fn sampling_defaults_fill_only_what_the_request_leaves_out() {
+        use smallfirst_engine::Recommended;
+        let defaults = SamplingDefaults::resolve(
+            Recommended {
+                temperature: Some(0.7),
+                top_k: Some(20),
+                repetition_penalty: Some(1.1),
+                ..Recommended::default()
+            },
+            Recommended::default(),
+        );
+        let bare = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        let p = plan(&req(bare), 1000, &defaults).expect("valid");
+        let s = &p.params.sampling;
+        assert_eq!((s.temperature, s.top_k, s.repetition_penalty), (0.7, 20, 1.1));
+        // llama.cpp's defaults where the model says nothing.
+        assert_eq!((s.top_p, s.min_p), (0.95, 0.05));
+        let set = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                         "temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0, "repeat_penalty": 1.0});
+        let p = plan(&req(set), 1000, &defaults).expect("valid");
+        let s = &p.params.sampling;
+        assert_eq!(
+            (s.temperature, s.top_p, s.top_k, s.min_p, s.repetition_penalty),
+            (1.0, 1.0, 0, 0.0, 1.0),
+            "what the client sets is used exactly"
+        );
+        let e = err(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "min_p": 2}));
+        assert_eq!(param_of(&e).as_deref(), Some("min_p"));
     }
 
     #[test]

@@ -19,6 +19,9 @@ use crate::{ApiError, AppState};
 
 /// Inputs one request may embed (OpenAI's limit).
 const MAX_INPUTS: usize = 2048;
+/// Tokens one request may embed in all: the engine thread runs embeddings between generation
+/// steps, and this bounds how long one request holds it.
+const MAX_TOKENS: usize = 65_536;
 
 pub(crate) async fn create(
     State(state): State<AppState>,
@@ -28,21 +31,21 @@ pub(crate) async fn create(
     let answered = async {
         let (req, body, privacy) =
             read::<EmbeddingRequest>(&state, &headers, body, |r| r.metadata.as_ref())?;
-        routed(
-            &state,
-            &req.model,
-            privacy,
-            Protocol::OpenAiEmbeddings,
-            body,
-            false,
-            |local| embedded(local, &req),
-        )
+        let call = (Protocol::OpenAiEmbeddings, body, false);
+        let metadata = req.metadata.as_ref();
+        routed(&state, &headers, &req.model, privacy, metadata, call, |tier| {
+            embedded(&state, tier, &req)
+        })
         .await
     };
     answered.await.unwrap_or_else(refused)
 }
 
-async fn embedded(local: &EmbeddedTier, req: &EmbeddingRequest) -> Result<Response, ApiError> {
+async fn embedded(
+    state: &AppState,
+    local: &EmbeddedTier,
+    req: &EmbeddingRequest,
+) -> Result<Response, ApiError> {
     if let Some(name) = req.extra.keys().next() {
         return Err(ApiError::InvalidRequest {
             message: format!("unrecognized request argument supplied: `{name}`"),
@@ -117,7 +120,20 @@ async fn embedded(local: &EmbeddedTier, req: &EmbeddingRequest) -> Result<Respon
         )));
     }
     let tokens: usize = prompts.iter().map(|p| p.len()).sum();
-    let vectors = engine.embed(prompts).await.map_err(ApiError::from)?;
+    if tokens > MAX_TOKENS {
+        return Err(ApiError::invalid(
+            "input",
+            format!("the inputs come to {tokens} tokens; a request may embed at most {MAX_TOKENS}"),
+        ));
+    }
+    let ticket = state.inner.metrics.admit().ok_or_else(|| {
+        ApiError::Busy("the local model's queue is full; retry after a moment".into())
+    })?;
+    let vectors = tokio::time::timeout_at(ticket.deadline, engine.embed(prompts))
+        .await
+        .map_err(|_| ApiError::Timeout(crate::answer::timeout_message(&ticket)))?
+        .map_err(ApiError::from)?;
+    drop(ticket);
     if let Some(d) = req.dimensions
         && vectors.first().is_some_and(|v| v.len() != d as usize)
     {

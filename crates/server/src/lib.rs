@@ -12,7 +12,10 @@
 //!   Messages, passed through untouched to an Anthropic tier) and `responses`
 //!   (`POST /v1/responses`, stateless). `render` writes the `x-smallfirst-*` headers, the
 //!   `smallfirst` body member and tier errors, each in one place, and turns OpenAI chunk streams
-//!   into the other protocols' events.
+//!   into the other protocols' events. `completions` (`POST /v1/completions`, with
+//!   fill-in-the-middle) and `embeddings` (`POST /v1/embeddings`) have no chat equivalent: the
+//!   core picks their tier (`Gateway::other_api`, privacy rules included), the embedded engine
+//!   answers them or an OpenAI-compatible tier gets the body as sent.
 //! - [`app`] builds the axum `Router` from an [`AppState`]; tests drive it with `oneshot`.
 //!   [`serve`] runs it on a listener until a shutdown future resolves, accepting connections
 //!   itself (`listen`): a cap on open ones, deadlines for heads, bodies and idle keep-alive.

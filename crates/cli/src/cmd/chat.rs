@@ -21,8 +21,9 @@ pub(crate) struct Args {
     /// A system message before the prompt.
     #[arg(long)]
     pub system: Option<String>,
-    #[arg(long, default_value_t = 0.7)]
-    pub temperature: f32,
+    /// Sampling temperature (default: the model's recommended, see `smallfirst models --json`).
+    #[arg(long)]
+    pub temperature: Option<f32>,
     #[arg(long)]
     pub max_tokens: Option<u32>,
     #[arg(long)]
@@ -87,11 +88,10 @@ fn print_calls(out: &mut impl Write, calls: &[ToolCall]) -> anyhow::Result<()> {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
-    if !(0.0..=2.0).contains(&args.temperature) {
-        anyhow::bail!(
-            "--temperature must be between 0 and 2, got {}",
-            args.temperature
-        );
+    if let Some(t) = args.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        anyhow::bail!("--temperature must be between 0 and 2, got {t}");
     }
     let shape = shape(&args)?;
     let structure = smallfirst_server::structure(&shape).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -121,9 +121,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let params = GenerateParams {
         max_tokens: args.max_tokens,
         sampling: SamplingParams {
-            temperature: args.temperature,
+            temperature: args
+                .temperature
+                .unwrap_or(engine.info().sampling.temperature.value),
             seed: args.seed,
-            ..SamplingParams::default()
+            ..engine.info().sampling.params()
         },
         constraint: structure.constraint.clone(),
         ..GenerateParams::default()

@@ -21,8 +21,8 @@ struct Row {
     architecture: String,
     quant: String,
     size_bytes: u64,
-    /// Empty for a catalog model pinned on its first pull that has not been pulled.
-    sha256: String,
+    /// `null` for a catalog model pinned on its first pull that has not been pulled yet.
+    sha256: Option<String>,
     pulled: bool,
     /// What a request that leaves a parameter out gets, and where each value comes from.
     sampling: SamplingDefaults,
@@ -39,17 +39,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     for e in CATALOG {
         let pulled = cache.get(e.name)?;
         let recorded = entries.remove(e.name).map(|l| l.sha256);
-        let sha256 = e
-            .sha256
-            .map(str::to_string)
-            .or(recorded)
-            .unwrap_or_default();
+        let sha256 = e.sha256.map(str::to_string).or(recorded);
         rows.push(Row {
             name: e.name.into(),
             architecture: e.architecture.into(),
             quant: e.quant.into(),
             size_bytes: e.size_bytes,
-            pulled: pulled.as_ref().is_some_and(|(_, l)| l.sha256 == sha256),
+            pulled: pulled
+                .as_ref()
+                .is_some_and(|(_, l)| Some(&l.sha256) == sha256.as_ref()),
             sampling: SamplingDefaults::resolve(
                 pulled
                     .as_ref()
@@ -70,7 +68,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             architecture: String::new(),
             quant: String::new(),
             size_bytes: lock.size,
-            sha256: lock.sha256,
+            sha256: Some(lock.sha256),
             pulled: path.is_file(),
             sampling: SamplingDefaults::resolve(file_sampling(&path), Recommended::default()),
             path: Some(path.display().to_string()),
@@ -104,7 +102,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             r.quant,
             r.size_bytes as f64 / 1e6,
             if r.pulled { "yes" } else { "no" },
-            &r.sha256[..r.sha256.len().min(12)]
+            r.sha256
+                .as_deref()
+                .map_or("(pinned on first pull)", |s| &s[..s.len().min(12)])
         )
         .context("cannot write to stdout")?;
     }

@@ -13,9 +13,12 @@ use super::{Worker, backend};
 use crate::EngineError;
 
 /// Positions of the embedding context: the longest input, and the most tokens of one batch.
-pub(crate) const EMBED_CTX: u32 = 2048;
+/// With embeddings on, llama.cpp keeps a row of logits for every token of a batch (n_vocab
+/// floats: 0.6 MB a token for Qwen's 152k vocabulary), so this also bounds that buffer
+/// (≈ 310 MB for Qwen).
+pub(crate) const EMBED_CTX: u32 = 512;
 /// Inputs embedded in one batch.
-const EMBED_SEQS: u32 = 64;
+pub(crate) const EMBED_SEQS: u32 = 64;
 
 pub(super) struct Embedder<'m> {
     ctx: LlamaContext<'m>,

@@ -66,6 +66,20 @@ impl SamplingDefaults {
     }
 }
 
+impl SamplingDefaults {
+    /// The sampling of a request that sets nothing.
+    pub fn params(&self) -> crate::SamplingParams {
+        crate::SamplingParams {
+            temperature: self.temperature.value,
+            top_p: self.top_p.value,
+            top_k: self.top_k.value,
+            min_p: self.min_p.value,
+            repetition_penalty: self.repetition_penalty.value,
+            ..crate::SamplingParams::default()
+        }
+    }
+}
+
 impl Default for SamplingDefaults {
     fn default() -> Self {
         SamplingDefaults::resolve(Recommended::default(), Recommended::default())

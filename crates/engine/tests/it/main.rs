@@ -12,6 +12,7 @@ use smallfirst_engine::{
 };
 
 mod batching;
+mod endpoints;
 mod constrained;
 mod generate;
 mod limits;

@@ -15,13 +15,16 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Json, Response};
 use smallfirst_engine::{GenerateParams, Generation, Prompt, SamplingParams};
 use smallfirst_protocol::completions::{CompletionRequest, PromptInput};
-use smallfirst_router::{Answer, Native, Privacy, Protocol, Reason};
+use smallfirst_router::splice::without_metadata;
+use smallfirst_router::{Answer, Native, Privacy, Protocol};
 
-use crate::chat::{parse_as, privacy_of};
+use crate::chat::{parse_as, privacy_of, task_hint};
 use crate::gateway::{EmbeddedTier, Failure, Hop, Outcome};
 use crate::render;
 use crate::{ApiError, AppState};
 
+/// smallfirst's hints in `metadata`, kept from remote tiers.
+const HINTS: [&str; 3] = ["privacy", "task", "labels"];
 /// OpenAI's default `max_tokens` for completions.
 const DEFAULT_MAX_TOKENS: u32 = 16;
 /// OpenAI's limit on `logprobs` here.
@@ -37,16 +40,11 @@ pub(crate) async fn create(
     let answered = async {
         let (req, body, privacy) =
             read::<CompletionRequest>(&state, &headers, body, |r| r.metadata.as_ref())?;
-        let stream = req.is_stream();
-        routed(
-            &state,
-            &req.model,
-            privacy,
-            Protocol::OpenAiCompletions,
-            body,
-            stream,
-            |local| embedded(&state, local, &req),
-        )
+        let call = (Protocol::OpenAiCompletions, body, req.is_stream());
+        let metadata = req.metadata.as_ref();
+        routed(&state, &headers, &req.model, privacy, metadata, call, |tier| {
+            embedded(&state, tier, &req)
+        })
         .await
     };
     answered.await.unwrap_or_else(refused)
@@ -86,63 +84,42 @@ pub(crate) fn read<T: serde::de::DeserializeOwned>(
     Ok((req, body, privacy))
 }
 
-/// A request in an OpenAI API other than chat (`protocol`), sent where `model` says: the
-/// embedded tier answers with `embedded`; a remote tier that offers the API gets the body as
-/// sent; `auto` takes the embedded tier, or the first remote one that offers the API and that
-/// the request's privacy allows.
+/// A request in an OpenAI API other than chat (`protocol`), sent where the gateway says
+/// ([`Gateway::other_api`](crate::gateway::Gateway::other_api)): the embedded tier answers
+/// with `embedded`; a remote tier gets the body as sent, smallfirst's hints taken out of its
+/// `metadata`.
 pub(crate) async fn routed<'a, F, Fut>(
     state: &'a AppState,
+    headers: &HeaderMap,
     model: &str,
     privacy: Privacy,
-    protocol: Protocol,
-    body: Bytes,
-    stream: bool,
+    metadata: Option<&smallfirst_protocol::Metadata>,
+    call: (Protocol, Bytes, bool),
     embedded: F,
 ) -> Result<Response, Refusal>
 where
     F: FnOnce(&'a EmbeddedTier) -> Fut,
     Fut: std::future::Future<Output = Result<Response, ApiError>>,
 {
-    let gateway = &state.inner.gateway;
-    let (hop, reason) = if gateway.decides_for(model) {
-        let hop = match gateway.embedded() {
-            Some(e) => Some(Hop::Embedded(e)),
-            None => gateway
-                .remotes()
-                .iter()
-                .find(|t| t.speaks(protocol) && (t.on_machine() || !privacy.local_only()))
-                .map(Hop::Remote),
-        };
-        (hop, ("auto", "the first tier that offers this API"))
-    } else {
-        (
-            gateway.named(model),
-            ("model", "the request named this tier"),
-        )
-    };
-    let Some(hop) = hop else {
-        return Err((ApiError::ModelNotFound(model.to_string()), None));
-    };
+    let (protocol, body, stream) = call;
+    let task = task_hint(headers).or_else(|| {
+        metadata
+            .and_then(|m| m.value.get("task"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    });
+    let (hop, reason) = state
+        .inner
+        .gateway
+        .other_api(model, privacy, task.as_deref(), protocol)?;
     let (name, mut response) = match hop {
-        Hop::Embedded(local) => {
-            let name = local.name.clone();
-            let r = embedded(local).await.map_err(|e| (e, Some(name.clone())))?;
+        Hop::Embedded(tier) => {
+            let name = tier.name.clone();
+            let r = embedded(tier).await.map_err(|e| (e, Some(name.clone())))?;
             (name, r)
         }
         Hop::Remote(tier) => {
-            let name = tier.name().to_string();
-            if privacy.local_only() && !tier.on_machine() {
-                return Err((crate::gateway::local_only_refusal(&name), Some(name)));
-            }
-            if !tier.speaks(protocol) {
-                let e = ApiError::unsupported(
-                    "model",
-                    format!(
-                        "tier `{name}` does not offer this API; only OpenAI-compatible tiers do"
-                    ),
-                );
-                return Err((e, Some(name)));
-            }
+            let body = without_metadata(&body, &HINTS).map_or(body, Bytes::from);
             let native = Native {
                 protocol,
                 body,
@@ -156,13 +133,10 @@ where
                 Ok(Answer::Stream(s)) => render::sse(s),
                 Err(e) => render::tier_error(&e),
             };
-            (name, r)
+            (tier.name().to_string(), r)
         }
     };
-    let mut outcome = Outcome::new(Reason {
-        code: format!("{}={model}", reason.0),
-        words: reason.1.into(),
-    });
+    let mut outcome = Outcome::new(reason);
     outcome.tier = Some(name);
     render::mark(&mut response, &outcome);
     Ok(response)
@@ -219,22 +193,27 @@ async fn embedded(
             }
         }
     }
-    let mut runs = Vec::with_capacity(prompts.len());
+    // Every choice's place in the queue first, so a request that cannot be taken whole is
+    // refused before any of it runs.
     let metrics = &state.inner.metrics;
+    let mut tickets = Vec::with_capacity(prompts.len() * plan.n);
+    for _ in 0..prompts.len() * plan.n {
+        tickets.push(metrics.admit().ok_or_else(|| {
+            ApiError::Busy("the local model's queue is full; retry after a moment".into())
+        })?);
+    }
+    let mut runs = Vec::with_capacity(prompts.len());
     for (prompt, text) in prompts {
         let generations = start(engine, prompt, &plan).await?;
-        let mut tickets = Vec::with_capacity(generations.len());
-        for g in &generations {
-            let mut t = metrics.admit().ok_or_else(|| {
-                ApiError::Busy("the local model's queue is full; retry after a moment".into())
-            })?;
-            t.started(g.prompt_tokens);
-            tickets.push(t);
+        let mut mine: Vec<_> = tickets.drain(..generations.len().min(tickets.len())).collect();
+        for (j, (t, g)) in mine.iter_mut().zip(&generations).enumerate() {
+            // The prompt was prefilled once for all its choices.
+            t.started(if j == 0 { g.prompt_tokens } else { 0 });
         }
         runs.push(wire::Run {
             echo: plan.echo.then_some(text),
             logprobs: plan.params.logprobs.is_some(),
-            generations: generations.into_iter().zip(tickets).collect(),
+            generations: generations.into_iter().zip(mine).collect(),
         });
     }
     let meta = wire::Meta::new(local.model_id.clone());
@@ -375,7 +354,12 @@ fn plan(req: &CompletionRequest, local: &EmbeddedTier) -> Result<Plan, ApiError>
         top_p: req.top_p.unwrap_or(d.top_p.value),
         top_k: req.top_k.unwrap_or(d.top_k.value),
         min_p: req.min_p.unwrap_or(d.min_p.value),
-        repetition_penalty: req.repetition_penalty.unwrap_or(d.repetition_penalty.value),
+        // Code filled in the middle repeats its context by nature: no default penalty on it.
+        repetition_penalty: req.repetition_penalty.unwrap_or(if req.suffix.is_some() {
+            1.0
+        } else {
+            d.repetition_penalty.value
+        }),
         presence_penalty: req.presence_penalty.unwrap_or(0.0),
         frequency_penalty: req.frequency_penalty.unwrap_or(0.0),
         logit_bias,

@@ -193,16 +193,17 @@ pub(super) fn stream(runs: Vec<Run>, meta: Meta, include_usage: bool) -> AnswerS
     }
     tokio::spawn(async move {
         let mut usage = Usage::default();
-        let mut all = true;
-        for t in tasks {
+        let mut tasks = tasks.into_iter();
+        while let Some(t) = tasks.next() {
             match t.await {
                 Ok(Some((done, first))) => add(&mut usage, &done, first),
-                _ => all = false,
+                _ => {
+                    // A choice that failed has sent its error event: the stream ends there,
+                    // and the other choices stop.
+                    tasks.for_each(|t| t.abort());
+                    return;
+                }
             }
-        }
-        // A choice that failed has sent its error event: the stream ends there.
-        if !all {
-            return;
         }
         if include_usage {
             let _ = tx

@@ -139,8 +139,9 @@ impl EmbeddedTier {
             .generate_n(prompt, params, n)
             .await
             .map_err(|e| grammar_error(e, structure.param()))?;
-        for (t, g) in tickets.iter_mut().zip(&generations) {
-            t.started(g.prompt_tokens);
+        for (i, (t, g)) in tickets.iter_mut().zip(&generations).enumerate() {
+            // The prompt was prefilled once for all the choices.
+            t.started(if i == 0 { g.prompt_tokens } else { 0 });
         }
         let meta = Meta::new(self.model_id.clone());
         let out = Output {

@@ -120,6 +120,63 @@ impl Gateway {
             .map(Hop::Remote)
     }
 
+    /// The tier for a request in an OpenAI API other than chat (`protocol`: completions,
+    /// embeddings), which has no chat equivalent to cascade or translate: the tier `model`
+    /// names, or for `auto` the embedded tier, else the first remote tier that offers the API
+    /// and that the request may reach. Local-only (the request's privacy, or its task's
+    /// `privacy = "local-only"`) keeps it on the machine, failing closed. Refused with the tier
+    /// it was refused at, when there was one.
+    pub(crate) fn other_api(
+        &self,
+        model: &str,
+        privacy: Privacy,
+        task: Option<&str>,
+        protocol: smallfirst_router::Protocol,
+    ) -> Result<(Hop<'_>, Reason), (ApiError, Option<String>)> {
+        let local_only = privacy.local_only()
+            || task
+                .and_then(|t| self.policy.task(t))
+                .is_some_and(|t| t.local_only);
+        let (hop, reason) = if self.decides_for(model) {
+            let hop = match &self.embedded {
+                Some(e) => Some(Hop::Embedded(e)),
+                None => self
+                    .remotes
+                    .iter()
+                    .find(|t| t.speaks(protocol) && (t.on_machine() || !local_only))
+                    .map(Hop::Remote),
+            };
+            let reason = Reason {
+                code: format!("model={model}"),
+                words: "the embedded tier, else the first tier that offers this API".into(),
+            };
+            (hop, reason)
+        } else {
+            let reason = Reason {
+                code: format!("model={model}"),
+                words: "the request named this tier".into(),
+            };
+            (self.named(model), reason)
+        };
+        let Some(hop) = hop else {
+            return Err((ApiError::ModelNotFound(model.to_string()), None));
+        };
+        if let Hop::Remote(tier) = hop {
+            let name = tier.name().to_string();
+            if local_only && !tier.on_machine() {
+                return Err((local_only_refusal(&name), Some(name)));
+            }
+            if !tier.speaks(protocol) {
+                let e = ApiError::unsupported(
+                    "model",
+                    format!("tier `{name}` does not offer this API; only OpenAI-compatible tiers do"),
+                );
+                return Err((e, Some(name)));
+            }
+        }
+        Ok((hop, reason))
+    }
+
     /// Whether the policy decides where `model` goes (`auto` and its aliases).
     pub fn decides_for(&self, model: &str) -> bool {
         self.policy.decides_for(model)
