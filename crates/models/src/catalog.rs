@@ -276,7 +276,9 @@ mod tests {
             } else {
                 // Unpinned entries come from Hugging Face, which vouches for the hash.
                 assert!(
-                    e.sources.iter().all(|s| s.url(DEFAULT_HF_ENDPOINT).is_some()),
+                    e.sources
+                        .iter()
+                        .all(|s| s.url(DEFAULT_HF_ENDPOINT).is_some()),
                     "{}",
                     e.name
                 );

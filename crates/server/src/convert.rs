@@ -45,13 +45,7 @@ pub(crate) fn plan(
     n_vocab: usize,
     defaults: &SamplingDefaults,
 ) -> Result<Plan, ApiError> {
-    if let Some(name) = req.extra.keys().next() {
-        return Err(ApiError::InvalidRequest {
-            message: format!("unrecognized request argument supplied: `{name}`"),
-            param: Some(name.clone()),
-            code: Some("unknown_parameter"),
-        });
-    }
+    refuse_unknown(&req.extra)?;
     let messages = messages(req)?;
     check_range("temperature", req.temperature, 0.0, 2.0)?;
     check_range("top_p", req.top_p, 0.0, 1.0)?;
@@ -109,11 +103,13 @@ pub(crate) fn plan(
         min_p: req.min_p.unwrap_or(defaults.min_p.value),
         // A grammar-bound answer (JSON, calls, labels) must repeat its keys and quotes: the
         // model's default penalty is for free text only.
-        repetition_penalty: req.repetition_penalty.unwrap_or(if structure.constraint.is_some() {
-            1.0
-        } else {
-            defaults.repetition_penalty.value
-        }),
+        repetition_penalty: req
+            .repetition_penalty
+            .unwrap_or(if structure.constraint.is_some() {
+                1.0
+            } else {
+                defaults.repetition_penalty.value
+            }),
         presence_penalty: req.presence_penalty.unwrap_or(0.0),
         frequency_penalty: req.frequency_penalty.unwrap_or(0.0),
         logit_bias,
@@ -165,7 +161,27 @@ pub(crate) fn check_stop(stop: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_range(param: &str, value: Option<f32>, lo: f32, hi: f32) -> Result<(), ApiError> {
+/// A parameter this server does not know, refused by name: the embedded tier never ignores
+/// a knob it was given.
+pub(crate) fn refuse_unknown(
+    extra: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), ApiError> {
+    match extra.keys().next() {
+        Some(name) => Err(ApiError::InvalidRequest {
+            message: format!("unrecognized request argument supplied: `{name}`"),
+            param: Some(name.clone()),
+            code: Some("unknown_parameter"),
+        }),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn check_range(
+    param: &str,
+    value: Option<f32>,
+    lo: f32,
+    hi: f32,
+) -> Result<(), ApiError> {
     match value {
         Some(v) if !(lo..=hi).contains(&v) => Err(ApiError::invalid(
             param,
@@ -502,7 +518,10 @@ mod tests {
         let bare = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
         let p = plan(&req(bare), 1000, &defaults).expect("valid");
         let s = &p.params.sampling;
-        assert_eq!((s.temperature, s.top_k, s.repetition_penalty), (0.7, 20, 1.1));
+        assert_eq!(
+            (s.temperature, s.top_k, s.repetition_penalty),
+            (0.7, 20, 1.1)
+        );
         // llama.cpp's defaults where the model says nothing.
         assert_eq!((s.top_p, s.min_p), (0.95, 0.05));
         let set = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
@@ -510,11 +529,18 @@ mod tests {
         let p = plan(&req(set), 1000, &defaults).expect("valid");
         let s = &p.params.sampling;
         assert_eq!(
-            (s.temperature, s.top_p, s.top_k, s.min_p, s.repetition_penalty),
+            (
+                s.temperature,
+                s.top_p,
+                s.top_k,
+                s.min_p,
+                s.repetition_penalty
+            ),
             (1.0, 1.0, 0, 0.0, 1.0),
             "what the client sets is used exactly"
         );
-        let e = err(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "min_p": 2}));
+        let e =
+            err(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "min_p": 2}));
         assert_eq!(param_of(&e).as_deref(), Some("min_p"));
     }
 

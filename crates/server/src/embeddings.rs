@@ -33,9 +33,15 @@ pub(crate) async fn create(
             read::<EmbeddingRequest>(&state, &headers, body, |r| r.metadata.as_ref())?;
         let call = (Protocol::OpenAiEmbeddings, body, false);
         let metadata = req.metadata.as_ref();
-        routed(&state, &headers, &req.model, privacy, metadata, call, |tier| {
-            embedded(&state, tier, &req)
-        })
+        routed(
+            &state,
+            &headers,
+            &req.model,
+            privacy,
+            metadata,
+            call,
+            |tier| embedded(&state, tier, &req),
+        )
         .await
     };
     answered.await.unwrap_or_else(refused)
@@ -46,13 +52,7 @@ async fn embedded(
     local: &EmbeddedTier,
     req: &EmbeddingRequest,
 ) -> Result<Response, ApiError> {
-    if let Some(name) = req.extra.keys().next() {
-        return Err(ApiError::InvalidRequest {
-            message: format!("unrecognized request argument supplied: `{name}`"),
-            param: Some(name.clone()),
-            code: Some("unknown_parameter"),
-        });
-    }
+    crate::convert::refuse_unknown(&req.extra)?;
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,

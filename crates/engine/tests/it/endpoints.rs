@@ -25,14 +25,23 @@ async fn texts_and_reuse(gens: Vec<smallfirst_engine::Generation>) -> Vec<(Strin
 #[tokio::test]
 async fn n_choices_share_one_prefill_and_are_identical_greedy_independent_sampled() {
     let e = engine();
-    let long = format!("{} Now name a colour.", "Colours are everywhere around us. ".repeat(20));
+    let long = format!(
+        "{} Now name a colour.",
+        "Colours are everywhere around us. ".repeat(20)
+    );
     let p = e.tokenize(prompt(e, &long)).await.expect("tokenizes");
     let n_prompt = p.len() as u32;
     let out = texts_and_reuse(e.generate_n(p, greedy(12), 3).await.expect("starts")).await;
     assert_eq!(out.len(), 3);
-    assert!(out.iter().all(|(t, _)| *t == out[0].0), "greedy choices are identical: {out:?}");
+    assert!(
+        out.iter().all(|(t, _)| *t == out[0].0),
+        "greedy choices are identical: {out:?}"
+    );
     // The later choices copied the first one's prompt: only its last token was decoded again.
-    assert!(out[1..].iter().all(|&(_, reused)| reused + 1 >= n_prompt), "{out:?} of {n_prompt}");
+    assert!(
+        out[1..].iter().all(|&(_, reused)| reused + 1 >= n_prompt),
+        "{out:?} of {n_prompt}"
+    );
 
     let sampled = GenerateParams {
         max_tokens: Some(16),
@@ -43,18 +52,36 @@ async fn n_choices_share_one_prefill_and_are_identical_greedy_independent_sample
         },
         ..GenerateParams::default()
     };
-    let p = e.tokenize(prompt(e, "Tell me a word.")).await.expect("tokenizes");
-    let a = texts_and_reuse(e.generate_n(p.clone(), sampled.clone(), 3).await.expect("starts")).await;
+    let p = e
+        .tokenize(prompt(e, "Tell me a word."))
+        .await
+        .expect("tokenizes");
+    let a = texts_and_reuse(
+        e.generate_n(p.clone(), sampled.clone(), 3)
+            .await
+            .expect("starts"),
+    )
+    .await;
     let b = texts_and_reuse(e.generate_n(p, sampled, 3).await.expect("starts")).await;
     let texts: Vec<&String> = a.iter().map(|(t, _)| t).collect();
-    assert!(texts.iter().any(|t| *t != texts[0]), "sampled choices differ: {texts:?}");
-    assert_eq!(a.iter().map(|x| &x.0).collect::<Vec<_>>(), b.iter().map(|x| &x.0).collect::<Vec<_>>());
+    assert!(
+        texts.iter().any(|t| *t != texts[0]),
+        "sampled choices differ: {texts:?}"
+    );
+    assert_eq!(
+        a.iter().map(|x| &x.0).collect::<Vec<_>>(),
+        b.iter().map(|x| &x.0).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
 async fn embeddings_are_normalized_and_batched_as_alone() {
     let e = engine();
-    let texts = ["The cat sat on the mat.", "A cat was sitting on the rug.", "Quarterly revenue rose by eight percent."];
+    let texts = [
+        "The cat sat on the mat.",
+        "A cat was sitting on the rug.",
+        "Quarterly revenue rose by eight percent.",
+    ];
     let mut prompts = Vec::new();
     for t in texts {
         prompts.push(e.tokenize_text(t.into()).await.expect("tokenizes"));
@@ -65,17 +92,32 @@ async fn embeddings_are_normalized_and_batched_as_alone() {
     for v in &all {
         assert!((dot(v, v) - 1.0).abs() < 1e-3);
     }
-    assert!(dot(&all[0], &all[1]) > dot(&all[0], &all[2]), "paraphrases are closer");
+    assert!(
+        dot(&all[0], &all[1]) > dot(&all[0], &all[2]),
+        "paraphrases are closer"
+    );
     let alone = e.embed(vec![prompts[2].clone()]).await.expect("embeds");
-    let diff = alone[0].iter().zip(&all[2]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let diff = alone[0]
+        .iter()
+        .zip(&all[2])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(diff < 1e-3, "batched and alone differ by {diff}");
 }
 
 #[tokio::test]
 async fn plain_text_prompts_keep_special_token_texts_as_text() {
     let e = engine();
-    let text = e.tokenize_text("<|im_start|>".into()).await.expect("tokenizes");
+    let text = e
+        .tokenize_text("<|im_start|>".into())
+        .await
+        .expect("tokenizes");
     let rendered = e.tokenize("<|im_start|>".into()).await.expect("tokenizes");
-    assert!(text.len() > rendered.len(), "{} vs {}", text.len(), rendered.len());
+    assert!(
+        text.len() > rendered.len(),
+        "{} vs {}",
+        text.len(),
+        rendered.len()
+    );
     assert!(e.token_prompt(&[u32::MAX]).is_none());
 }

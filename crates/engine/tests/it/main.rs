@@ -12,8 +12,8 @@ use smallfirst_engine::{
 };
 
 mod batching;
-mod endpoints;
 mod constrained;
+mod endpoints;
 mod generate;
 mod limits;
 

@@ -42,9 +42,15 @@ pub(crate) async fn create(
             read::<CompletionRequest>(&state, &headers, body, |r| r.metadata.as_ref())?;
         let call = (Protocol::OpenAiCompletions, body, req.is_stream());
         let metadata = req.metadata.as_ref();
-        routed(&state, &headers, &req.model, privacy, metadata, call, |tier| {
-            embedded(&state, tier, &req)
-        })
+        routed(
+            &state,
+            &headers,
+            &req.model,
+            privacy,
+            metadata,
+            call,
+            |tier| embedded(&state, tier, &req),
+        )
         .await
     };
     answered.await.unwrap_or_else(refused)
@@ -205,7 +211,9 @@ async fn embedded(
     let mut runs = Vec::with_capacity(prompts.len());
     for (prompt, text) in prompts {
         let generations = start(engine, prompt, &plan).await?;
-        let mut mine: Vec<_> = tickets.drain(..generations.len().min(tickets.len())).collect();
+        let mut mine: Vec<_> = tickets
+            .drain(..generations.len().min(tickets.len()))
+            .collect();
         for (j, (t, g)) in mine.iter_mut().zip(&generations).enumerate() {
             // The prompt was prefilled once for all its choices.
             t.started(if j == 0 { g.prompt_tokens } else { 0 });
@@ -252,13 +260,7 @@ struct Plan {
 }
 
 fn plan(req: &CompletionRequest, local: &EmbeddedTier) -> Result<Plan, ApiError> {
-    if let Some(name) = req.extra.keys().next() {
-        return Err(ApiError::InvalidRequest {
-            message: format!("unrecognized request argument supplied: `{name}`"),
-            param: Some(name.clone()),
-            code: Some("unknown_parameter"),
-        });
-    }
+    crate::convert::refuse_unknown(&req.extra)?;
     if req.prompt.is_empty() {
         return Err(ApiError::invalid(
             "prompt",
@@ -274,13 +276,7 @@ fn plan(req: &CompletionRequest, local: &EmbeddedTier) -> Result<Plan, ApiError>
             ),
         ));
     }
-    let range = |param: &str, v: Option<f32>, lo: f32, hi: f32| match v {
-        Some(v) if !(lo..=hi).contains(&v) => Err(ApiError::invalid(
-            param,
-            format!("`{param}` must be between {lo} and {hi}, got {v}"),
-        )),
-        _ => Ok(()),
-    };
+    let range = crate::convert::check_range;
     range("temperature", req.temperature, 0.0, 2.0)?;
     range("top_p", req.top_p, 0.0, 1.0)?;
     range("min_p", req.min_p, 0.0, 1.0)?;

@@ -169,7 +169,9 @@ impl Gateway {
             if !tier.speaks(protocol) {
                 let e = ApiError::unsupported(
                     "model",
-                    format!("tier `{name}` does not offer this API; only OpenAI-compatible tiers do"),
+                    format!(
+                        "tier `{name}` does not offer this API; only OpenAI-compatible tiers do"
+                    ),
                 );
                 return Err((e, Some(name)));
             }
