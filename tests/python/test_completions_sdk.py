@@ -106,6 +106,9 @@ def test_n_choices_on_chat_and_completions(client):
     assert [c.index for c in r.choices] == [0, 1, 2] and len({c.text for c in r.choices}) == 1
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="local", messages=msgs, n=99)
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="local", prompt=["a", "b"], n=9, max_tokens=2)
+    assert e.value.body["param"] == "n"
 
 
 def test_bad_completion_requests_are_clear_400s(client):

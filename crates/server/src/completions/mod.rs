@@ -284,12 +284,13 @@ fn plan(req: &CompletionRequest, local: &EmbeddedTier) -> Result<Plan, ApiError>
     range("presence_penalty", req.presence_penalty, -2.0, 2.0)?;
     range("frequency_penalty", req.frequency_penalty, -2.0, 2.0)?;
     let n = req.n.unwrap_or(1);
-    if !(1..=crate::convert::MAX_CHOICES).contains(&n) {
+    let max = crate::convert::MAX_CHOICES;
+    if n == 0 || n as usize * req.prompt.len() > max as usize {
         return Err(ApiError::invalid(
             "n",
             format!(
-                "`n` must be between 1 and {}, got {n}",
-                crate::convert::MAX_CHOICES
+                "a request may ask for 1 to {max} choices in all (`n` × prompts), got {n} × {}",
+                req.prompt.len()
             ),
         ));
     }
