@@ -40,6 +40,9 @@ enum Command {
     /// Whether models fit this machine and how fast they would run, from their headers (exit 0
     /// fits, 1 does not fit, 2 not read).
     Fit(cmd::fit::Args),
+    /// Train a task's head on labeled rows: a calibrated classifier on the embedded model's
+    /// embeddings, answering the task without decoding.
+    Train(cmd::train::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Models(args) => cmd::models::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Config(args) => cmd::config::run(args),
+        Command::Train(args) => cmd::train::run(args),
         Command::Scan(args) => return finish(cmd::scan::run(args), ExitCode::from(2)),
         Command::Fit(args) => return finish(cmd::fit::run(args), ExitCode::from(2)),
     };

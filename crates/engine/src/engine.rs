@@ -163,7 +163,43 @@ pub struct Prompt {
     tokens: Result<Vec<LlamaToken>, usize>,
 }
 
+/// How an embedding is read from the last hidden states of its input's tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pooling {
+    /// The model's declared pooling (`{arch}.pooling_type`), else the mean.
+    Model,
+    Mean,
+    /// The last token's state: for a causal model, the only one that has read the whole input.
+    Last,
+}
+
+impl Pooling {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pooling::Model => "model",
+            Pooling::Mean => "mean",
+            Pooling::Last => "last",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Pooling> {
+        match s {
+            "model" => Some(Pooling::Model),
+            "mean" => Some(Pooling::Mean),
+            "last" => Some(Pooling::Last),
+            _ => None,
+        }
+    }
+}
+
 impl Prompt {
+    /// Its first `n` tokens, when it fits (one that does not stays as it is).
+    pub fn truncate(&mut self, n: usize) {
+        if let Ok(t) = &mut self.tokens {
+            t.truncate(n);
+        }
+    }
+
     /// The prompt's tokens; at least this many when it does not [`fit`](Self::fits).
     pub fn len(&self) -> usize {
         match &self.tokens {
@@ -231,6 +267,7 @@ pub(crate) enum Job {
     },
     Embed {
         inputs: Vec<Vec<LlamaToken>>,
+        pooling: Pooling,
         reply: oneshot::Sender<Result<Vec<Vec<f32>>, EngineError>>,
     },
     Bench {
@@ -505,6 +542,15 @@ impl Engine {
     /// generation steps, on a second context of the same loaded model; each input may be up to
     /// [`embedding_ctx`](Self::embedding_ctx) tokens.
     pub async fn embed(&self, inputs: Vec<Prompt>) -> Result<Vec<Vec<f32>>, EngineError> {
+        self.embed_pooled(inputs, Pooling::Model).await
+    }
+
+    /// [`embed`](Self::embed) with the hidden states pooled as `pooling` says.
+    pub async fn embed_pooled(
+        &self,
+        inputs: Vec<Prompt>,
+        pooling: Pooling,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
         let n_ctx = self.embedding_ctx();
         let inputs = inputs
             .into_iter()
@@ -539,6 +585,7 @@ impl Engine {
                 .ok_or(EngineError::Stopped)?
                 .send(Job::Embed {
                     inputs: group.to_vec(),
+                    pooling,
                     reply,
                 })
                 .map_err(|_| EngineError::Stopped)?;

@@ -42,7 +42,7 @@ pub use compiler::check_offline;
 pub use constraint::Constraint;
 pub use engine::{
     BenchReport, BenchRun, Delta, Done, Engine, EngineConfig, Event, FinishReason, GenerateParams,
-    Generation, Load, ModelInfo, Prompt, StepProb, TokenLogprob, default_threads,
+    Generation, Load, ModelInfo, Pooling, Prompt, StepProb, TokenLogprob, default_threads,
 };
 pub use error::{EngineError, gib};
 pub use runner::{DEFAULT_PREFILL_CHUNK, DEFAULT_SLOTS};

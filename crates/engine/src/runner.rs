@@ -218,7 +218,8 @@ struct Worker<'m> {
     clock: u64,
     counters: Arc<Counters>,
     /// The embedding context, made on the first embedding request.
-    embedder: Option<embed::Embedder<'m>>,
+    /// Embedding contexts, one per pooling asked for, made on first use.
+    embedders: Vec<(crate::Pooling, embed::Embedder<'m>)>,
     threads: usize,
 }
 
@@ -255,7 +256,7 @@ impl<'m> Worker<'m> {
             benches: VecDeque::new(),
             clock: 0,
             counters,
-            embedder: None,
+            embedders: Vec::new(),
             threads,
         }
     }
@@ -365,10 +366,14 @@ impl<'m> Worker<'m> {
                 });
                 return;
             }
-            Job::Embed { inputs, reply } => {
+            Job::Embed {
+                inputs,
+                pooling,
+                reply,
+            } => {
                 // A caller that gave up (its request timed out, its client left) is not served.
                 if !reply.is_closed() {
-                    let _ = reply.send(self.embed(&inputs));
+                    let _ = reply.send(self.embed(&inputs, pooling));
                 }
                 return;
             }

@@ -8,6 +8,8 @@
 //!   branch off the chosen path (the prefix's probability times the best other token there);
 //!   the margin reported is chosen − that bound, a lower bound on the true margin.
 //! - **Free text**: the geometric mean of the sampled tokens' probabilities, `exp(mean log p)`.
+//! - **A task head** (`smallfirst train`): the head's probability of its label, calibrated by
+//!   a temperature fitted on held-out rows.
 
 use std::fmt;
 
@@ -27,6 +29,8 @@ pub enum Method {
     ToolChoice,
     /// Geometric mean token probability of free text.
     TokenProb,
+    /// A task head's calibrated probability of the label it chose.
+    Head,
 }
 
 impl Method {
@@ -35,6 +39,7 @@ impl Method {
             Method::Label => "label_probability",
             Method::ToolChoice => "tool_choice_probability",
             Method::TokenProb => "mean_token_probability",
+            Method::Head => "head_probability",
         }
     }
 }

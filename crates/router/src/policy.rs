@@ -24,6 +24,9 @@ pub struct Route {
     pub low_confidence: LowConfidence,
     /// The label set the answer must come from, when the task has one.
     pub labels: Option<Vec<String>>,
+    /// The task whose head answers (`[tasks.NAME] head`), unless the request lists labels of
+    /// its own.
+    pub head: Option<String>,
     pub reason: Reason,
 }
 
@@ -127,6 +130,9 @@ impl Policy {
             .labels
             .clone()
             .or_else(|| task.and_then(|t| t.labels.clone()));
+        let head = task
+            .filter(|t| t.head.is_some() && f.labels.is_none())
+            .map(|_| f.task.clone());
         let default_escalation = || self.frontier.iter().cloned().collect::<Vec<_>>();
         let (mut tiers, threshold, mut reason) = if let Some((i, rule)) = self
             .config
@@ -170,6 +176,7 @@ impl Policy {
         } else {
             let narrow = NARROW_TASKS.contains(&f.task.as_str())
                 || labels.is_some()
+                || head.is_some()
                 || task.is_some_and(|t| t.threshold.is_some());
             let mut tiers: Vec<String> = self.start.iter().cloned().collect();
             let mut threshold = None;
@@ -256,6 +263,7 @@ impl Policy {
             local_only,
             low_confidence: self.config.local_only_low_confidence,
             labels,
+            head,
             reason,
         })
     }

@@ -203,6 +203,33 @@ fn fingerprint() -> String {
     concat!("fp_smallfirst_", env!("CARGO_PKG_VERSION")).to_string()
 }
 
+/// A classification answered without decoding (by a task head): the label as the message.
+pub(crate) fn labeled(meta: Meta, label: String, prompt_tokens: u32) -> ChatCompletion {
+    let mut usage = Usage::new(prompt_tokens, 0);
+    usage.prompt_tokens_details =
+        Some(smallfirst_protocol::PromptTokensDetails { cached_tokens: 0 });
+    ChatCompletion {
+        id: meta.id,
+        object: "chat.completion".into(),
+        created: meta.created,
+        model: meta.model,
+        choices: vec![Choice {
+            index: 0,
+            message: ResponseMessage {
+                role: Role::Assistant,
+                content: Some(label),
+                refusal: None,
+                tool_calls: None,
+            },
+            logprobs: None,
+            finish_reason: smallfirst_protocol::FinishReason::Stop,
+        }],
+        usage,
+        system_fingerprint: Some(fingerprint()),
+        smallfirst: None,
+    }
+}
+
 pub(crate) async fn collect(
     mut generation: Generation,
     meta: Meta,

@@ -32,6 +32,7 @@ impl AppState {
             engine,
             model_id: model_id.into(),
             name: "local".into(),
+            heads: Default::default(),
         };
         let window = local.engine.info().n_ctx;
         let config = smallfirst_router::Config::embedded(&local.model_id);

@@ -18,6 +18,7 @@ pub(crate) mod pull;
 pub(crate) mod route;
 pub(crate) mod scan;
 pub(crate) mod serve;
+pub(crate) mod train;
 
 /// Model, threads and context options shared by the commands that load a model.
 #[derive(clap::Args, Debug, Clone)]

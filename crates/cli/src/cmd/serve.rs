@@ -2,9 +2,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
+use smallfirst_heads::Head;
 use smallfirst_router::{Config, Policy, RemoteTier, remote};
 use smallfirst_server::{AppState, EmbeddedTier, Keys, Limits, Options, serve};
 
@@ -109,10 +112,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         if engine.template().is_fallback() {
             tracing::warn!(model = %name, "the model has no chat template; prompts use ChatML");
         }
+        let heads = heads(&config, args.config.as_deref(), &engine)?;
         Some(EmbeddedTier {
             engine,
             model_id: name,
             name: local_tier,
+            heads,
         })
     } else {
         None
@@ -180,6 +185,55 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// The configured tasks' heads, each read and checked against the embedded model's file: a
+/// head trained on another model is refused (the server does not start).
+fn heads(
+    config: &Config,
+    file: Option<&Path>,
+    engine: &smallfirst_engine::Engine,
+) -> anyhow::Result<BTreeMap<String, Arc<Head>>> {
+    let mut out = BTreeMap::new();
+    let wanted: Vec<_> = config
+        .policy
+        .tasks
+        .iter()
+        .filter_map(|(name, t)| t.head.as_ref().map(|h| (name, h)))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let model = &engine.info().path;
+    let sha = super::train::model_sha256(model)?;
+    for (task, path) in wanted {
+        let path = super::train::beside(file, path);
+        let head = Head::load(&path)?;
+        let file_name = model.file_name().map_or_else(
+            || model.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        );
+        head.check_model(&sha, &file_name)?;
+        let same = |a: &[String], b: &[String]| {
+            a.iter().collect::<std::collections::BTreeSet<_>>()
+                == b.iter().collect::<std::collections::BTreeSet<_>>()
+        };
+        if let Some(labels) = config
+            .policy
+            .tasks
+            .get(task)
+            .and_then(|t| t.labels.as_ref())
+            && !same(labels, &head.labels)
+        {
+            anyhow::bail!(
+                "tasks.{task}: the head {} has labels other than the task's `labels` (hint: retrain it, or drop `labels` and let the head's stand)",
+                path.display()
+            );
+        }
+        tracing::info!(task = %task, head = %path.display(), labels = head.labels.len(), accuracy = head.trained.holdout_accuracy, "task head");
+        out.insert(task.clone(), Arc::new(head));
+    }
+    Ok(out)
 }
 
 /// A command-line number of seconds, else the configuration's.

@@ -10,7 +10,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 
 use super::{Worker, backend};
-use crate::EngineError;
+use crate::{EngineError, Pooling};
 
 /// Positions of the embedding context: the longest input, and the most tokens of one batch.
 /// With embeddings on, llama.cpp keeps a row of logits for every token of a batch (n_vocab
@@ -26,12 +26,12 @@ pub(super) struct Embedder<'m> {
 }
 
 impl<'m> Worker<'m> {
-    /// Each input's embedding: the model's declared pooling (`{arch}.pooling_type`), else the
-    /// mean of the last hidden states; L2-normalized. Inputs are packed into batches of up to
+    /// Each input's embedding, pooled as `pooling` says (its own context for each), L2-normalized. Inputs are packed into batches of up to
     /// [`EMBED_CTX`] tokens.
     pub(super) fn embed(
         &mut self,
         inputs: &[Vec<LlamaToken>],
+        pooling: Pooling,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
         if let Some(long) = inputs.iter().find(|t| t.len() > EMBED_CTX as usize) {
             return Err(EngineError::ContextLength {
@@ -44,10 +44,11 @@ impl<'m> Worker<'m> {
         if inputs.iter().any(Vec::is_empty) {
             return Err(EngineError::EmptyPrompt);
         }
-        if self.embedder.is_none() {
-            self.embedder = Some(self.embedder()?);
+        if !self.embedders.iter().any(|(p, _)| *p == pooling) {
+            let made = self.embedder(pooling)?;
+            self.embedders.push((pooling, made));
         }
-        let Some(e) = self.embedder.as_mut() else {
+        let Some((_, e)) = self.embedders.iter_mut().find(|(p, _)| *p == pooling) else {
             return Err(EngineError::Stopped);
         };
         let mut out = Vec::with_capacity(inputs.len());
@@ -87,7 +88,7 @@ impl<'m> Worker<'m> {
         Ok(out)
     }
 
-    fn embedder(&self) -> Result<Embedder<'m>, EngineError> {
+    fn embedder(&self, pooling: Pooling) -> Result<Embedder<'m>, EngineError> {
         let backend = backend().ok_or(EngineError::Stopped)?;
         let model: &'m llama_cpp_2::model::LlamaModel = self.model;
         let arch = self
@@ -100,10 +101,10 @@ impl<'m> Worker<'m> {
             .ok()
             .and_then(|v| v.parse::<i32>().ok())
             .is_some_and(|p| (1..=3).contains(&p));
-        let pooling = if declared {
-            LlamaPoolingType::Unspecified
-        } else {
-            LlamaPoolingType::Mean
+        let pooling = match pooling {
+            Pooling::Model if declared => LlamaPoolingType::Unspecified,
+            Pooling::Model | Pooling::Mean => LlamaPoolingType::Mean,
+            Pooling::Last => LlamaPoolingType::Last,
         };
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(EMBED_CTX))

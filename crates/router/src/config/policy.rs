@@ -60,6 +60,9 @@ pub struct TaskPolicy {
     pub local_only: bool,
     /// A classification task's labels: the local answer is exactly one of them.
     pub labels: Option<Vec<String>>,
+    /// A head file (`smallfirst train`), as written: a relative path is read from the
+    /// configuration file's folder. The task's classifications are answered from it.
+    pub head: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +121,7 @@ pub(crate) struct RawTask {
     threshold: Option<Spanned<f64>>,
     privacy: Option<Privacy>,
     labels: Option<Spanned<Vec<String>>>,
+    head: Option<Spanned<String>>,
 }
 
 /// Validates the policy tables against the tier names.
@@ -214,6 +218,12 @@ pub(crate) fn validate(
                 .transpose()?,
             local_only: t.privacy == Some(Privacy::LocalOnly),
             labels,
+            head: match t.head {
+                Some(h) if h.get_ref().trim().is_empty() => {
+                    return invalid(path("head"), h.span(), "must be a file's path");
+                }
+                h => h.map(Spanned::into_inner),
+            },
         };
         out.tasks.insert(name, policy);
     }

@@ -46,24 +46,35 @@ impl Gateway {
             }
         };
         outcome.tier = Some(local.name.clone());
-        // The prompt rendered for the features is this route's, unless the route's labels are
-        // not the ones it listed; a request it failed for fails the same way now, with its
-        // error.
-        let labels = route.labels.as_deref();
-        let prepared = match prepared {
-            Some(p) if p.is_for(labels) => Ok(p),
-            _ => local.prepare(self, &req.chat, labels).await,
+        // A task with a head answers its classifications from it, without decoding.
+        let head = route.head.as_ref().and_then(|t| local.heads.get(t));
+        let by_head = match head {
+            Some(h) => local.by_head(self, &req.chat, h).await,
+            None => None,
         };
-        if route.threshold.is_none() && route.labels.is_none() {
-            outcome.answer = match prepared {
-                Ok(p) => local.answer(self, p).await.map_err(Failure::from),
-                Err(e) => Err(e.into()),
-            };
-            return outcome;
-        }
-        let held = match prepared {
-            Ok(p) => local.held(self, &req.chat, p).await,
-            Err(e) => Err(e),
+        let held = match by_head {
+            Some(held) => held,
+            None => {
+                // The prompt rendered for the features is this route's, unless the route's
+                // labels are not the ones it listed; a request it failed for fails the same
+                // way now, with its error.
+                let labels = route.labels.as_deref();
+                let prepared = match prepared {
+                    Some(p) if p.is_for(labels) => Ok(p),
+                    _ => local.prepare(self, &req.chat, labels).await,
+                };
+                if route.threshold.is_none() && route.labels.is_none() {
+                    outcome.answer = match prepared {
+                        Ok(p) => local.answer(self, p).await.map_err(Failure::from),
+                        Err(e) => Err(e.into()),
+                    };
+                    return outcome;
+                }
+                match prepared {
+                    Ok(p) => local.held(self, &req.chat, p).await,
+                    Err(e) => Err(e),
+                }
+            }
         };
         let held = match held {
             Ok(h) => h,
@@ -128,7 +139,7 @@ impl Gateway {
                 words: words.into(),
             };
         }
-        if c.method == Method::Label
+        if matches!(c.method, Method::Label | Method::Head)
             && let Some(label) = label_of(held.completion.choices[0].message.content.as_deref())
         {
             outcome.label = Some(Label {
@@ -213,6 +224,9 @@ fn onward(req: &Request) -> Bytes {
 /// a call cut short (or steered closed) by the token budget is not what it claims to be:
 /// confidence 0.
 fn judge(held: &Held) -> Confidence {
+    if let Some(c) = held.judged {
+        return c;
+    }
     let cut = held
         .completion
         .choices

@@ -2,8 +2,14 @@
 //! tokenized once ([`Prepared`]); the same prompt serves the policy's token count and the
 //! generation. Answers stream as they are generated, or are held whole to be judged.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use smallfirst_engine::{ChatMessage, Constraint, Engine, EngineError, Prompt, StepProb};
-use smallfirst_protocol::{ChatCompletion, ChatRequest};
+use smallfirst_heads::{Head, HeadError};
+use smallfirst_protocol::chat::ContentPart;
+use smallfirst_protocol::{ChatCompletion, ChatRequest, MessageContent, Role};
+use smallfirst_router::confidence::{Confidence, Method};
 
 use crate::ApiError;
 use crate::answer::{self, Meta, Output};
@@ -18,6 +24,8 @@ pub struct EmbeddedTier {
     pub model_id: String,
     /// The tier's name in the configuration (`local` without one).
     pub name: String,
+    /// Task heads by task name, each checked against this model's file.
+    pub heads: BTreeMap<String, Arc<Head>>,
 }
 
 /// A request planned for the engine, its prompt rendered and tokenized.
@@ -49,6 +57,8 @@ pub(crate) struct Held {
     /// A grammar shaped the answer (a schema, tools, labels): cut by the budget, it is not
     /// the answer it claims to be.
     pub constrained: bool,
+    /// Its confidence when it came with one (a head's), rather than read from the trace.
+    pub judged: Option<Confidence>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,7 +246,75 @@ impl EmbeddedTier {
             raw_text,
             kind,
             constrained,
+            judged: None,
         })
+    }
+
+    /// A classification answered by a task head: the last user message embedded (one
+    /// prefill, no decoding) and classified, the head's calibrated probability its
+    /// confidence. `None` when the request is not one a head can answer (tools, a response
+    /// format, `n` > 1, no user text).
+    pub(crate) async fn by_head(
+        &self,
+        gateway: &Gateway,
+        req: &ChatRequest,
+        head: &Head,
+    ) -> Option<Result<Held, ApiError>> {
+        if req.tools.as_ref().is_some_and(|t| !t.is_empty())
+            || req.response_format.is_some()
+            || req.n.is_some_and(|n| n > 1)
+        {
+            return None;
+        }
+        let text = last_user_text(req)?;
+        Some(self.classify(gateway, head, &text).await)
+    }
+
+    async fn classify(&self, gateway: &Gateway, head: &Head, text: &str) -> Result<Held, ApiError> {
+        let mut ticket = admit(gateway)?;
+        let answer = tokio::time::timeout_at(ticket.deadline, head.classify(&self.engine, text))
+            .await
+            .map_err(|_| ApiError::Timeout(answer::timeout_message(&ticket)))?
+            .map_err(|e| match e {
+                HeadError::Engine(e) => ApiError::from(e),
+                other => ApiError::Internal(other.to_string()),
+            })?;
+        let tokens = u32::try_from(answer.prompt_tokens).unwrap_or(u32::MAX);
+        ticket.started(tokens);
+        ticket.done(0, 0);
+        let p = answer.prediction;
+        let label = head.labels.get(p.index).cloned().unwrap_or_default();
+        Ok(Held {
+            completion: answer::labeled(Meta::new(self.model_id.clone()), label, tokens),
+            trace: Vec::new(),
+            raw_text: String::new(),
+            kind: AnswerKind::Choice,
+            constrained: false,
+            judged: Some(Confidence {
+                value: p.probability,
+                method: Method::Head,
+                margin: Some(p.margin),
+            }),
+        })
+    }
+}
+
+/// The text of the last user message (its text parts, a line each); `None` when it has
+/// anything else (an image, a file) or there is none.
+fn last_user_text(req: &ChatRequest) -> Option<String> {
+    let m = req.messages.iter().rev().find(|m| m.role == Role::User)?;
+    match m.content.as_ref()? {
+        MessageContent::Text(t) => Some(t.clone()),
+        MessageContent::Parts(parts) => {
+            let mut out = Vec::with_capacity(parts.len());
+            for p in parts {
+                match p {
+                    ContentPart::Text { text } => out.push(text.as_str()),
+                    _ => return None,
+                }
+            }
+            Some(out.join("\n"))
+        }
     }
 }
 

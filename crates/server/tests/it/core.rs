@@ -146,6 +146,7 @@ fn fixture(mid: &[Step], frontier: &[Step]) -> Fixture {
             engine,
             model_id: "smollm2-135m-instruct".into(),
             name: "local".into(),
+            heads: Default::default(),
         }),
         vec![
             remote("mid", Arc::clone(&mid_backend)),
