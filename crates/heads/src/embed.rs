@@ -1,9 +1,9 @@
 //! Texts to embeddings the way a head reads them: wrapped, tokenized as plain text (a
 //! client's text cannot forge control tokens), cut to the head's token limit, pooled. Training
-//! and serving go through the same [`embed_texts`], so a head sees at serving what it was
-//! trained on.
+//! ([`embed_texts`]) and serving ([`Head::classify`]) take the same steps, so a head sees at
+//! serving what it was trained on.
 
-use smallfirst_engine::{Engine, Pooling};
+use smallfirst_engine::{Engine, Pooling, Prompt};
 
 use crate::HeadError;
 use crate::cache::EmbeddingCache;
@@ -12,10 +12,39 @@ use crate::head::{Head, InputSpec, Prediction, wrap};
 /// Texts embedded per engine call while training: enough to fill its batches, few enough to
 /// move a progress bar.
 const CHUNK: usize = 128;
+/// Part of every cache key: a change to how texts are embedded changes it.
+const VERSION: &str = "embed/2";
 
 /// The most tokens an input keeps: the spec's limit within the engine's embedding context.
 fn keep(engine: &Engine, spec: &InputSpec) -> usize {
     spec.max_tokens.min(engine.embedding_ctx() as usize)
+}
+
+/// The wrapped input as a prompt of at most [`keep`] tokens. A longer input is cut by its own
+/// text, so that the wrapper's end (all that last pooling reads) stays; only when the wrapper
+/// alone is too long are the prompt's last tokens dropped.
+async fn prompt_for(engine: &Engine, spec: &InputSpec, text: &str) -> Result<Prompt, HeadError> {
+    let n = keep(engine, spec);
+    let mut text = text;
+    for _ in 0..8 {
+        let p = engine.tokenize_text(wrap(&spec.wrapper, text)).await?;
+        if p.fits() && p.len() <= n {
+            return Ok(p);
+        }
+        if text.is_empty() {
+            break;
+        }
+        // Shorter in proportion, with a margin; `len` is a lower bound when it did not fit.
+        let ratio = n as f64 / p.len().max(1) as f64 * 0.9;
+        let mut cut = (text.len() as f64 * ratio) as usize;
+        while cut > 0 && !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text = &text[..cut];
+    }
+    let mut p = engine.tokenize_text(wrap(&spec.wrapper, text)).await?;
+    p.truncate(n);
+    Ok(p)
 }
 
 async fn embed_uncached(
@@ -24,12 +53,9 @@ async fn embed_uncached(
     texts: &[String],
 ) -> Result<Vec<Vec<f32>>, HeadError> {
     let pooling = Pooling::parse(&spec.pooling).unwrap_or(Pooling::Mean);
-    let n = keep(engine, spec);
     let mut prompts = Vec::with_capacity(texts.len());
     for t in texts {
-        let mut p = engine.tokenize_text(wrap(&spec.wrapper, t)).await?;
-        p.truncate(n);
-        prompts.push(p);
+        prompts.push(prompt_for(engine, spec, t).await?);
     }
     Ok(engine.embed_pooled(prompts, pooling).await?)
 }
@@ -46,7 +72,7 @@ pub async fn embed_texts(
 ) -> Result<Vec<Vec<f32>>, HeadError> {
     let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
     // The key names the text as embedded: the wrapper, and the token cut, are part of it.
-    let tag = format!("{}/{}", spec.pooling, keep(engine, spec));
+    let tag = format!("{VERSION}/{}/{}", spec.pooling, keep(engine, spec));
     let keys: Vec<[u8; 32]> = texts
         .iter()
         .map(|t| EmbeddingCache::key(model_sha256, &tag, &wrap(&spec.wrapper, t)))
@@ -84,10 +110,8 @@ pub async fn embed_texts(
 impl Head {
     /// One input classified: one prefill of its wrapped text, no decoding.
     pub async fn classify(&self, engine: &Engine, text: &str) -> Result<Answer, HeadError> {
-        let spec = &self.input;
         let pooling = self.pooling();
-        let mut prompt = engine.tokenize_text(self.wrap(text)).await?;
-        prompt.truncate(keep(engine, spec));
+        let prompt = prompt_for(engine, &self.input, text).await?;
         let tokens = prompt.len();
         let mut v = engine.embed_pooled(vec![prompt], pooling).await?;
         let v = v

@@ -109,6 +109,7 @@ impl Head {
             path: path.display().to_string(),
             message,
         };
+        self.check().map_err(at)?;
         let text = serde_json::to_vec(self).map_err(|e| at(e.to_string()))?;
         let tmp = path.with_extension("partial");
         std::fs::write(&tmp, text).map_err(|e| at(format!("cannot write it: {e}")))?;
@@ -152,6 +153,19 @@ impl Head {
         {
             return Err("a weight, mean or scale is not a finite number (scales > 0)".into());
         }
+        let t = &self.trained;
+        if ![
+            t.holdout_accuracy,
+            t.holdout_ece_raw,
+            t.holdout_ece,
+            t.alpha,
+            t.seconds,
+        ]
+        .iter()
+        .all(|v| v.is_finite())
+        {
+            return Err("a training figure is not a finite number".into());
+        }
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return Err("the temperature must be a positive number".into());
         }
@@ -176,12 +190,12 @@ impl Head {
     }
 
     /// Refuses a head trained on another model file: its embeddings mean nothing to it.
-    pub fn check_model(&self, sha256: &str, file: &str) -> Result<(), HeadError> {
+    pub fn check_model(&self, task: &str, sha256: &str, file: &str) -> Result<(), HeadError> {
         if self.model.sha256.eq_ignore_ascii_case(sha256) {
             return Ok(());
         }
         Err(HeadError::OtherModel {
-            task: self.task.clone(),
+            task: task.to_string(),
             trained: format!("{} (sha256 {})", self.model.file, short(&self.model.sha256)),
             serving: format!("{file} (sha256 {})", short(sha256)),
         })
@@ -416,9 +430,9 @@ mod tests {
     #[test]
     fn another_models_sha256_is_refused_naming_both_files() {
         let h = head();
-        assert!(h.check_model(&"AB".repeat(32), "m.gguf").is_ok());
+        assert!(h.check_model("t", &"AB".repeat(32), "m.gguf").is_ok());
         let e = h
-            .check_model(&"cd".repeat(32), "n.gguf")
+            .check_model("t", &"cd".repeat(32), "n.gguf")
             .expect_err("refused");
         let m = e.to_string();
         assert!(

@@ -55,6 +55,12 @@ pub fn fit(
     if train.vectors.is_empty() || dim == 0 {
         return Err(HeadError::Data("no rows to train on".into()));
     }
+    if holdout.vectors.is_empty() {
+        return Err(HeadError::Data(
+            "no held-out rows to fit the temperature on (hint: more rows, or a larger --holdout)"
+                .into(),
+        ));
+    }
     if let Some(l) = train
         .labels
         .iter()
@@ -112,7 +118,7 @@ pub fn fit(
             seconds: 0.0,
         },
     };
-    if !holdout.vectors.is_empty() {
+    {
         let logits = holdout
             .vectors
             .iter()
@@ -168,6 +174,7 @@ pub fn score(logits: &[Vec<f64>], labels: &[usize], temperature: f64) -> Score {
 /// Expected calibration error: over equal-width bins of confidence, the row-weighted gap
 /// between the mean confidence and the accuracy.
 pub fn ece(judged: &[(f64, bool)], bins: usize) -> f64 {
+    let bins = bins.max(1);
     let mut count = vec![0usize; bins];
     let mut conf = vec![0.0; bins];
     let mut right = vec![0.0; bins];

@@ -117,6 +117,10 @@ async fn a_head_on_a_banking77_slice_is_far_above_chance_on_unseen_rows_and_boun
         right += usize::from(head.labels[p.index] == t.label);
     }
     let accuracy = right as f64 / test.len() as f64;
+    // An input far longer than the context is cut by its text, not refused.
+    let long = "my card has not arrived yet ".repeat(2_000);
+    let a = head.classify(&engine, &long).await.expect("a long input");
+    assert!(a.prompt_tokens <= 128, "{}", a.prompt_tokens);
     // Chance is 1/8 = 12.5%.
     assert!(
         accuracy >= 0.5,
@@ -125,9 +129,11 @@ async fn a_head_on_a_banking77_slice_is_far_above_chance_on_unseen_rows_and_boun
     );
 
     // Bound to the model file: another sha256 is refused, saying what to do.
-    assert!(head.check_model(&sha, "smollm2.gguf").is_ok());
+    assert!(head.check_model("banking", &sha, "smollm2.gguf").is_ok());
     let other = "0".repeat(64);
-    let err = head.check_model(&other, "other.gguf").expect_err("refused");
+    let err = head
+        .check_model("banking", &other, "other.gguf")
+        .expect_err("refused");
     assert!(matches!(err, HeadError::OtherModel { .. }));
     let message = err.to_string();
     assert!(

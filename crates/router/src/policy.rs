@@ -450,6 +450,26 @@ escalate = ["mid", "frontier"]
             (1, None),
             "no threshold given, none to use"
         );
+        // A task with a head is answered by it, locally first, unless the request brings
+        // labels of its own.
+        let mut cfg = Config::embedded("m");
+        cfg.policy.tasks.insert(
+            "intent".into(),
+            TaskPolicy {
+                head: Some("intent.head.json".into()),
+                ..TaskPolicy::default()
+            },
+        );
+        let p = Policy::new(&cfg, Some(2048));
+        let r = p.decide(&features("intent", 10)).expect("route");
+        assert_eq!(
+            (r.head.as_deref(), r.tiers[0].as_str()),
+            (Some("intent"), "local")
+        );
+        let mut own = features("intent", 10);
+        own.labels = Some(vec!["a".into(), "b".into()]);
+        assert_eq!(p.decide(&own).expect("route").head, None);
+        assert_eq!(p.decide(&features("other", 10)).expect("route").head, None);
         // Too long for every local tier: an error, never the frontier.
         f.input_tokens = 50_000;
         let e = policy().decide(&f).expect_err("no local tier fits");

@@ -107,6 +107,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     }
     // A configuration of remote tiers only loads no model, unless one is asked for here.
     let wants_engine = args.config.is_none() || embedded.is_some() || args.model.model.is_some();
+    if !wants_engine
+        && let Some((task, _)) = config.policy.tasks.iter().find(|(_, t)| t.head.is_some())
+    {
+        anyhow::bail!(
+            "tasks.{task}.head: a head answers on the embedded model, and this configuration has no embedded tier (hint: add a tier with backend = \"embedded\", or drop the head)"
+        );
+    }
     let local = if wants_engine {
         let (name, engine) = super::load_engine(&model)?;
         if engine.template().is_fallback() {
@@ -213,7 +220,7 @@ fn heads(
             || model.display().to_string(),
             |f| f.to_string_lossy().into_owned(),
         );
-        head.check_model(&sha, &file_name)?;
+        head.check_model(task, &sha, &file_name)?;
         let same = |a: &[String], b: &[String]| {
             a.iter().collect::<std::collections::BTreeSet<_>>()
                 == b.iter().collect::<std::collections::BTreeSet<_>>()

@@ -80,9 +80,16 @@ pub(crate) struct Args {
 }
 
 /// The model file's sha256, kept in the embedding cache by path, size and time.
+/// Without a usable cache (a read-only home), the file is read in full.
 pub(crate) fn model_sha256(path: &Path) -> anyhow::Result<String> {
-    let cache = EmbeddingCache::open(&cache_file())?;
-    Ok(cache.model_sha256(path)?)
+    match EmbeddingCache::open(&cache_file()) {
+        Ok(cache) => Ok(cache.model_sha256(path)?),
+        Err(e) => {
+            tracing::debug!(error = %e, "no embedding cache; hashing the model file");
+            smallfirst_heads::file_sha256(path)
+                .with_context(|| format!("cannot read {}", path.display()))
+        }
+    }
 }
 
 fn cache_file() -> PathBuf {
@@ -110,8 +117,8 @@ fn check_args(args: &Args) -> anyhow::Result<Pooling> {
             args.task
         );
     }
-    if !(0.0..0.9).contains(&args.holdout) {
-        anyhow::bail!("--holdout must be at least 0 and below 0.9");
+    if !(args.holdout > 0.0 && args.holdout < 0.9) {
+        anyhow::bail!("--holdout must be above 0 and below 0.9 (the temperature is fitted on it)");
     }
     if !(args.alpha.is_finite() && args.alpha >= 0.0) {
         anyhow::bail!("--alpha must be a number ≥ 0");
@@ -156,6 +163,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     if let Some((_, e)) = config.as_ref().and_then(Config::embedded_tier) {
         model.model = model.model.or_else(|| Some(e.model.to_string()));
         model.threads = model.threads.or(e.threads);
+        model.ctx = model.ctx.or(e.ctx);
     }
     // One sequence at a time: embeddings run on their own context.
     model.parallel = Some(1);
@@ -352,10 +360,12 @@ fn name_head(config: &Path, task: &str, head: &Path) -> anyhow::Result<()> {
     let mut doc: toml_edit::DocumentMut = text
         .parse()
         .with_context(|| format!("cannot parse {}", config.display()))?;
-    let dir = config.parent().unwrap_or(Path::new(""));
-    let shown = head
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let (config_abs, head_abs) = (absolute(config), absolute(head));
+    let dir = config_abs.parent().unwrap_or(Path::new(""));
+    let shown = head_abs
         .strip_prefix(dir)
-        .unwrap_or(head)
+        .unwrap_or(&head_abs)
         .to_string_lossy()
         .into_owned();
     let tasks = doc

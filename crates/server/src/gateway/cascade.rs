@@ -139,9 +139,13 @@ impl Gateway {
                 words: words.into(),
             };
         }
-        if matches!(c.method, Method::Label | Method::Head)
-            && let Some(label) = label_of(held.completion.choices[0].message.content.as_deref())
-        {
+        let content = held.completion.choices[0].message.content.as_deref();
+        let label = match c.method {
+            Method::Head => content.map(str::to_string),
+            Method::Label => label_of(content),
+            _ => None,
+        };
+        if let Some(label) = label {
             outcome.label = Some(Label {
                 label,
                 probability: c.value,
