@@ -20,9 +20,7 @@ error (in-scope rows kept locally with a wrong label, over all in-scope rows) at
 
 import argparse
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,23 +31,14 @@ import httpx
 from sklearn.metrics import roc_auc_score
 
 import benchlib
-from benchlib import free_port
+from benchlib import SMALLFIRST, free_port, model_path, stop
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALLFIRST = ROOT / "target" / "release" / "smallfirst"
-DATA = Path(os.environ.get("SMALLFIRST_SHARED", ROOT.parent / "shared")) / "data" / "evals"
+DATA = benchlib.SHARED / "data" / "evals"
 SETS = {
     "banking77": ("banking77_train.jsonl", "banking77_test.jsonl", "banking77.labels.json"),
     "clinc150": ("clinc150_train_plus_oos.jsonl", "clinc150_test_plus_oos.jsonl", "clinc150.labels.json"),
 }
 SYSTEM = "Classify the customer's message by its intent."
-
-
-def model_path(name):
-    subprocess.run([str(SMALLFIRST), "pull", name], check=True, capture_output=True)
-    rows = json.loads(subprocess.run([str(SMALLFIRST), "models", "--json"], check=True, capture_output=True,
-                                     text=True).stdout)
-    return next(r["path"] for r in rows if r["name"] == name)
 
 
 def read(path):
@@ -114,11 +103,6 @@ def run_http(base, task, rows, system):
     for r in rows:
         out.append(ask(base, task, r["input"], system))
     return out, len(rows) / (time.perf_counter() - started)
-
-
-def stop(proc):
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=30)
 
 
 def bench_set(name, args, small, large, tmp):
@@ -205,7 +189,7 @@ def main():
     for name in args.sets.split(","):
         results.append(bench_set(name, args, small, large, tmp))
         print(json.dumps(results[-1]), file=sys.stderr)
-    print(f"| set | head acc (test) | AUROC | ECE | train rows | train s (embed + fit) |")
+    print("| set | head acc (test) | AUROC | ECE | train rows | train s (embed + fit) |")
     print("|---|---|---|---|---|---|")
     for r in results:
         h = r["head"]
@@ -216,10 +200,10 @@ def main():
     print("|---|---|---|---|---|---|---|")
     for r in results:
         x = r["http"]
-        print(f"| {r['set']} | {x['rows']} | head | {x['head']['accuracy']:.1%} | {x['head']['auroc']:.3f} | "
-              f"{x['head']['apgr']:.3f} | {x['head_rps']:.2f} |")
-        print(f"| {r['set']} | {x['rows']} | label decoding | {x['labels']['accuracy']:.1%} | "
-              f"{x['labels']['auroc']:.3f} | {x['labels']['apgr']:.3f} | {x['labels_rps']:.2f} |")
+        for method, key in (("head", "head"), ("label decoding", "labels")):
+            m = x[key]
+            print(f"| {r['set']} | {x['rows']} | {method} | {m['accuracy']:.1%} | {m['auroc']:.3f} | "
+                  f"{m['apgr']:.3f} | {x[key + '_rps']:.2f} |")
         print(f"| {r['set']} | {x['rows']} | {args.large} label decoding | {x['large']['accuracy']:.1%} | — | — | — |")
     for r in results:
         if "clinc" in r:

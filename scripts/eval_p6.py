@@ -19,7 +19,6 @@ import os
 import random
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,20 +26,13 @@ from pathlib import Path
 import httpx
 
 import benchlib
-from benchlib import free_port
+from benchlib import free_port, model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALLFIRST = ROOT / "target" / "release" / "smallfirst"
 DATA = Path(os.environ.get("SMALLFIRST_SHARED", ROOT.parent / "shared")) / "data" / "evals"
 SETS = {"banking77": "banking77_test.jsonl", "clinc150": "clinc150_test_plus_oos.jsonl"}
 SYSTEM = "Classify the customer's message by its intent."
-
-
-def model_path(name):
-    subprocess.run([str(SMALLFIRST), "pull", name], check=True, capture_output=True)
-    rows = json.loads(subprocess.run([str(SMALLFIRST), "models", "--json"], check=True, capture_output=True,
-                                     text=True).stdout)
-    return next(r["path"] for r in rows if r["name"] == name)
 
 
 def serve(model, tmp):

@@ -192,9 +192,17 @@ fn finish_with_calls(finish: smallfirst_engine::FinishReason, made_calls: bool) 
 
 /// The answer's tokens, the prompt's kept prefix counted as cached.
 fn usage(done: &smallfirst_engine::Done) -> Usage {
-    let mut usage = Usage::new(done.prompt_tokens, done.completion_tokens);
+    usage_of(
+        done.prompt_tokens,
+        done.completion_tokens,
+        done.reused_tokens,
+    )
+}
+
+fn usage_of(prompt: u32, completion: u32, cached: u32) -> Usage {
+    let mut usage = Usage::new(prompt, completion);
     usage.prompt_tokens_details = Some(smallfirst_protocol::PromptTokensDetails {
-        cached_tokens: done.reused_tokens,
+        cached_tokens: cached,
     });
     usage
 }
@@ -205,9 +213,24 @@ fn fingerprint() -> String {
 
 /// A classification answered without decoding (by a task head): the label as the message.
 pub(crate) fn labeled(meta: Meta, label: String, prompt_tokens: u32) -> ChatCompletion {
-    let mut usage = Usage::new(prompt_tokens, 0);
-    usage.prompt_tokens_details =
-        Some(smallfirst_protocol::PromptTokensDetails { cached_tokens: 0 });
+    let message = ResponseMessage {
+        role: Role::Assistant,
+        content: Some(label),
+        refusal: None,
+        tool_calls: None,
+    };
+    let usage = usage_of(prompt_tokens, 0, 0);
+    completion(meta, message, None, FinishReason::Stop, usage)
+}
+
+/// One choice's answer as a chat completion.
+fn completion(
+    meta: Meta,
+    message: ResponseMessage,
+    logprobs: Option<Logprobs>,
+    finish_reason: FinishReason,
+    usage: Usage,
+) -> ChatCompletion {
     ChatCompletion {
         id: meta.id,
         object: "chat.completion".into(),
@@ -215,14 +238,9 @@ pub(crate) fn labeled(meta: Meta, label: String, prompt_tokens: u32) -> ChatComp
         model: meta.model,
         choices: vec![Choice {
             index: 0,
-            message: ResponseMessage {
-                role: Role::Assistant,
-                content: Some(label),
-                refusal: None,
-                tool_calls: None,
-            },
-            logprobs: None,
-            finish_reason: smallfirst_protocol::FinishReason::Stop,
+            message,
+            logprobs,
+            finish_reason,
         }],
         usage,
         system_fingerprint: Some(fingerprint()),
@@ -277,29 +295,18 @@ pub(crate) async fn collect(
     };
     let is_calls = calls.is_some();
     let made_calls = calls.as_ref().is_some_and(|c| !c.is_empty());
-    let completion = ChatCompletion {
-        id: meta.id,
-        object: "chat.completion".into(),
-        created: meta.created,
-        model: meta.model,
-        choices: vec![Choice {
-            index: 0,
-            message: ResponseMessage {
-                role: Role::Assistant,
-                content: (!is_calls).then_some(text),
-                refusal: None,
-                tool_calls: calls.filter(|c| !c.is_empty()),
-            },
-            logprobs: (out.logprobs && !is_calls).then(|| Logprobs {
-                content: convert::token_logprobs(entries),
-                refusal: None,
-            }),
-            finish_reason: finish_with_calls(done.finish, made_calls),
-        }],
-        usage: usage(&done),
-        system_fingerprint: Some(fingerprint()),
-        smallfirst: None,
+    let message = ResponseMessage {
+        role: Role::Assistant,
+        content: (!is_calls).then_some(text),
+        refusal: None,
+        tool_calls: calls.filter(|c| !c.is_empty()),
     };
+    let logprobs = (out.logprobs && !is_calls).then(|| Logprobs {
+        content: convert::token_logprobs(entries),
+        refusal: None,
+    });
+    let finish = finish_with_calls(done.finish, made_calls);
+    let completion = completion(meta, message, logprobs, finish, usage(&done));
     Ok((completion, done.trace, raw))
 }
 
