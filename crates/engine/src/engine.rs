@@ -11,7 +11,7 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use crate::compiler::Compiler;
 use crate::constraint::Guide;
-use crate::runner::Runner;
+use crate::runner::{BenchReport, Runner};
 use crate::tokenizer::Tokenizer;
 use crate::{
     ChatMessage, ChatTemplate, Constraint, EngineError, Recommended, SamplingDefaults,
@@ -160,7 +160,7 @@ pub struct Generation {
 /// is longer than.
 #[derive(Debug, Clone)]
 pub struct Prompt {
-    tokens: Result<Vec<LlamaToken>, usize>,
+    pub(crate) tokens: Result<Vec<LlamaToken>, usize>,
 }
 
 /// How an embedding is read from the last hidden states of its input's tokens.
@@ -238,21 +238,6 @@ pub(crate) struct Counters {
     pub generated_tokens: AtomicU64,
 }
 
-/// One repetition of [`Engine::bench`].
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub struct BenchRun {
-    pub prompt_tokens_per_s: f64,
-    pub decode_tokens_per_s: f64,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct BenchReport {
-    pub n_prompt: u32,
-    pub n_gen: u32,
-    pub threads: usize,
-    pub runs: Vec<BenchRun>,
-}
-
 pub(crate) enum Job {
     Generate {
         /// The prompt, tokenized by the caller.
@@ -270,6 +255,11 @@ pub(crate) enum Job {
         pooling: Pooling,
         reply: oneshot::Sender<Result<Vec<Vec<f32>>, EngineError>>,
     },
+    Score {
+        prompt: Vec<LlamaToken>,
+        options: Vec<Vec<LlamaToken>>,
+        reply: oneshot::Sender<Result<Vec<f64>, EngineError>>,
+    },
     Bench {
         n_prompt: u32,
         n_gen: u32,
@@ -281,19 +271,19 @@ pub(crate) enum Job {
 /// A handle to the engine thread; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     /// `None` only while dropping.
-    jobs: Option<mpsc::Sender<Job>>,
+    pub(crate) jobs: Option<mpsc::Sender<Job>>,
     /// The engine thread, joined when the last handle goes: a process that exits while it is
     /// still decoding would tear llama.cpp down under it.
     thread: Option<thread::JoinHandle<()>>,
-    info: ModelInfo,
+    pub(crate) info: ModelInfo,
     template: ChatTemplate,
     /// Prompts are tokenized on the caller's thread, never queued behind generation.
-    tokenizer: Arc<Tokenizer>,
+    pub(crate) tokenizer: Arc<Tokenizer>,
     counters: Arc<Counters>,
     /// Compiles grammars on a thread of its own.
     compiler: Compiler,

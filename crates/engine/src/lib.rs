@@ -31,6 +31,7 @@ pub mod logprobs;
 mod runner;
 mod sampling;
 pub mod schema;
+mod score;
 mod sequence;
 mod slots;
 mod template;
@@ -41,11 +42,11 @@ pub mod tools;
 pub use compiler::check_offline;
 pub use constraint::Constraint;
 pub use engine::{
-    BenchReport, BenchRun, Delta, Done, Engine, EngineConfig, Event, FinishReason, GenerateParams,
-    Generation, Load, ModelInfo, Pooling, Prompt, StepProb, TokenLogprob, default_threads,
+    Delta, Done, Engine, EngineConfig, Event, FinishReason, GenerateParams, Generation, Load,
+    ModelInfo, Pooling, Prompt, StepProb, TokenLogprob, default_threads,
 };
 pub use error::{EngineError, gib};
-pub use runner::{DEFAULT_PREFILL_CHUNK, DEFAULT_SLOTS};
+pub use runner::{BenchReport, BenchRun, DEFAULT_PREFILL_CHUNK, DEFAULT_SLOTS};
 pub use sampling::defaults::{Origin, Recommended, SamplingDefaults, Setting};
 pub use sampling::{Sampler, SamplingParams};
 pub use smallfirst_inspect::Severity;

@@ -26,8 +26,8 @@ use crate::engine::{Counters, Job, context_size};
 use crate::sequence::{Cx, FORCED_PER_STEP, Outcome, Seq};
 use crate::slots::{self, Slot};
 use crate::{
-    BenchReport, ChatTemplate, EngineConfig, EngineError, Event, GenerateParams, ModelInfo,
-    SamplingDefaults, default_threads,
+    ChatTemplate, EngineConfig, EngineError, Event, GenerateParams, ModelInfo, SamplingDefaults,
+    default_threads,
 };
 
 /// llama.cpp's backend is process-global and may be initialised once.
@@ -55,7 +55,9 @@ pub const DEFAULT_PREFILL_CHUNK: usize = 256;
 const MAX_BATCH: u32 = 2048;
 
 mod bench;
+pub use bench::{BenchReport, BenchRun};
 mod embed;
+mod score;
 pub(crate) use embed::{EMBED_CTX, EMBED_SEQS};
 
 pub(crate) struct Runner;
@@ -217,9 +219,10 @@ struct Worker<'m> {
     /// Steps taken; orders slots by last use.
     clock: u64,
     counters: Arc<Counters>,
-    /// The embedding context, made on the first embedding request.
     /// Embedding contexts, one per pooling asked for, made on first use.
     embedders: Vec<(crate::Pooling, embed::Embedder<'m>)>,
+    /// The context that scores continuations, made on first use.
+    scorer: Option<score::Scorer<'m>>,
     threads: usize,
 }
 
@@ -257,6 +260,7 @@ impl<'m> Worker<'m> {
             clock: 0,
             counters,
             embedders: Vec::new(),
+            scorer: None,
             threads,
         }
     }
@@ -374,6 +378,17 @@ impl<'m> Worker<'m> {
                 // A caller that gave up (its request timed out, its client left) is not served.
                 if !reply.is_closed() {
                     let _ = reply.send(self.embed(&inputs, pooling));
+                }
+                return;
+            }
+            Job::Score {
+                prompt,
+                options,
+                reply,
+            } => {
+                if !reply.is_closed() {
+                    let scored = self.score(&prompt, &options, &|| reply.is_closed());
+                    let _ = reply.send(scored);
                 }
                 return;
             }

@@ -7,7 +7,22 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use super::Worker;
-use crate::{BenchReport, BenchRun, EngineError, Sampler, SamplingParams};
+use crate::{EngineError, Sampler, SamplingParams};
+
+/// One repetition of [`Engine::bench`].
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct BenchRun {
+    pub prompt_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    pub n_prompt: u32,
+    pub n_gen: u32,
+    pub threads: usize,
+    pub runs: Vec<BenchRun>,
+}
 
 impl Worker<'_> {
     /// Decodes `tokens` from position 0 of sequence 0 in batches; the bench's prompt phase.

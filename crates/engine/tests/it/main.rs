@@ -16,6 +16,7 @@ mod constrained;
 mod endpoints;
 mod generate;
 mod limits;
+mod score;
 
 pub fn model_path() -> PathBuf {
     if let Some(p) = std::env::var_os("SMALLFIRST_TEST_MODEL") {
