@@ -21,9 +21,14 @@ fn keep(engine: &Engine, spec: &InputSpec) -> usize {
 }
 
 /// The wrapped input as a prompt of at most [`keep`] tokens. A longer input is cut by its own
-/// text, so that the wrapper's end (all that last pooling reads) stays; only when the wrapper
-/// alone is too long are the prompt's last tokens dropped.
-async fn prompt_for(engine: &Engine, spec: &InputSpec, text: &str) -> Result<Prompt, HeadError> {
+/// text (its end, or with `keep_end` its start), so that the wrapper's end (all that last
+/// pooling reads) stays; only when the wrapper alone is too long are the prompt's last tokens
+/// dropped.
+pub(crate) async fn prompt_for(
+    engine: &Engine,
+    spec: &InputSpec,
+    text: &str,
+) -> Result<Prompt, HeadError> {
     let n = keep(engine, spec);
     let mut text = text;
     for _ in 0..8 {
@@ -37,6 +42,14 @@ async fn prompt_for(engine: &Engine, spec: &InputSpec, text: &str) -> Result<Pro
         // Shorter in proportion, with a margin; `len` is a lower bound when it did not fit.
         let ratio = n as f64 / p.len().max(1) as f64 * 0.9;
         let mut cut = (text.len() as f64 * ratio) as usize;
+        if spec.keep_end {
+            let mut from = text.len() - cut.min(text.len());
+            while from < text.len() && !text.is_char_boundary(from) {
+                from += 1;
+            }
+            text = &text[from..];
+            continue;
+        }
         while cut > 0 && !text.is_char_boundary(cut) {
             cut -= 1;
         }
@@ -72,7 +85,12 @@ pub async fn embed_texts(
 ) -> Result<Vec<Vec<f32>>, HeadError> {
     let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
     // The key names the text as embedded: the wrapper, and the token cut, are part of it.
-    let tag = format!("{VERSION}/{}/{}", spec.pooling, keep(engine, spec));
+    let tag = format!(
+        "{VERSION}/{}/{}{}",
+        spec.pooling,
+        keep(engine, spec),
+        if spec.keep_end { "/end" } else { "" }
+    );
     let keys: Vec<[u8; 32]> = texts
         .iter()
         .map(|t| EmbeddingCache::key(model_sha256, &tag, &wrap(&spec.wrapper, t)))

@@ -33,6 +33,14 @@ pub struct Head {
     /// The logits are divided by it before the softmax (fitted on held-out rows).
     pub temperature: f64,
     pub trained: Trained,
+    /// A verifier's answer features, by name, appended to the embedding in this order (its
+    /// last `features.len()` dimensions); empty for a classification head.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+    /// A verifier's: the confidence method (`label_probability`, …) its `confidence` and
+    /// `margin` features were read from; it judges answers of that method only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judges: Option<String>,
 }
 
 /// The model file a head's embeddings come from.
@@ -52,8 +60,12 @@ pub struct InputSpec {
     pub wrapper: String,
     /// `mean` or `last` (see [`smallfirst_engine::Pooling`]).
     pub pooling: String,
-    /// Tokens kept from the start of a longer input.
+    /// Tokens kept of a longer input: from its start, or with `keep_end`, from its end.
     pub max_tokens: usize,
+    /// Cut a longer input from its start rather than its end (a verifier's: the answer and
+    /// the question nearest it are at the end).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_end: bool,
 }
 
 /// What training saw and measured.
@@ -144,6 +156,9 @@ impl Head {
             return Err(format!(
                 "its weights are not {n} labels × {dim} dimensions with a bias per label"
             ));
+        }
+        if !self.features.is_empty() {
+            crate::verifier::check(self)?;
         }
         let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
         if !finite(&self.mean)
@@ -310,6 +325,7 @@ mod tests {
                 wrapper: "{text}".into(),
                 pooling: "mean".into(),
                 max_tokens: 64,
+                keep_end: false,
             },
             labels: vec!["a".into(), "b".into()],
             mean: vec![0.0, 0.0],
@@ -326,6 +342,8 @@ mod tests {
                 holdout_ece: 0.0,
                 seconds: 0.0,
             },
+            features: Vec::new(),
+            judges: None,
         }
     }
 

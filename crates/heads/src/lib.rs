@@ -1,13 +1,15 @@
 //! Task heads: a classifier trained on the embedded model's pooled embeddings of a task's
 //! labeled rows, its probabilities calibrated on held-out rows, bound to the model file it was
 //! trained on. A task with a head answers from one prefill of its input, without decoding, and
-//! the head's probability is the confidence the cascade judges.
+//! the head's probability is the confidence the cascade judges. A [`verifier`] is a head of
+//! the same kind that judges a generated answer instead.
 
 mod cache;
 mod data;
 mod embed;
 mod head;
 mod train;
+pub mod verifier;
 
 pub use cache::{EmbeddingCache, file_sha256};
 pub use data::{Row, read_rows, split};

@@ -40,6 +40,10 @@ pub struct Binding {
     pub model: ModelBinding,
     pub input: InputSpec,
     pub labels: Vec<String>,
+    /// Answer features the vectors end with (a verifier's); empty for a classification head.
+    pub features: Vec<String>,
+    /// A verifier's: the confidence method its features come from.
+    pub judges: Option<String>,
 }
 
 /// Fits a head on `train` and its temperature on `holdout`.
@@ -117,6 +121,8 @@ pub fn fit(
             holdout_ece: f64::NAN,
             seconds: 0.0,
         },
+        features: binding.features,
+        judges: binding.judges,
     };
     {
         let logits = holdout

@@ -29,6 +29,7 @@ fn spec() -> InputSpec {
         wrapper: "{text}".into(),
         pooling: "mean".into(),
         max_tokens: 128,
+        keep_end: false,
     }
 }
 
@@ -89,6 +90,8 @@ async fn a_head_on_a_banking77_slice_is_far_above_chance_on_unseen_rows_and_boun
             },
             input: spec(),
             labels: labels.clone(),
+            features: Vec::new(),
+            judges: None,
         },
         Examples {
             vectors: &tx,

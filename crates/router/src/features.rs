@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use crate::confidence::{Estimator, MAX_SAMPLES};
 use crate::privacy::Privacy;
 
 /// Tasks with closed outputs, where the local answer's confidence is a reliable check.
@@ -25,6 +26,9 @@ pub struct Features {
     pub local_only: bool,
     /// A classification's label set, from `metadata.labels`.
     pub labels: Option<Vec<String>>,
+    /// `metadata.confidence` (with `metadata.samples`): how to judge the local answer, or
+    /// why the request's choice is not one.
+    pub confidence: Option<Result<Estimator, String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +104,7 @@ pub fn extract(request: &Value, hints: Hints<'_>, input_tokens: u32) -> Features
             .is_some_and(|parts| parts.iter().any(|p| p["type"] == "image_url"))
     });
     let local_only = hints.local_only();
+    let confidence = estimator(metadata);
     Features {
         task,
         task_source,
@@ -112,7 +117,41 @@ pub fn extract(request: &Value, hints: Hints<'_>, input_tokens: u32) -> Features
         },
         local_only,
         labels,
+        confidence,
     }
+}
+
+/// `metadata.confidence`, with `metadata.samples` for self-consistency (metadata values are
+/// strings at OpenAI; a number is taken too).
+fn estimator(metadata: &Value) -> Option<Result<Estimator, String>> {
+    let name = match &metadata["confidence"] {
+        Value::Null => return None,
+        Value::String(s) => s.trim(),
+        _ => return Some(Err("`metadata.confidence` must be a string".into())),
+    };
+    let samples = match &metadata["samples"] {
+        Value::Null => None,
+        v => {
+            let n = v
+                .as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                .filter(|n| (2..=u64::from(MAX_SAMPLES)).contains(n));
+            match n {
+                Some(n) => Some(n as u8),
+                None => {
+                    return Some(Err(format!(
+                        "`metadata.samples` must be a whole number from 2 to {MAX_SAMPLES}"
+                    )));
+                }
+            }
+        }
+    };
+    Some(Estimator::parse(name, samples).ok_or_else(|| {
+        format!(
+            "unknown `metadata.confidence` `{name}` (methods: {})",
+            Estimator::NAMES.join(", ")
+        )
+    }))
 }
 
 /// What an image is counted as when tokens are estimated (a high-detail tile's cost at OpenAI).
@@ -374,6 +413,26 @@ mod tests {
             (f.task.as_str(), f.task_source),
             ("triage", TaskSource::Metadata)
         );
+    }
+
+    #[test]
+    fn a_request_may_name_its_confidence_method() {
+        let mut r = user("I lost my card");
+        assert_eq!(extract(&r, Hints::default(), 5).confidence, None);
+        r["metadata"] = json!({"confidence": "self_consistency", "samples": "7"});
+        assert_eq!(
+            extract(&r, Hints::default(), 5).confidence,
+            Some(Ok(Estimator::SelfConsistency { samples: 7 }))
+        );
+        for bad in [
+            json!({"confidence": "vibes"}),
+            json!({"confidence": 3}),
+            json!({"confidence": "self_consistency", "samples": "99"}),
+        ] {
+            r["metadata"] = bad.clone();
+            let f = extract(&r, Hints::default(), 5);
+            assert!(matches!(f.confidence, Some(Err(_))), "{bad}");
+        }
     }
 
     #[test]

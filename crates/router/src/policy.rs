@@ -9,6 +9,7 @@
 //! cannot hold the request, or that lacks a capability it needs, is skipped; a local-only
 //! request keeps to tiers on this machine and is never escalated off it.
 
+use crate::confidence::Estimator;
 use crate::config::{Capabilities, Config};
 pub use crate::config::{DEFAULT_THRESHOLD, LowConfidence, PolicyConfig, Rule, TaskPolicy};
 use crate::features::{Features, NARROW_TASKS, OPEN_TASKS};
@@ -27,6 +28,12 @@ pub struct Route {
     /// The task whose head answers (`[tasks.NAME] head`), unless the request lists labels of
     /// its own.
     pub head: Option<String>,
+    /// The task whose verifier judges a decoded local answer (`[tasks.NAME] verifier`),
+    /// unless the request lists labels of its own.
+    pub verifier: Option<String>,
+    /// How the local answer's confidence is estimated: the request's `metadata.confidence`,
+    /// else the task's; `None`: from the decode.
+    pub estimator: Option<Estimator>,
     pub reason: Reason,
 }
 
@@ -133,6 +140,10 @@ impl Policy {
         let head = task
             .filter(|t| t.head.is_some() && f.labels.is_none())
             .map(|_| f.task.clone());
+        // Like a head, a verifier knows the task's own label set, not one a request brings.
+        let verifier = task
+            .filter(|t| t.verifier.is_some() && f.labels.is_none())
+            .map(|_| f.task.clone());
         let default_escalation = || self.frontier.iter().cloned().collect::<Vec<_>>();
         let (mut tiers, threshold, mut reason) = if let Some((i, rule)) = self
             .config
@@ -177,6 +188,7 @@ impl Policy {
             let narrow = NARROW_TASKS.contains(&f.task.as_str())
                 || labels.is_some()
                 || head.is_some()
+                || verifier.is_some()
                 || task.is_some_and(|t| t.threshold.is_some());
             let mut tiers: Vec<String> = self.start.iter().cloned().collect();
             let mut threshold = None;
@@ -264,6 +276,11 @@ impl Policy {
             low_confidence: self.config.local_only_low_confidence,
             labels,
             head,
+            verifier,
+            estimator: match &f.confidence {
+                Some(Ok(e)) => Some(*e),
+                _ => task.and_then(|t| t.confidence),
+            },
             reason,
         })
     }
@@ -335,6 +352,7 @@ escalate = ["mid", "frontier"]
             needs: Needs::default(),
             local_only: false,
             labels: None,
+            confidence: None,
         }
     }
 
@@ -470,6 +488,39 @@ escalate = ["mid", "frontier"]
         own.labels = Some(vec!["a".into(), "b".into()]);
         assert_eq!(p.decide(&own).expect("route").head, None);
         assert_eq!(p.decide(&features("other", 10)).expect("route").head, None);
+        // So is a verifier: it judges the task's own label set.
+        let mut cfg = Config::embedded("m");
+        cfg.policy.tasks.insert(
+            "intent".into(),
+            TaskPolicy {
+                verifier: Some("intent.verifier.json".into()),
+                ..TaskPolicy::default()
+            },
+        );
+        let p = Policy::new(&cfg, Some(2048));
+        let r = p.decide(&features("intent", 10)).expect("route");
+        assert_eq!(r.verifier.as_deref(), Some("intent"));
+        assert_eq!(r.tiers[0], "local");
+        assert_eq!(p.decide(&own).expect("route").verifier, None);
+        // The task's confidence method, unless the request names its own.
+        let mut cfg = Config::embedded("m");
+        cfg.policy.tasks.insert(
+            "t".into(),
+            TaskPolicy {
+                confidence: Some(Estimator::Debiased),
+                ..TaskPolicy::default()
+            },
+        );
+        let p = Policy::new(&cfg, Some(2048));
+        let r = p.decide(&features("t", 10)).expect("route");
+        assert_eq!(r.estimator, Some(Estimator::Debiased));
+        let mut own = features("t", 10);
+        own.confidence = Some(Ok(Estimator::SelfConsistency { samples: 3 }));
+        assert_eq!(
+            p.decide(&own).expect("route").estimator,
+            Some(Estimator::SelfConsistency { samples: 3 })
+        );
+        assert_eq!(p.decide(&features("x", 10)).expect("route").estimator, None);
         // Too long for every local tier: an error, never the frontier.
         f.input_tokens = 50_000;
         let e = policy().decide(&f).expect_err("no local tier fits");

@@ -33,6 +33,8 @@ impl AppState {
             model_id: model_id.into(),
             name: "local".into(),
             heads: Default::default(),
+            verifiers: Default::default(),
+            priors: Default::default(),
         };
         let window = local.engine.info().n_ctx;
         let config = smallfirst_router::Config::embedded(&local.model_id);

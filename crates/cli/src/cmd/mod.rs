@@ -19,6 +19,7 @@ pub(crate) mod route;
 pub(crate) mod scan;
 pub(crate) mod serve;
 pub(crate) mod train;
+pub(crate) mod verifier;
 
 /// Model, threads and context options shared by the commands that load a model.
 #[derive(clap::Args, Debug, Clone)]

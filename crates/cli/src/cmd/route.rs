@@ -81,7 +81,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
                 "source": source, "task": f.task, "task_source": f.task_source.as_str(),
                 "input_tokens": tokens, "tiers": r.tiers, "threshold": r.threshold,
                 "local_only": r.local_only, "reason": r.reason.code, "words": r.reason.words,
-                "decide_us": micros,
+                "confidence": r.estimator.map(|e| e.name()), "decide_us": micros,
             })
             .to_string(),
             (Err(e), true) => json!({

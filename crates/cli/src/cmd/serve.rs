@@ -108,10 +108,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     // A configuration of remote tiers only loads no model, unless one is asked for here.
     let wants_engine = args.config.is_none() || embedded.is_some() || args.model.model.is_some();
     if !wants_engine
-        && let Some((task, _)) = config.policy.tasks.iter().find(|(_, t)| t.head.is_some())
+        && let Some((task, t)) = config
+            .policy
+            .tasks
+            .iter()
+            .find(|(_, t)| t.head.is_some() || t.verifier.is_some())
     {
+        let what = if t.head.is_some() { "head" } else { "verifier" };
         anyhow::bail!(
-            "tasks.{task}.head: a head answers on the embedded model, and this configuration has no embedded tier (hint: add a tier with backend = \"embedded\", or drop the head)"
+            "tasks.{task}.{what}: a {what} runs on the embedded model, and this configuration has no embedded tier (hint: add a tier with backend = \"embedded\", or drop the {what})"
         );
     }
     let local = if wants_engine {
@@ -120,11 +125,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             tracing::warn!(model = %name, "the model has no chat template; prompts use ChatML");
         }
         let heads = heads(&config, args.config.as_deref(), &engine)?;
+        let verifiers = verifiers(&config, args.config.as_deref(), &engine, None)?;
         Some(EmbeddedTier {
             engine,
             model_id: name,
             name: local_tier,
             heads,
+            verifiers,
+            priors: Default::default(),
         })
     } else {
         None
@@ -196,7 +204,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
 
 /// The configured tasks' heads, each read and checked against the embedded model's file: a
 /// head trained on another model is refused (the server does not start).
-fn heads(
+pub(crate) fn heads(
     config: &Config,
     file: Option<&Path>,
     engine: &smallfirst_engine::Engine,
@@ -216,6 +224,12 @@ fn heads(
     for (task, path) in wanted {
         let path = super::train::beside(file, path);
         let head = Head::load(&path)?;
+        if head.is_verifier() {
+            anyhow::bail!(
+                "tasks.{task}.head: {} is a verifier, not a classification head (hint: name it as `verifier = …`)",
+                path.display()
+            );
+        }
         let file_name = model.file_name().map_or_else(
             || model.display().to_string(),
             |f| f.to_string_lossy().into_owned(),
@@ -239,6 +253,47 @@ fn heads(
         }
         tracing::info!(task = %task, head = %path.display(), labels = head.labels.len(), accuracy = head.trained.holdout_accuracy, "task head");
         out.insert(task.clone(), Arc::new(head));
+    }
+    Ok(out)
+}
+
+/// The configured tasks' verifiers (but `except`'s, when one is being trained), each read and
+/// checked against the embedded model's file like a head.
+pub(crate) fn verifiers(
+    config: &Config,
+    file: Option<&Path>,
+    engine: &smallfirst_engine::Engine,
+    except: Option<&str>,
+) -> anyhow::Result<BTreeMap<String, Arc<Head>>> {
+    let mut out = BTreeMap::new();
+    let wanted: Vec<_> = config
+        .policy
+        .tasks
+        .iter()
+        .filter(|(name, _)| Some(name.as_str()) != except)
+        .filter_map(|(name, t)| t.verifier.as_ref().map(|v| (name, v)))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(out);
+    }
+    let model = &engine.info().path;
+    let sha = super::train::model_sha256(model)?;
+    let file_name = model.file_name().map_or_else(
+        || model.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    );
+    for (task, path) in wanted {
+        let path = super::train::beside(file, path);
+        let verifier = Head::load(&path)?;
+        if !verifier.is_verifier() {
+            anyhow::bail!(
+                "tasks.{task}.verifier: {} is a classification head, not a verifier (hint: name it as `head = …`, or train one with `smallfirst train {task} --verifier`)",
+                path.display()
+            );
+        }
+        verifier.check_model(task, &sha, &file_name)?;
+        tracing::info!(task = %task, verifier = %path.display(), accuracy = verifier.trained.holdout_accuracy, "task verifier");
+        out.insert(task.clone(), Arc::new(verifier));
     }
     Ok(out)
 }

@@ -53,9 +53,11 @@ pub(crate) struct Args {
     /// How an input's hidden states become its embedding: mean, last or model.
     #[arg(long, default_value = DEFAULT_POOLING)]
     pub pooling: String,
-    /// The text around each input; `{text}` is replaced by it.
-    #[arg(long, default_value = DEFAULT_WRAPPER)]
-    pub wrapper: String,
+    /// The text around each input; `{text}` is replaced by it [default: a prompt asking for
+    /// the input's intent in one word; for a verifier, the answer and the request, asking
+    /// whether the answer is right].
+    #[arg(long)]
+    pub wrapper: Option<String>,
     /// Tokens kept from the start of a longer input.
     #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
@@ -77,6 +79,11 @@ pub(crate) struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Train the task's verifier instead of a head: every row is answered by the embedded
+    /// tier as the server would answer it, and the verifier learns which answers were right.
+    /// Needs --config; writes `[tasks.TASK] verifier`.
+    #[arg(long)]
+    pub verifier: bool,
 }
 
 /// The model file's sha256, kept in the embedding cache by path, size and time.
@@ -92,7 +99,7 @@ pub(crate) fn model_sha256(path: &Path) -> anyhow::Result<String> {
     }
 }
 
-fn cache_file() -> PathBuf {
+pub(crate) fn cache_file() -> PathBuf {
     env::cache_dir().join("embeddings.sqlite")
 }
 
@@ -123,7 +130,7 @@ fn check_args(args: &Args) -> anyhow::Result<Pooling> {
     if !(args.alpha.is_finite() && args.alpha >= 0.0) {
         anyhow::bail!("--alpha must be a number ≥ 0");
     }
-    if !args.wrapper.contains("{text}") {
+    if args.wrapper.as_ref().is_some_and(|w| !w.contains("{text}")) {
         anyhow::bail!("--wrapper must contain `{{text}}`, where each input goes");
     }
     if args.max_tokens == 0 {
@@ -137,12 +144,12 @@ fn check_args(args: &Args) -> anyhow::Result<Pooling> {
 }
 
 /// Rows in the order of their text's hash: a prefix of it draws from every label.
-fn hashed_order(mut rows: Vec<Row>) -> Vec<Row> {
+pub(crate) fn hashed_order(mut rows: Vec<Row>) -> Vec<Row> {
     rows.sort_by_cached_key(|r| Sha256::digest(r.text.as_bytes()));
     rows
 }
 
-fn progress(n: usize, what: &str) -> ProgressBar {
+pub(crate) fn progress(n: usize, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -158,6 +165,9 @@ fn progress(n: usize, what: &str) -> ProgressBar {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let pooling = check_args(&args)?;
+    if args.verifier {
+        return super::verifier::run(&args, pooling);
+    }
     let config = args.config.as_deref().map(Config::load).transpose()?;
     let mut model = args.model.clone();
     if let Some((_, e)) = config.as_ref().and_then(Config::embedded_tier) {
@@ -211,9 +221,13 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     };
     let sha = cache.model_sha256(&model_path)?;
     let spec = InputSpec {
-        wrapper: args.wrapper.clone(),
+        wrapper: args
+            .wrapper
+            .clone()
+            .unwrap_or_else(|| DEFAULT_WRAPPER.to_string()),
         pooling: pooling.as_str().into(),
         max_tokens: args.max_tokens,
+        keep_end: false,
     };
     let runtime = super::runtime()?;
     let started = Instant::now();
@@ -245,6 +259,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             },
             input: spec.clone(),
             labels: labels.clone(),
+            features: Vec::new(),
+            judges: None,
         },
         Examples {
             vectors: &train_x,
@@ -266,7 +282,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| beside(args.config.as_deref(), &format!("{}.head.json", args.task)));
     head.save(&out)?;
     if let Some(cfg) = &args.config {
-        name_head(cfg, &args.task, &out)?;
+        name_file(cfg, &args.task, "head", &out)?;
     }
     let test = match &test_rows {
         Some(t) => Some(runtime.block_on(test_head(
@@ -282,7 +298,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     report(&args, &head, &out, embed_s, test)
 }
 
-async fn embed(
+pub(crate) async fn embed(
     engine: &Engine,
     spec: &InputSpec,
     sha: &str,
@@ -352,9 +368,9 @@ async fn test_head(
     })
 }
 
-/// Names the head in the configuration's `[tasks.TASK] head`, keeping the rest of the file as
-/// it was written.
-fn name_head(config: &Path, task: &str, head: &Path) -> anyhow::Result<()> {
+/// Names a trained file in the configuration's `[tasks.TASK] KEY` (`head`, `verifier`),
+/// keeping the rest of the file as it was written.
+pub(crate) fn name_file(config: &Path, task: &str, key: &str, head: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(config)
         .with_context(|| format!("cannot read {}", config.display()))?;
     let mut doc: toml_edit::DocumentMut = text
@@ -382,7 +398,7 @@ fn name_head(config: &Path, task: &str, head: &Path) -> anyhow::Result<()> {
         .or_insert(toml_edit::Item::Table(toml_edit::Table::new()))
         .as_table_like_mut()
         .with_context(|| format!("`tasks.{task}` in the configuration is not a table"))?;
-    entry.insert("head", toml_edit::value(shown));
+    entry.insert(key, toml_edit::value(shown));
     let tmp = config.with_extension("toml.partial");
     std::fs::write(&tmp, doc.to_string())
         .and_then(|()| std::fs::rename(&tmp, config))

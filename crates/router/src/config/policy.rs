@@ -7,6 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::validate::{Invalid, invalid};
+use crate::confidence::{Estimator, MAX_SAMPLES};
 
 /// What `[policy]`, `[[policy.rules]]` and `[tasks.*]` say, validated.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -63,6 +64,12 @@ pub struct TaskPolicy {
     /// A head file (`smallfirst train`), as written: a relative path is read from the
     /// configuration file's folder. The task's classifications are answered from it.
     pub head: Option<String>,
+    /// A verifier file (`smallfirst train --verifier`), read like `head`: the local answer's
+    /// confidence is its probability that the answer is right.
+    pub verifier: Option<String>,
+    /// How the local answer's confidence is estimated (`confidence`, with `samples`);
+    /// `None`: from the decode.
+    pub confidence: Option<Estimator>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +129,9 @@ pub(crate) struct RawTask {
     privacy: Option<Privacy>,
     labels: Option<Spanned<Vec<String>>>,
     head: Option<Spanned<String>>,
+    verifier: Option<Spanned<String>>,
+    confidence: Option<Spanned<String>>,
+    samples: Option<Spanned<i64>>,
 }
 
 /// Validates the policy tables against the tier names.
@@ -206,6 +216,44 @@ pub(crate) fn validate(
             Some(l) => Some(l.into_inner()),
             None => None,
         };
+        let samples_at = t.samples.as_ref().map(Spanned::span);
+        let samples = match t.samples {
+            Some(n) if !(2..=i64::from(MAX_SAMPLES)).contains(n.get_ref()) => {
+                return invalid(
+                    path("samples"),
+                    n.span(),
+                    format!("must be between 2 and {MAX_SAMPLES}"),
+                );
+            }
+            Some(n) => Some(*n.get_ref() as u8),
+            None => None,
+        };
+        let confidence = match t.confidence {
+            Some(c) => match Estimator::parse(c.get_ref(), samples) {
+                Some(e) => Some(e),
+                None => {
+                    return invalid(
+                        path("confidence"),
+                        c.span(),
+                        format!(
+                            "unknown confidence method `{}` (methods: {})",
+                            c.get_ref(),
+                            Estimator::NAMES.join(", ")
+                        ),
+                    );
+                }
+            },
+            None => None,
+        };
+        if let Some(at) = samples_at
+            && !matches!(confidence, Some(Estimator::SelfConsistency { .. }))
+        {
+            return invalid(
+                path("samples"),
+                at,
+                "is for `confidence = \"self_consistency\"`",
+            );
+        }
         let policy = TaskPolicy {
             tier: t.tier.map(|x| tier(path("tier"), x)).transpose()?,
             escalate: t
@@ -224,6 +272,13 @@ pub(crate) fn validate(
                 }
                 h => h.map(Spanned::into_inner),
             },
+            verifier: match t.verifier {
+                Some(v) if v.get_ref().trim().is_empty() => {
+                    return invalid(path("verifier"), v.span(), "must be a file's path");
+                }
+                v => v.map(Spanned::into_inner),
+            },
+            confidence,
         };
         out.tasks.insert(name, policy);
     }

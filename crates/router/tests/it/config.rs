@@ -163,6 +163,9 @@ fn every_mistake_names_its_field_and_line() {
         (format!("[tiers.f]\n{remote}[tasks.t]\nlabels = []\n"), "tasks.t.labels", Some(7), "at least one label"),
         (format!("[tiers.f]\n{remote}[tasks.t]\nprivacy = \"secret\"\n"), "tasks.t.privacy", Some(7), "secret"),
         (format!("[tiers.f]\n{remote}[tasks.t]\nthreshhold = 0.5\n"), "tasks.t.threshhold", Some(7), "unknown field `threshhold`"),
+        (format!("[tiers.f]\n{remote}[tasks.t]\nconfidence = \"vibes\"\n"), "tasks.t.confidence", Some(7), "unknown confidence method `vibes`"),
+        (format!("[tiers.f]\n{remote}[tasks.t]\nconfidence = \"self_consistency\"\nsamples = 1\n"), "tasks.t.samples", Some(8), "between 2 and 16"),
+        (format!("[tiers.f]\n{remote}[tasks.t]\nconfidence = \"debiased\"\nsamples = 4\n"), "tasks.t.samples", Some(8), "is for `confidence = \"self_consistency\"`"),
     ];
     for (text, path, line, words) in cases {
         let e = Config::parse(&text).expect_err(&text);

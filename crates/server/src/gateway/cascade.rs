@@ -5,12 +5,12 @@
 
 use bytes::Bytes;
 use serde_json::Value;
-use smallfirst_router::confidence::{self, Confidence, Method, Step};
+use smallfirst_router::confidence::{self, Confidence, Estimator, Method, Step};
 use smallfirst_router::policy::LowConfidence;
 use smallfirst_router::{Reason, Route};
 
 use crate::ApiError;
-use crate::gateway::embedded::{AnswerKind, Held, Prepared};
+use crate::gateway::embedded::{AnswerKind, EmbeddedTier, Held, Prepared};
 use crate::gateway::{Chain, Failure, Gateway, Hop, Label, Outcome, Reply, Request, payload};
 
 impl Gateway {
@@ -63,7 +63,11 @@ impl Gateway {
                     Some(p) if p.is_for(labels) => Ok(p),
                     _ => local.prepare(self, &req.chat, labels).await,
                 };
-                if route.threshold.is_none() && route.labels.is_none() {
+                if route.threshold.is_none()
+                    && route.labels.is_none()
+                    && route.estimator.is_none()
+                    && route.verifier.is_none()
+                {
                     outcome.answer = match prepared {
                         Ok(p) => local.answer(self, p).await.map_err(Failure::from),
                         Err(e) => Err(e.into()),
@@ -71,7 +75,7 @@ impl Gateway {
                     return outcome;
                 }
                 match prepared {
-                    Ok(p) => local.held(self, &req.chat, p).await,
+                    Ok(p) => self.judged(local, req, route, p).await,
                     Err(e) => Err(e),
                 }
             }
@@ -97,7 +101,12 @@ impl Gateway {
                 return outcome;
             }
         };
-        let c = judge(&held);
+        let mut c = judge(&held);
+        // A decoded answer is judged again by its task's verifier, when it has one.
+        let verifier = route.verifier.as_ref().and_then(|t| local.verifiers.get(t));
+        if let Some(v) = verifier.filter(|_| c.method != Method::Head) {
+            c = local.verified(self, v, &req.chat, &held, c).await;
+        }
         outcome.confidence = Some(c);
         let low = route.threshold.filter(|&t| c.value < t);
         if let Some(threshold) = low {
@@ -141,8 +150,11 @@ impl Gateway {
         }
         let content = held.completion.choices[0].message.content.as_deref();
         let label = match c.method {
-            Method::Head => content.map(str::to_string),
+            Method::Head | Method::Debiased | Method::Permuted => content.map(str::to_string),
             Method::Label => label_of(content),
+            Method::SelfConsistency | Method::Verifier if held.kind == AnswerKind::Choice => {
+                label_of(content)
+            }
             _ => None,
         };
         if let Some(label) = label {
@@ -154,6 +166,30 @@ impl Gateway {
         }
         outcome.answer = Ok(Reply::Completion(Box::new(held.completion)));
         outcome
+    }
+
+    /// The embedded answer held whole and judged by the route's estimator: labels scored in
+    /// one pass (debiased or permuted) when the prompt lists a label set, sampled answers'
+    /// agreement, or the decode's own probabilities.
+    async fn judged(
+        &self,
+        local: &EmbeddedTier,
+        req: &Request,
+        route: &Route,
+        prepared: Prepared,
+    ) -> Result<Held, ApiError> {
+        match route.estimator {
+            Some(e @ (Estimator::Debiased | Estimator::Permuted)) => {
+                match local.scored(self, &req.chat, &prepared, e).await {
+                    Some(held) => held,
+                    None => local.held(self, &req.chat, prepared).await,
+                }
+            }
+            Some(Estimator::SelfConsistency { samples }) => {
+                local.consistent(self, &req.chat, prepared, samples).await
+            }
+            _ => local.held(self, &req.chat, prepared).await,
+        }
     }
 
     /// The request sent down the route's escalation tiers in turn; whether one answered (the
@@ -202,21 +238,26 @@ impl Gateway {
     }
 }
 
-/// The body sent on to another tier: the request as the client sent it, less
-/// `metadata.labels`, which OpenAI refuses (its metadata values must be strings).
+/// What a request's metadata says to this server only: removed before it goes on, since
+/// OpenAI takes only string metadata values (`labels` is a list, `samples` may be a number).
+const OWN_METADATA: [&str; 3] = ["labels", "confidence", "samples"];
+
+/// The body sent on to another tier: the request as the client sent it, less the metadata
+/// that is this server's ([`OWN_METADATA`]).
 fn onward(req: &Request) -> Bytes {
-    let has_labels = req
+    let own = req
         .chat
         .metadata
         .as_ref()
-        .and_then(|m| m.get("labels"))
-        .is_some();
-    if !has_labels {
+        .is_some_and(|m| OWN_METADATA.iter().any(|k| m.get(k).is_some()));
+    if !own {
         return req.raw.clone();
     }
     let mut chat = req.chat.clone();
     if let Some(meta) = &mut chat.metadata {
-        meta.value.remove("labels");
+        for k in OWN_METADATA {
+            meta.value.remove(k);
+        }
         if meta.value.is_empty() {
             chat.metadata = None;
         }

@@ -26,6 +26,10 @@ pub struct EmbeddedTier {
     pub name: String,
     /// Task heads by task name, each checked against this model's file.
     pub heads: BTreeMap<String, Arc<Head>>,
+    /// Task verifiers by task name, each checked against this model's file.
+    pub verifiers: BTreeMap<String, Arc<Head>>,
+    /// Content-free label priors for debiased confidence, estimated on first use.
+    pub priors: crate::gateway::scored::Priors,
 }
 
 /// A request planned for the engine, its prompt rendered and tokenized.
@@ -107,14 +111,23 @@ impl EmbeddedTier {
     /// The plan's prompt, rendered off the async runtime's threads (a template may run for a
     /// while within its fuel), then tokenized.
     async fn render(&self, gateway: &Gateway, plan: &Plan) -> Result<Prompt, ApiError> {
+        self.render_messages(gateway, plan.messages.clone(), plan.structure.tools.clone())
+            .await
+    }
+
+    /// `messages` (with `tools` offered) rendered and tokenized, as [`render`](Self::render).
+    pub(super) async fn render_messages(
+        &self,
+        gateway: &Gateway,
+        messages: Vec<ChatMessage>,
+        tools: Vec<serde_json::Value>,
+    ) -> Result<Prompt, ApiError> {
         let _permit = gateway
             .renders
             .acquire()
             .await
             .map_err(|_| ApiError::Internal("the server is shutting down".into()))?;
         let engine = self.engine.clone();
-        let messages = plan.messages.clone();
-        let tools = plan.structure.tools.clone();
         gateway.metrics.work.render();
         let text = tokio::task::spawn_blocking(move || engine.render_with_tools(&messages, &tools))
             .await
@@ -198,6 +211,25 @@ impl EmbeddedTier {
         req: &ChatRequest,
         prepared: Prepared,
     ) -> Result<Held, ApiError> {
+        if prepared.plan.n > 1 {
+            return Err(ApiError::unsupported(
+                "n",
+                "`n` > 1 is not supported on a route whose answer is judged before it is sent",
+            ));
+        }
+        let mut all = self.held_n(gateway, req, prepared, 1).await?;
+        all.pop()
+            .ok_or_else(|| ApiError::Internal("no answer was generated".into()))
+    }
+
+    /// `samples` answers held whole from one prefill, as [`held`](Self::held) holds one.
+    pub(super) async fn held_n(
+        &self,
+        gateway: &Gateway,
+        req: &ChatRequest,
+        prepared: Prepared,
+        samples: usize,
+    ) -> Result<Vec<Held>, ApiError> {
         let Prepared {
             mut plan,
             prompt,
@@ -219,35 +251,42 @@ impl EmbeddedTier {
             plan.params.constraint = Some(Constraint::Choice(labels));
             kind = AnswerKind::Choice;
         }
-        if plan.n > 1 {
-            return Err(ApiError::unsupported(
-                "n",
-                "`n` > 1 is not supported on a route whose answer is judged before it is sent",
-            ));
-        }
         plan.params.confidence = true;
         plan.params.prefix_reuse = gateway.metrics.prefix_reuse;
         let constrained = plan.params.constraint.is_some();
-        let mut ticket = admit(gateway)?;
+        let mut tickets = (0..samples)
+            .map(|_| admit(gateway))
+            .collect::<Result<Vec<_>, _>>()?;
         let param = plan.structure.param();
-        let generation = generate(&self.engine, prompt, plan.params, param).await?;
+        let generations = self
+            .engine
+            .generate_n(prompt, plan.params, samples)
+            .await
+            .map_err(|e| grammar_error(e, param))?;
         let out = Output {
             param,
             logprobs: plan.logprobs,
             calls: plan.structure.calls,
             must_call: plan.structure.must_call,
         };
-        ticket.started(generation.prompt_tokens);
-        let (completion, trace, raw_text) =
-            answer::collect(generation, Meta::new(self.model_id.clone()), out, ticket).await?;
-        Ok(Held {
-            completion,
-            trace,
-            raw_text,
-            kind,
-            constrained,
-            judged: None,
-        })
+        let mut all = Vec::with_capacity(samples);
+        for (i, (generation, mut ticket)) in
+            generations.into_iter().zip(tickets.drain(..)).enumerate()
+        {
+            // The prompt was prefilled once for all the samples.
+            ticket.started(if i == 0 { generation.prompt_tokens } else { 0 });
+            let (completion, trace, raw_text) =
+                answer::collect(generation, Meta::new(self.model_id.clone()), out, ticket).await?;
+            all.push(Held {
+                completion,
+                trace,
+                raw_text,
+                kind,
+                constrained,
+                judged: None,
+            });
+        }
+        Ok(all)
     }
 
     /// A classification answered by a task head: the last user message embedded (one
@@ -301,7 +340,7 @@ impl EmbeddedTier {
 
 /// The text of the last user message (its text parts, a line each); `None` when it has
 /// anything else (an image, a file) or there is none.
-fn last_user_text(req: &ChatRequest) -> Option<String> {
+pub(super) fn last_user_text(req: &ChatRequest) -> Option<String> {
     let m = req.messages.iter().rev().find(|m| m.role == Role::User)?;
     match m.content.as_ref()? {
         MessageContent::Text(t) => Some(t.clone()),
@@ -318,18 +357,6 @@ fn last_user_text(req: &ChatRequest) -> Option<String> {
     }
 }
 
-async fn generate(
-    engine: &Engine,
-    prompt: Prompt,
-    params: smallfirst_engine::GenerateParams,
-    param: &'static str,
-) -> Result<smallfirst_engine::Generation, ApiError> {
-    engine
-        .generate_prompt(prompt, params)
-        .await
-        .map_err(|e| grammar_error(e, param))
-}
-
 /// An engine error as the API's; a grammar that did not compile is the request's fault.
 fn grammar_error(e: EngineError, param: &'static str) -> ApiError {
     match e {
@@ -341,7 +368,7 @@ fn grammar_error(e: EngineError, param: &'static str) -> ApiError {
 /// Lists `labels` to the model when its messages do not name them all. One label per line,
 /// after the client's own instruction: small models read a list far better than a
 /// comma-separated run, which they answer with its first item.
-fn list_labels(messages: &mut Vec<ChatMessage>, labels: &[String]) {
+pub(super) fn list_labels(messages: &mut Vec<ChatMessage>, labels: &[String]) {
     let all_named = labels
         .iter()
         .all(|l| messages.iter().any(|m| m.content.contains(l.as_str())));
@@ -398,7 +425,7 @@ fn check_labels(labels: &[String]) -> Result<(), ApiError> {
 }
 
 /// A place in the embedded engine's queue, or 429 when it is full.
-fn admit(gateway: &Gateway) -> Result<Ticket, ApiError> {
+pub(super) fn admit(gateway: &Gateway) -> Result<Ticket, ApiError> {
     gateway.metrics.admit().ok_or_else(|| {
         ApiError::Busy("the local model's queue is full; retry after a moment".into())
     })

@@ -11,8 +11,11 @@
 
 mod cascade;
 mod chain;
+mod consistency;
 pub(crate) mod embedded;
 mod outcome;
+pub(crate) mod scored;
+mod verified;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +32,7 @@ use crate::metrics::Metrics;
 pub(crate) use chain::{Chain, Payload};
 pub use embedded::EmbeddedTier;
 pub use outcome::{Failover, Failure, Label, Outcome, Reply, Timings};
+pub use verified::answer_text;
 
 /// A request as the core takes it: parsed once, with what the client said besides.
 pub struct Request {
@@ -253,6 +257,14 @@ impl Gateway {
             privacy: req.privacy,
         };
         let mut features = features::extract(&value, hints, 0);
+        if let Some(Err(e)) = &features.confidence {
+            let param = if e.starts_with("`metadata.samples`") {
+                "metadata.samples"
+            } else {
+                "metadata.confidence"
+            };
+            return Outcome::refused(ApiError::invalid(param, e.clone()), "rejected");
+        }
         // The prompt is rendered as a label route would run it (its labels listed), so that its
         // tokens are counted once and the same prompt is generated from.
         let labels = features.labels.clone().or_else(|| {

@@ -147,6 +147,8 @@ fn fixture(mid: &[Step], frontier: &[Step]) -> Fixture {
             model_id: "smollm2-135m-instruct".into(),
             name: "local".into(),
             heads: Default::default(),
+            verifiers: Default::default(),
+            priors: Default::default(),
         }),
         vec![
             remote("mid", Arc::clone(&mid_backend)),
@@ -259,6 +261,23 @@ async fn a_low_confidence_answer_escalates_with_its_confidence_kept() {
     assert_eq!(sent.len(), 1);
     assert!(sent[0].get("metadata").is_none(), "{}", sent[0]);
     assert_eq!(sent[0]["messages"], triage()["messages"]);
+}
+
+#[tokio::test]
+async fn this_servers_metadata_is_not_sent_on() {
+    let f = fixture(&[Step::Answer], &[Step::Answer]);
+    let mut body = triage();
+    body["metadata"]["confidence"] = json!("label");
+    body["metadata"]["samples"] = json!(3);
+    body["metadata"]["user"] = json!("u-1");
+    let outcome = f
+        .state
+        .gateway()
+        .complete(request(body, Privacy::Unset, Some("triage")))
+        .await;
+    assert!(outcome.escalated, "{outcome:?}");
+    let sent = f.frontier.seen();
+    assert_eq!(sent[0]["metadata"], json!({"user": "u-1"}), "{}", sent[0]);
 }
 
 #[tokio::test]
