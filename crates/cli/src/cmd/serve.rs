@@ -202,39 +202,66 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     })
 }
 
-/// The configured tasks' heads, each read and checked against the embedded model's file: a
-/// head trained on another model is refused (the server does not start).
+/// The files a task names under `key` (`head` or `verifier`), each read and checked against
+/// the embedded model's file: one trained on another model, or of the other kind, is refused
+/// (the server does not start). `except`'s is skipped.
+fn task_files(
+    config: &Config,
+    file: Option<&Path>,
+    engine: &smallfirst_engine::Engine,
+    verifier: bool,
+    except: Option<&str>,
+) -> anyhow::Result<Vec<(String, PathBuf, Head)>> {
+    let (key, other) = if verifier {
+        ("verifier", "head")
+    } else {
+        ("head", "verifier")
+    };
+    let wanted: Vec<_> = config
+        .policy
+        .tasks
+        .iter()
+        .filter(|(name, _)| Some(name.as_str()) != except)
+        .filter_map(|(name, t)| {
+            let path = if verifier { &t.verifier } else { &t.head };
+            path.as_ref().map(|p| (name, p))
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let model = &engine.info().path;
+    let sha = super::train::model_sha256(model)?;
+    let binding = super::train::model_binding(&sha, model);
+    let mut out = Vec::with_capacity(wanted.len());
+    for (task, path) in wanted {
+        let path = super::train::beside(file, path);
+        let head = Head::load(&path)?;
+        if head.is_verifier() != verifier {
+            let what = if verifier {
+                "a classification head, not a verifier"
+            } else {
+                "a verifier, not a classification head"
+            };
+            anyhow::bail!(
+                "tasks.{task}.{key}: {} is {what} (hint: name it as `{other} = …`)",
+                path.display()
+            );
+        }
+        head.check_model(task, &sha, &binding.file)?;
+        out.push((task.clone(), path, head));
+    }
+    Ok(out)
+}
+
+/// The configured tasks' heads ([`task_files`]), each also checked against its task's labels.
 pub(crate) fn heads(
     config: &Config,
     file: Option<&Path>,
     engine: &smallfirst_engine::Engine,
 ) -> anyhow::Result<BTreeMap<String, Arc<Head>>> {
     let mut out = BTreeMap::new();
-    let wanted: Vec<_> = config
-        .policy
-        .tasks
-        .iter()
-        .filter_map(|(name, t)| t.head.as_ref().map(|h| (name, h)))
-        .collect();
-    if wanted.is_empty() {
-        return Ok(out);
-    }
-    let model = &engine.info().path;
-    let sha = super::train::model_sha256(model)?;
-    for (task, path) in wanted {
-        let path = super::train::beside(file, path);
-        let head = Head::load(&path)?;
-        if head.is_verifier() {
-            anyhow::bail!(
-                "tasks.{task}.head: {} is a verifier, not a classification head (hint: name it as `verifier = …`)",
-                path.display()
-            );
-        }
-        let file_name = model.file_name().map_or_else(
-            || model.display().to_string(),
-            |f| f.to_string_lossy().into_owned(),
-        );
-        head.check_model(task, &sha, &file_name)?;
+    for (task, path, head) in task_files(config, file, engine, false, None)? {
         let same = |a: &[String], b: &[String]| {
             a.iter().collect::<std::collections::BTreeSet<_>>()
                 == b.iter().collect::<std::collections::BTreeSet<_>>()
@@ -242,7 +269,7 @@ pub(crate) fn heads(
         if let Some(labels) = config
             .policy
             .tasks
-            .get(task)
+            .get(&task)
             .and_then(|t| t.labels.as_ref())
             && !same(labels, &head.labels)
         {
@@ -252,13 +279,12 @@ pub(crate) fn heads(
             );
         }
         tracing::info!(task = %task, head = %path.display(), labels = head.labels.len(), accuracy = head.trained.holdout_accuracy, "task head");
-        out.insert(task.clone(), Arc::new(head));
+        out.insert(task, Arc::new(head));
     }
     Ok(out)
 }
 
-/// The configured tasks' verifiers (but `except`'s, when one is being trained), each read and
-/// checked against the embedded model's file like a head.
+/// The configured tasks' verifiers ([`task_files`]), but `except`'s when one is being trained.
 pub(crate) fn verifiers(
     config: &Config,
     file: Option<&Path>,
@@ -266,34 +292,9 @@ pub(crate) fn verifiers(
     except: Option<&str>,
 ) -> anyhow::Result<BTreeMap<String, Arc<Head>>> {
     let mut out = BTreeMap::new();
-    let wanted: Vec<_> = config
-        .policy
-        .tasks
-        .iter()
-        .filter(|(name, _)| Some(name.as_str()) != except)
-        .filter_map(|(name, t)| t.verifier.as_ref().map(|v| (name, v)))
-        .collect();
-    if wanted.is_empty() {
-        return Ok(out);
-    }
-    let model = &engine.info().path;
-    let sha = super::train::model_sha256(model)?;
-    let file_name = model.file_name().map_or_else(
-        || model.display().to_string(),
-        |f| f.to_string_lossy().into_owned(),
-    );
-    for (task, path) in wanted {
-        let path = super::train::beside(file, path);
-        let verifier = Head::load(&path)?;
-        if !verifier.is_verifier() {
-            anyhow::bail!(
-                "tasks.{task}.verifier: {} is a classification head, not a verifier (hint: name it as `head = …`, or train one with `smallfirst train {task} --verifier`)",
-                path.display()
-            );
-        }
-        verifier.check_model(task, &sha, &file_name)?;
+    for (task, path, verifier) in task_files(config, file, engine, true, except)? {
         tracing::info!(task = %task, verifier = %path.display(), accuracy = verifier.trained.holdout_accuracy, "task verifier");
-        out.insert(task.clone(), Arc::new(verifier));
+        out.insert(task, Arc::new(verifier));
     }
     Ok(out)
 }

@@ -112,6 +112,60 @@ pub(crate) fn beside(config: Option<&Path>, path: &str) -> PathBuf {
     }
 }
 
+/// The embedding cache, or a fresh one in memory with `--no-cache`.
+pub(crate) fn open_cache(args: &Args) -> anyhow::Result<EmbeddingCache> {
+    Ok(if args.no_cache {
+        EmbeddingCache::in_memory()?
+    } else {
+        EmbeddingCache::open(&cache_file())?
+    })
+}
+
+/// What a head is bound to: the model file's sha256, and its name for messages.
+pub(crate) fn model_binding(sha: &str, path: &Path) -> ModelBinding {
+    ModelBinding {
+        sha256: sha.to_string(),
+        file: path.file_name().map_or_else(
+            || path.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        ),
+    }
+}
+
+/// A head fitted on the rows `split.0` of `vectors` (labeled `ys`), its temperature on
+/// `split.1`, with the options in `args`.
+pub(crate) fn fit_split(
+    args: &Args,
+    binding: Binding,
+    vectors: &[Vec<f32>],
+    ys: &[usize],
+    split: &(Vec<usize>, Vec<usize>),
+) -> anyhow::Result<Head> {
+    let pick = |ix: &[usize]| -> (Vec<Vec<f32>>, Vec<usize>) {
+        (
+            ix.iter().map(|&i| vectors[i].clone()).collect(),
+            ix.iter().map(|&i| ys[i]).collect(),
+        )
+    };
+    let (train_x, train_y) = pick(&split.0);
+    let (held_x, held_y) = pick(&split.1);
+    Ok(smallfirst_heads::fit(
+        binding,
+        Examples {
+            vectors: &train_x,
+            labels: &train_y,
+        },
+        Examples {
+            vectors: &held_x,
+            labels: &held_y,
+        },
+        &FitOptions {
+            alpha: args.alpha,
+            max_iterations: args.max_iterations,
+        },
+    )?)
+}
+
 fn check_args(args: &Args) -> anyhow::Result<Pooling> {
     if args.task.is_empty()
         || !args
@@ -214,11 +268,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         .transpose()?;
     let (_, engine) = super::load_engine(&model)?;
     let model_path = engine.info().path.clone();
-    let mut cache = if args.no_cache {
-        EmbeddingCache::in_memory()?
-    } else {
-        EmbeddingCache::open(&cache_file())?
-    };
+    let mut cache = open_cache(&args)?;
     let sha = cache.model_sha256(&model_path)?;
     let spec = InputSpec {
         wrapper: args
@@ -235,46 +285,18 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let vectors = runtime.block_on(embed(&engine, &spec, &sha, &texts, &mut cache, "embedding"))?;
     let embed_s = started.elapsed().as_secs_f64();
     let ys: Vec<usize> = rows.iter().filter_map(|r| index(&r.label)).collect();
-    let (train, held) = smallfirst_heads::split(&rows, args.holdout);
-    let pick = |ix: &[usize]| -> (Vec<Vec<f32>>, Vec<usize>) {
-        (
-            ix.iter().map(|&i| vectors[i].clone()).collect(),
-            ix.iter().map(|&i| ys[i]).collect(),
-        )
-    };
-    let (train_x, train_y) = pick(&train);
-    let (held_x, held_y) = pick(&held);
+    let split = smallfirst_heads::split(&rows, args.holdout);
     let spinner = progress(0, "fitting");
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
-    let file = model_path.file_name().map_or_else(
-        || model_path.display().to_string(),
-        |f| f.to_string_lossy().into_owned(),
-    );
-    let head = smallfirst_heads::fit(
-        Binding {
-            task: args.task.clone(),
-            model: ModelBinding {
-                sha256: sha.clone(),
-                file,
-            },
-            input: spec.clone(),
-            labels: labels.clone(),
-            features: Vec::new(),
-            judges: None,
-        },
-        Examples {
-            vectors: &train_x,
-            labels: &train_y,
-        },
-        Examples {
-            vectors: &held_x,
-            labels: &held_y,
-        },
-        &FitOptions {
-            alpha: args.alpha,
-            max_iterations: args.max_iterations,
-        },
-    )?;
+    let binding = Binding {
+        task: args.task.clone(),
+        model: model_binding(&sha, &model_path),
+        input: spec.clone(),
+        labels: labels.clone(),
+        features: Vec::new(),
+        judges: None,
+    };
+    let head = fit_split(&args, binding, &vectors, &ys, &split)?;
     spinner.finish_and_clear();
     let out = args
         .out

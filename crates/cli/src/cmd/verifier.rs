@@ -13,16 +13,16 @@ use bytes::Bytes;
 use futures::StreamExt;
 use smallfirst_engine::Pooling;
 use smallfirst_heads::verifier::{self, Candidate};
-use smallfirst_heads::{
-    Binding, EmbeddingCache, Examples, FitOptions, Head, InputSpec, ModelBinding, Row,
-};
+use smallfirst_heads::{Binding, EmbeddingCache, Head, InputSpec, Row};
 use smallfirst_protocol::FinishReason;
 use smallfirst_router::confidence::Estimator;
 use smallfirst_router::{Config, Policy, Privacy};
 use smallfirst_server::gateway::{Reply, Request, answer_text};
 use smallfirst_server::{AppState, EmbeddedTier, Gateway, Limits, Options};
 
-use super::train::{Args, beside, cache_file, embed, hashed_order, name_file, progress};
+use super::train::{
+    Args, beside, embed, fit_split, hashed_order, model_binding, name_file, open_cache, progress,
+};
 
 /// A row as the embedded tier answered it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -77,11 +77,7 @@ pub(crate) fn run(args: &Args, pooling: Pooling) -> anyhow::Result<()> {
         .transpose()?;
     let (name, engine) = super::load_engine(&model)?;
     let model_path = engine.info().path.clone();
-    let mut cache = if args.no_cache {
-        EmbeddingCache::in_memory()?
-    } else {
-        EmbeddingCache::open(&cache_file())?
-    };
+    let mut cache = open_cache(args)?;
     let sha = cache.model_sha256(&model_path)?;
     let heads = super::serve::heads(&config, Some(config_path), &engine)?;
     // The task's own verifier, if it has one, is the one being replaced: its answers are
@@ -172,51 +168,24 @@ pub(crate) fn run(args: &Args, pooling: Pooling) -> anyhow::Result<()> {
             label: verifier::LABELS[usize::from(a.right)].to_string(),
         })
         .collect();
-    let (train, held) = smallfirst_heads::split(&classes, args.holdout);
-    let pick = |ix: &[usize]| -> (Vec<Vec<f32>>, Vec<usize>) {
-        (
-            ix.iter().map(|&i| vectors[i].clone()).collect(),
-            ix.iter().map(|&i| ys[i]).collect(),
-        )
+    let split = smallfirst_heads::split(&classes, args.holdout);
+    let binding = Binding {
+        task: args.task.clone(),
+        model: model_binding(&sha, &model_path),
+        input: spec.clone(),
+        labels: verifier::LABELS.iter().map(|l| l.to_string()).collect(),
+        features: verifier::FEATURES.iter().map(|f| f.to_string()).collect(),
+        judges: Some(most_common(answered.iter().map(|a| a.method)).to_string()),
     };
-    let (train_x, train_y) = pick(&train);
-    let (held_x, held_y) = pick(&held);
-    let file = model_path.file_name().map_or_else(
-        || model_path.display().to_string(),
-        |f| f.to_string_lossy().into_owned(),
-    );
-    let head = smallfirst_heads::fit(
-        Binding {
-            task: args.task.clone(),
-            model: ModelBinding {
-                sha256: sha.clone(),
-                file,
-            },
-            input: spec.clone(),
-            labels: verifier::LABELS.iter().map(|l| l.to_string()).collect(),
-            features: verifier::FEATURES.iter().map(|f| f.to_string()).collect(),
-            judges: Some(most_common(answered.iter().map(|a| a.method)).to_string()),
-        },
-        Examples {
-            vectors: &train_x,
-            labels: &train_y,
-        },
-        Examples {
-            vectors: &held_x,
-            labels: &held_y,
-        },
-        &FitOptions {
-            alpha: args.alpha,
-            max_iterations: args.max_iterations,
-        },
-    )?;
+    let head = fit_split(args, binding, &vectors, &ys, &split)?;
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| beside(Some(config_path), &format!("{}.verifier.json", args.task)));
     head.save(&out)?;
     name_file(config_path, &args.task, "verifier", &out)?;
-    let raw: Vec<(f64, bool)> = held
+    let raw: Vec<(f64, bool)> = split
+        .1
         .iter()
         .map(|&i| (answered[i].confidence, answered[i].right))
         .collect();
