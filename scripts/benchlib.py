@@ -60,3 +60,40 @@ def stop(proc):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def ece(conf, ok, bins=15):
+    """Expected calibration error over equal-width bins."""
+    total, n = 0.0, len(conf)
+    for b in range(bins):
+        idx = [i for i, c in enumerate(conf) if min(int(c * bins), bins - 1) == b]
+        if idx:
+            total += abs(sum(conf[i] for i in idx) - sum(ok[i] for i in idx)) / n
+    return total
+
+
+def auroc(conf, ok):
+    """Area under the ROC curve of `conf` for "the answer is right" (scikit-learn's)."""
+    from sklearn.metrics import roc_auc_score
+
+    return roc_auc_score(ok, conf) if 0 < sum(ok) < len(ok) else float("nan")
+
+
+def apgr(conf, ok_small, ok_large):
+    """RouteLLM's average performance gap recovered: the area under the cascade's accuracy
+    (escalating to the large model below a threshold on `conf`), as a share of the gap, over
+    escalation rates 0 to 1; random routing scores 0.5."""
+    n = len(conf)
+    acc_s, acc_l = sum(ok_small) / n, sum(ok_large) / n
+    gap = acc_l - acc_s
+    if gap <= 0:
+        return float("nan")
+    points = {(0.0, acc_s), (1.0, acc_l)}
+    for t in sorted(set(conf)) + [1.01]:
+        esc = [c < t for c in conf]
+        points.add((sum(esc) / n, sum(ok_large[i] if esc[i] else ok_small[i] for i in range(n)) / n))
+    curve = sorted(points)
+    area = 0.0
+    for (e0, a0), (e1, a1) in zip(curve, curve[1:]):
+        area += (e1 - e0) * ((a0 - acc_s) / gap + (a1 - acc_s) / gap) / 2
+    return area
