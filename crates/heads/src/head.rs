@@ -15,6 +15,12 @@ pub(crate) const MAX_FILE_BYTES: u64 = 256 << 20;
 pub const MAX_LABELS: usize = 1_000;
 pub(crate) const MAX_DIM: usize = 16_384;
 
+/// A verifier's labels, in this order ([`crate::verifier`]).
+pub const VERIFIER_LABELS: [&str; 2] = ["wrong", "right"];
+/// The answer features a verifier reads, appended to the embedding in this order.
+pub const VERIFIER_FEATURES: [&str; 5] =
+    ["confidence", "margin", "log_confidence", "cut", "log_chars"];
+
 /// A classifier over the embedded model's pooled embedding of a wrapped input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,7 +164,7 @@ impl Head {
             ));
         }
         if !self.features.is_empty() {
-            crate::verifier::check(self)?;
+            self.check_verifier()?;
         }
         let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
         if !finite(&self.mean)
@@ -200,6 +206,19 @@ impl Head {
             || !self.model.sha256.bytes().all(|b| b.is_ascii_hexdigit())
         {
             return Err("its model sha256 is not 64 hex digits".into());
+        }
+        Ok(())
+    }
+
+    /// A verifier file's own checks: its labels and features are the ones this build reads.
+    fn check_verifier(&self) -> Result<(), String> {
+        if self.labels != VERIFIER_LABELS || self.features != VERIFIER_FEATURES {
+            return Err(format!(
+                "a verifier must have labels {VERIFIER_LABELS:?} and features {VERIFIER_FEATURES:?} (hint: retrain it with `smallfirst train --verifier`)"
+            ));
+        }
+        if self.mean.len() <= VERIFIER_FEATURES.len() {
+            return Err("a verifier's weights must cover an embedding and its features".into());
         }
         Ok(())
     }

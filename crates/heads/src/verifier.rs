@@ -10,10 +10,8 @@ use crate::HeadError;
 use crate::embed::prompt_for;
 use crate::head::Head;
 
-/// A verifier's labels, in this order.
-pub const LABELS: [&str; 2] = ["wrong", "right"];
-/// The answer features a verifier reads, appended to the embedding in this order.
-pub const FEATURES: [&str; 5] = ["confidence", "margin", "log_confidence", "cut", "log_chars"];
+pub use crate::head::{VERIFIER_FEATURES as FEATURES, VERIFIER_LABELS as LABELS};
+
 /// The text a verifier embeds, around [`text`]: the request, then the answer, then the
 /// question. A verifier's input is cut from its start ([`InputSpec::keep_end`]), so a long
 /// request loses its beginning (a few-shot prompt's examples) and keeps the question nearest
@@ -61,19 +59,6 @@ pub fn features(c: &Candidate<'_>) -> Vec<f32> {
         f32::from(u8::from(c.cut)),
         (1.0 + c.answer.chars().count() as f64).ln() as f32,
     ]
-}
-
-/// A verifier file's own checks: its labels and features are the ones this build reads.
-pub(crate) fn check(head: &Head) -> Result<(), String> {
-    if head.labels != LABELS || head.features != FEATURES {
-        return Err(format!(
-            "a verifier must have labels {LABELS:?} and features {FEATURES:?} (hint: retrain it with `smallfirst train --verifier`)"
-        ));
-    }
-    if head.mean.len() <= FEATURES.len() {
-        return Err("a verifier's weights must cover an embedding and its features".into());
-    }
-    Ok(())
 }
 
 impl Head {

@@ -112,6 +112,13 @@ pub(crate) fn beside(config: Option<&Path>, path: &str) -> PathBuf {
     }
 }
 
+/// The `--predictions` file, a JSON line a test row.
+pub(crate) fn predictions_file(path: &Path) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(std::io::BufWriter::new(file))
+}
+
 /// The embedding cache, or a fresh one in memory with `--no-cache`.
 pub(crate) fn open_cache(args: &Args) -> anyhow::Result<EmbeddingCache> {
     Ok(if args.no_cache {
@@ -357,12 +364,7 @@ async fn test_head(
 ) -> anyhow::Result<Tested> {
     let texts: Vec<String> = rows.iter().map(|r| r.text.clone()).collect();
     let vectors = embed(engine, &head.input, sha, &texts, cache, "testing").await?;
-    let mut out = match predictions {
-        Some(p) => Some(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
-        )),
-        None => None,
-    };
+    let mut out = predictions.map(predictions_file).transpose()?;
     let mut judged = Vec::with_capacity(rows.len());
     let mut unknown = 0;
     for (r, v) in rows.iter().zip(&vectors) {

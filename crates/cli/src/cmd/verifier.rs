@@ -21,7 +21,8 @@ use smallfirst_server::gateway::{Reply, Request, answer_text};
 use smallfirst_server::{AppState, EmbeddedTier, Gateway, Limits, Options};
 
 use super::train::{
-    Args, beside, embed, fit_split, hashed_order, model_binding, name_file, open_cache, progress,
+    Args, beside, embed, fit_split, hashed_order, model_binding, name_file, open_cache,
+    predictions_file, progress,
 };
 
 /// A row as the embedded tier answered it.
@@ -434,12 +435,7 @@ async fn test(
         "embedding",
     )
     .await?;
-    let mut out = match predictions {
-        Some(p) => Some(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
-        )),
-        None => None,
-    };
+    let mut out = predictions.map(predictions_file).transpose()?;
     let (mut judged, mut own) = (Vec::new(), Vec::new());
     for ((r, a), v) in rows.iter().zip(&answered).zip(&vectors) {
         let p = head.probabilities(v)?[1];

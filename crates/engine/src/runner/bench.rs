@@ -9,7 +9,7 @@ use rand_core::{RngCore, SeedableRng};
 use super::Worker;
 use crate::{EngineError, Sampler, SamplingParams};
 
-/// One repetition of [`Engine::bench`].
+/// One repetition of [`Engine::bench`](crate::Engine::bench).
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct BenchRun {
     pub prompt_tokens_per_s: f64,

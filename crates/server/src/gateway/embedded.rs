@@ -323,18 +323,25 @@ impl EmbeddedTier {
         ticket.done(0, 0);
         let p = answer.prediction;
         let label = head.labels.get(p.index).cloned().unwrap_or_default();
-        Ok(Held {
-            completion: answer::labeled(Meta::new(self.model_id.clone()), label, tokens),
+        let c = Confidence {
+            value: p.probability,
+            method: Method::Head,
+            margin: Some(p.margin),
+        };
+        Ok(self.read_label(label, tokens, c))
+    }
+
+    /// A label read rather than decoded (a head's, a scored label set's): a one-choice
+    /// completion of `prompt_tokens` and no completion tokens, judged already.
+    pub(super) fn read_label(&self, label: String, prompt_tokens: u32, c: Confidence) -> Held {
+        Held {
+            completion: answer::labeled(Meta::new(self.model_id.clone()), label, prompt_tokens),
             trace: Vec::new(),
             raw_text: String::new(),
             kind: AnswerKind::Choice,
             constrained: false,
-            judged: Some(Confidence {
-                value: p.probability,
-                method: Method::Head,
-                margin: Some(p.margin),
-            }),
-        })
+            judged: Some(c),
+        }
     }
 }
 

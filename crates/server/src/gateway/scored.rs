@@ -14,10 +14,10 @@ use smallfirst_protocol::ChatRequest;
 use smallfirst_router::confidence::{self, Estimator, MAX_PERMUTED_LABELS, Method};
 
 use crate::ApiError;
-use crate::answer::{self, Meta};
+use crate::answer;
 use crate::convert::{self, Plan};
 use crate::gateway::Gateway;
-use crate::gateway::embedded::{AnswerKind, EmbeddedTier, Held, Prepared, admit, list_labels};
+use crate::gateway::embedded::{EmbeddedTier, Held, Prepared, admit, list_labels};
 
 /// What the last user message becomes in the content-free twins, after Zhao et al.
 const CONTENT_FREE: [&str; 3] = ["N/A", "", "[MASK]"];
@@ -113,14 +113,7 @@ impl EmbeddedTier {
         ticket.done(0, 0);
         let (best, c) = confidence::of_distribution(&q, method);
         let label = labels.get(best).cloned().unwrap_or_default();
-        Ok(Held {
-            completion: answer::labeled(Meta::new(self.model_id.clone()), label, tokens),
-            trace: Vec::new(),
-            raw_text: String::new(),
-            kind: AnswerKind::Choice,
-            constrained: false,
-            judged: Some(c),
-        })
+        Ok(self.read_label(label, tokens, c))
     }
 
     /// The labels' distribution after `prompt`, normalized over the labels.
