@@ -53,6 +53,18 @@ def start(cmd, port, stderr=subprocess.DEVNULL):
     raise SystemExit(f"server did not start: {cmd}")
 
 
+def wait_http(url, seconds=10):
+    """Waits until `url` answers at all (any status)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer")
+
+
 def stop(proc):
     proc.send_signal(signal.SIGINT)
     try:

@@ -43,6 +43,11 @@ enum Command {
     /// Train a task's head on labeled rows: a calibrated classifier on the embedded model's
     /// embeddings, answering the task without decoding.
     Train(cmd::train::Args),
+    /// Answer an eval set on each tier through the gateway core and report quality, validity,
+    /// latency and cost per tier.
+    Eval(cmd::eval::Args),
+    /// Choose a task's escalation threshold with a stated error guarantee, on an eval set.
+    Calibrate(cmd::calibrate::Args),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +72,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => cmd::bench::run(args),
         Command::Config(args) => cmd::config::run(args),
         Command::Train(args) => cmd::train::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
+        Command::Calibrate(args) => cmd::calibrate::run(args),
         Command::Scan(args) => return finish(cmd::scan::run(args), ExitCode::from(2)),
         Command::Fit(args) => return finish(cmd::fit::run(args), ExitCode::from(2)),
     };

@@ -139,6 +139,50 @@ pub fn calibrate(rows: &[Judged], alpha: f64, delta: f64) -> Result<Calibrated, 
     })
 }
 
+/// A threshold checked on rows it was not calibrated on.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Checked {
+    pub rows: usize,
+    /// Rows kept locally (confidence ≥ the threshold), and the wrong ones among them.
+    pub kept: usize,
+    pub errors: usize,
+}
+
+impl Checked {
+    /// The realized error among kept rows; `None` when nothing was kept.
+    pub fn error_rate(&self) -> Option<f64> {
+        (self.kept > 0).then(|| self.errors as f64 / self.kept as f64)
+    }
+
+    /// The share of rows escalated.
+    pub fn escalation(&self) -> f64 {
+        if self.rows == 0 {
+            return 1.0;
+        }
+        1.0 - self.kept as f64 / self.rows as f64
+    }
+}
+
+/// `threshold` applied to `rows` (`None`: everything escalates).
+pub fn check(rows: &[Judged], threshold: Option<f64>) -> Checked {
+    let kept: Vec<&Judged> = match threshold {
+        Some(t) => rows.iter().filter(|r| r.confidence >= t).collect(),
+        None => Vec::new(),
+    };
+    Checked {
+        rows: rows.len(),
+        kept: kept.len(),
+        errors: kept.iter().filter(|r| !r.right).count(),
+    }
+}
+
+/// Whether a row (by its key, a hex sha256) is in the calibration half; the others are held
+/// out. By the key's hash, so the split is the same on every run and independent of order.
+pub fn in_calibration_half(key: &str) -> bool {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes())[0] & 1 == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +198,22 @@ mod tests {
         assert!((b - 0.1024).abs() < 5e-4, "{b}");
         assert_eq!(clopper_pearson_upper(0, 0, 0.05), 1.0);
         assert_eq!(clopper_pearson_upper(3, 3, 0.05), 1.0);
+    }
+
+    #[test]
+    fn a_threshold_is_checked_on_held_out_rows() {
+        let rows: Vec<Judged> = [(0.9, true), (0.8, false), (0.3, false), (0.95, true)]
+            .iter()
+            .map(|&(confidence, right)| Judged { confidence, right })
+            .collect();
+        let c = check(&rows, Some(0.5));
+        assert_eq!((c.kept, c.errors), (3, 1));
+        assert!((c.escalation() - 0.25).abs() < 1e-12);
+        assert_eq!(check(&rows, None).error_rate(), None);
+        let halves = (0..1000)
+            .filter(|i| in_calibration_half(&format!("{i:x}")))
+            .count();
+        assert!((400..600).contains(&halves), "{halves}");
     }
 
     #[test]

@@ -45,6 +45,7 @@ fn request(
         native: None,
         privacy,
         task: task_hint(headers),
+        only: None,
     })
 }
 
@@ -72,6 +73,7 @@ pub(crate) fn translated<T: serde::de::DeserializeOwned>(
         native: None,
         privacy,
         task: task_hint(headers),
+        only: None,
     };
     Ok((parsed, request, body))
 }

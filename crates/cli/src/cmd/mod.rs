@@ -10,8 +10,10 @@ use smallfirst_router::config::MAX_PARALLEL;
 use crate::env;
 
 pub(crate) mod bench;
+pub(crate) mod calibrate;
 pub(crate) mod chat;
 pub(crate) mod config;
+pub(crate) mod eval;
 pub(crate) mod fit;
 pub(crate) mod models;
 pub(crate) mod pull;

@@ -68,7 +68,7 @@ fn config(args: &Args) -> anyhow::Result<Config> {
 }
 
 /// The remote tiers, ready to take requests.
-fn remotes(config: &Config) -> anyhow::Result<Vec<RemoteTier>> {
+pub(crate) fn remotes(config: &Config) -> anyhow::Result<Vec<RemoteTier>> {
     let mut out = Vec::new();
     for tier in &config.tiers {
         if let Some(remote) = remote::build(tier)? {

@@ -22,7 +22,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use faults::Faults;
-pub use policy::{DEFAULT_THRESHOLD, LowConfidence, PolicyConfig, Rule, TaskPolicy};
+pub use policy::{Calibration, DEFAULT_THRESHOLD, LowConfidence, PolicyConfig, Rule, TaskPolicy};
 use policy::{RawPolicy, RawTask};
 use server::RawServer;
 pub use server::{

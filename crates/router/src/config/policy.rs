@@ -70,6 +70,28 @@ pub struct TaskPolicy {
     /// How the local answer's confidence is estimated (`confidence`, with `samples`);
     /// `None`: from the decode.
     pub confidence: Option<Estimator>,
+    /// How `threshold` was chosen, when `smallfirst calibrate --write` chose it.
+    pub calibration: Option<Calibration>,
+}
+
+/// `[tasks.<name>] calibration`: the guarantee a calibrated threshold carries.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    /// The method, e.g. `learn-then-test`.
+    pub method: String,
+    /// The error allowed among answers kept locally.
+    pub alpha: f64,
+    /// The chance that the guarantee fails (it holds with probability 1 − δ).
+    pub delta: f64,
+    /// Whether a threshold met it; if not, the threshold escalates everything.
+    pub certified: bool,
+    /// The eval set and the embedded model it was calibrated on.
+    pub set_sha256: String,
+    #[serde(default)]
+    pub model_sha256: Option<String>,
+    /// Calibration rows.
+    pub rows: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,6 +154,7 @@ pub(crate) struct RawTask {
     verifier: Option<Spanned<String>>,
     confidence: Option<Spanned<String>>,
     samples: Option<Spanned<i64>>,
+    calibration: Option<Spanned<Calibration>>,
 }
 
 /// Validates the policy tables against the tier names.
@@ -279,6 +302,21 @@ pub(crate) fn validate(
                 v => v.map(Spanned::into_inner),
             },
             confidence,
+            calibration: match t.calibration {
+                Some(c) => {
+                    let (at, c) = (c.span(), c.into_inner());
+                    let unit = |v: f64| v > 0.0 && v < 1.0;
+                    if !unit(c.alpha) || !unit(c.delta) {
+                        return invalid(
+                            path("calibration"),
+                            at,
+                            "`alpha` and `delta` must be above 0 and below 1",
+                        );
+                    }
+                    Some(c)
+                }
+                None => None,
+            },
         };
         out.tasks.insert(name, policy);
     }

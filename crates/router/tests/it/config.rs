@@ -110,6 +110,22 @@ fn cached_input_defaults_to_the_input_price() {
     );
 }
 
+#[test]
+fn a_calibrated_threshold_keeps_its_guarantee() {
+    let c = Config::parse(
+        "[tiers.local]\nbackend = \"embedded\"\nmodel = \"m\"\n\n[tasks.t]\nthreshold = 0.83\ncalibration = { method = \"learn-then-test\", alpha = 0.05, delta = 0.1, certified = true, set_sha256 = \"ab\", model_sha256 = \"cd\", rows = 500 }\n",
+    )
+    .expect("valid");
+    let t = &c.policy.tasks["t"];
+    let cal = t.calibration.as_ref().expect("calibration");
+    assert_eq!(t.threshold, Some(0.83));
+    assert_eq!(
+        (cal.alpha, cal.delta, cal.rows, cal.certified),
+        (0.05, 0.1, 500, true)
+    );
+    assert_eq!(cal.model_sha256.as_deref(), Some("cd"));
+}
+
 /// Each bad file, the path its error must name, the line it must point at, and words the
 /// message must contain.
 #[test]
@@ -166,6 +182,8 @@ fn every_mistake_names_its_field_and_line() {
         (format!("[tiers.f]\n{remote}[tasks.t]\nconfidence = \"vibes\"\n"), "tasks.t.confidence", Some(7), "unknown confidence method `vibes`"),
         (format!("[tiers.f]\n{remote}[tasks.t]\nconfidence = \"self_consistency\"\nsamples = 1\n"), "tasks.t.samples", Some(8), "between 2 and 16"),
         (format!("[tiers.f]\n{remote}[tasks.t]\nconfidence = \"debiased\"\nsamples = 4\n"), "tasks.t.samples", Some(8), "is for `confidence = \"self_consistency\"`"),
+        (format!("[tiers.f]\n{remote}[tasks.t]\ncalibration = {{ method = \"ltt\", alpha = 1.5, delta = 0.1, certified = true, set_sha256 = \"x\", rows = 3 }}\n"), "tasks.t.calibration", Some(7), "`alpha` and `delta`"),
+        (format!("[tiers.f]\n{remote}[tasks.t]\ncalibration = {{ method = \"ltt\" }}\n"), "tasks.t.calibration", Some(7), "missing field"),
     ];
     for (text, path, line, words) in cases {
         let e = Config::parse(&text).expect_err(&text);

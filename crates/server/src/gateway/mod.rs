@@ -47,6 +47,10 @@ pub struct Request {
     pub privacy: Privacy,
     /// `x-smallfirst-task`, when sent.
     pub task: Option<String>,
+    /// Answer on this tier alone, as the route decided for the request would run there (its
+    /// labels, head, estimator and verifier), judged but never escalated: how `eval`
+    /// measures one tier through the production path. `None` for every client request.
+    pub only: Option<String>,
 }
 
 /// Every tier, the policy, and the embedded engine's admission.
@@ -245,6 +249,21 @@ impl Gateway {
         Ok(local.answer(self, prepared).await?)
     }
 
+    /// `route` kept to `tier` alone: an embedded answer is still judged (a threshold of 0
+    /// keeps every answer), and nothing escalates.
+    fn only(&self, mut route: smallfirst_router::Route, tier: &str) -> smallfirst_router::Route {
+        route.tiers = vec![tier.to_string()];
+        route.threshold = match self.hop(tier) {
+            Some(Hop::Embedded(_)) => Some(0.0),
+            _ => None,
+        };
+        route.reason = Reason {
+            code: format!("{} only={tier}", route.reason.code),
+            words: format!("{}; kept to tier `{tier}`", route.reason.words),
+        };
+        route
+    }
+
     /// `model: "auto"`: the features read (the prompt rendered and tokenized once, on the
     /// embedded model when there is one), the route decided, and the route run.
     async fn auto(&self, req: &Request) -> Outcome {
@@ -286,7 +305,10 @@ impl Gateway {
         let decided = self.policy.decide(&features);
         let decide = start.elapsed();
         let mut outcome = match decided {
-            Ok(route) => {
+            Ok(mut route) => {
+                if let Some(tier) = &req.only {
+                    route = self.only(route, tier);
+                }
                 tracing::debug!(task = %features.task, tokens, route = ?route.tiers, reason = %route.reason.code, decide_us = decide.as_micros(), "route");
                 self.run(req, &route, prepared).await
             }

@@ -172,6 +172,7 @@ fn request(body: Value, privacy: Privacy, task: Option<&str>) -> Request {
         native: None,
         privacy,
         task: task.map(str::to_string),
+        only: None,
     }
 }
 
@@ -261,6 +262,35 @@ async fn a_low_confidence_answer_escalates_with_its_confidence_kept() {
     assert_eq!(sent.len(), 1);
     assert!(sent[0].get("metadata").is_none(), "{}", sent[0]);
     assert_eq!(sent[0]["messages"], triage()["messages"]);
+}
+
+#[tokio::test]
+async fn a_request_kept_to_one_tier_is_routed_and_judged_there_but_never_escalated() {
+    let f = fixture(&[Step::Answer], &[Step::Answer]);
+    // The triage task escalates everything below 1.0; kept to the embedded tier, its answer
+    // is still the task's (a label, judged) and stands.
+    let mut req = request(triage(), Privacy::Unset, Some("triage"));
+    req.only = Some("local".into());
+    let outcome = f.state.gateway().complete(req).await;
+    assert!(!outcome.escalated, "{outcome:?}");
+    assert_eq!(outcome.tier.as_deref(), Some("local"));
+    assert!(outcome.confidence.is_some(), "the answer was judged");
+    let label = outcome.label.expect("a label answer");
+    assert!(["billing", "technical", "other"].contains(&label.label.as_str()));
+    assert!(
+        outcome.reason.code.contains("only=local"),
+        "{:?}",
+        outcome.reason
+    );
+    assert!(f.frontier.seen().is_empty(), "nothing was escalated");
+    // Kept to a remote tier, it is answered there alone.
+    let mut req = request(triage(), Privacy::Unset, Some("triage"));
+    req.only = Some("mid".into());
+    let outcome = f.state.gateway().complete(req).await;
+    assert_eq!(outcome.tier.as_deref(), Some("mid"));
+    assert!(outcome.confidence.is_none());
+    assert_eq!(f.mid.seen().len(), 1);
+    assert!(f.frontier.seen().is_empty());
 }
 
 #[tokio::test]
