@@ -117,3 +117,12 @@ def test_train_refuses_bad_input_with_a_hint(binary, tmp_path):
     out = subprocess.run([str(binary), "train", "t", "--data", str(bad), "--wrapper", "no placeholder"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "{text}" in out.stderr, out.stderr
+    # A configured label with no row is refused before any embedding, naming the label.
+    rows = tmp_path / "two.jsonl"
+    rows.write_text('{"input": "hi", "expected": "a"}\n{"input": "yo", "expected": "b"}\n')
+    config = tmp_path / "labels.toml"
+    config.write_text(f'[tiers.local]\nbackend = "embedded"\nmodel = "{model_path()}"\n\n'
+                      '[tasks.t]\nlabels = ["a", "b", "c"]\n')
+    out = subprocess.run([str(binary), "train", "t", "--data", str(rows), "--config", str(config)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "label `c`" in out.stderr and "--max-rows" in out.stderr, out.stderr

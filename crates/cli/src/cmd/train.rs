@@ -265,6 +265,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             args.task
         );
     }
+    // Checked before any embedding: a label without rows would fail the fit minutes later.
+    if let Some(l) = labels.iter().find(|l| !rows.iter().any(|r| &r.label == *l)) {
+        anyhow::bail!(
+            "label `{l}` of task `{}` has no row among the {} rows read from {} (hint: every label needs rows; raise --max-rows or add rows labeled `{l}`)",
+            args.task,
+            rows.len(),
+            args.data.display()
+        );
+    }
     if labels.len() < 2 {
         anyhow::bail!("a head needs rows of at least two labels");
     }
