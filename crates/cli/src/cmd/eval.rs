@@ -8,6 +8,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -18,7 +19,7 @@ use sha2::{Digest, Sha256};
 use smallfirst_eval::{Answer, EvalRow, Expectation, Scored, Store, TierReport};
 use smallfirst_protocol::ChatCompletion;
 use smallfirst_router::confidence::Estimator;
-use smallfirst_router::{Config, Policy, Privacy, Tier};
+use smallfirst_router::{Config, Policy, Prices, Privacy, Tier};
 use smallfirst_server::gateway::{Outcome, Reply, Request};
 use smallfirst_server::{AppState, EmbeddedTier, Gateway, Limits, Options};
 
@@ -314,21 +315,31 @@ impl Evaluation {
             .collect();
         if !missing.is_empty() {
             let bar = progress(missing.len(), &format!("eval {tier}"));
-            let answering = Answering {
-                gateway: self.state.gateway(),
-                config: &self.config,
-                task: self.task.as_deref(),
-                tier,
-                setup: &setup,
+            // Each row is its own task, as each request is in the server: rendering,
+            // tokenizing and grading run on the runtime's workers, not on this one thread.
+            let answering = Arc::new(Answering {
+                state: self.state.clone(),
+                prices: self
+                    .config
+                    .tiers
+                    .iter()
+                    .map(|t| (t.name.clone(), t.prices))
+                    .collect(),
+                task: self.task.clone(),
+                tier: tier.to_string(),
+                setup: setup.clone(),
                 max_tokens: self.max_tokens,
-            };
+            });
             let (rows, store) = (&self.rows, &mut self.store);
-            let mut stream = futures::stream::iter(missing.iter().map(|&i| &rows[i]))
-                .map(|r| answering.answer(r))
-                .buffered(self.concurrency);
+            let mut stream = futures::stream::iter(missing.iter().map(|&i| {
+                let (answering, row) = (Arc::clone(&answering), rows[i].clone());
+                tokio::spawn(async move { answering.answer(&row).await })
+            }))
+            .buffer_unordered(self.concurrency);
             let mut batch = Vec::new();
             let mut stored = Vec::new();
             while let Some(s) = stream.next().await {
+                let s = s.context("an eval row's task failed")?;
                 bar.inc(1);
                 batch.push(s);
                 if batch.len() >= 32 {
@@ -419,16 +430,17 @@ fn task_files(config: &Config, file: Option<&Path>, task: Option<&str>) -> Strin
 }
 
 /// Rows answered on one tier.
-struct Answering<'a> {
-    gateway: &'a Gateway,
-    config: &'a Config,
-    task: Option<&'a str>,
-    tier: &'a str,
-    setup: &'a str,
+struct Answering {
+    state: AppState,
+    /// Every tier's prices, by name.
+    prices: Vec<(String, Prices)>,
+    task: Option<String>,
+    tier: String,
+    setup: String,
     max_tokens: u32,
 }
 
-impl Answering<'_> {
+impl Answering {
     async fn answer(&self, row: &EvalRow) -> Scored {
         let mut body = json!({
             "model": "auto",
@@ -449,8 +461,8 @@ impl Answering<'_> {
         let mut scored = Scored {
             key: row.key.clone(),
             id: row.id.clone(),
-            tier: self.tier.to_string(),
-            setup: self.setup.to_string(),
+            tier: self.tier.clone(),
+            setup: self.setup.clone(),
             answered_by: None,
             escalated: false,
             grade: smallfirst_eval::Grade::default(),
@@ -476,11 +488,11 @@ impl Answering<'_> {
             raw: Bytes::from(body.to_string()),
             native: None,
             privacy: Privacy::Unset,
-            task: self.task.map(str::to_string),
-            only: (self.tier != "auto").then(|| self.tier.to_string()),
+            task: self.task.clone(),
+            only: (self.tier != "auto").then(|| self.tier.clone()),
         };
         let started = Instant::now();
-        let outcome = self.gateway.complete(req).await;
+        let outcome = self.state.gateway().complete(req).await;
         let (answer, error) = read_answer(&outcome);
         scored.latency_ms = started.elapsed().as_secs_f64() * 1e3;
         scored.answered_by.clone_from(&outcome.tier);
@@ -515,10 +527,9 @@ impl Answering<'_> {
 
     /// US dollars, at the answering tier's prices per million tokens.
     fn cost(&self, tier: Option<&str>, s: &Scored) -> f64 {
-        let Some(t) = tier.and_then(|n| self.config.tiers.iter().find(|t| t.name == n)) else {
+        let Some(&(_, p)) = tier.and_then(|n| self.prices.iter().find(|(t, _)| t == n)) else {
             return 0.0;
         };
-        let p = t.prices;
         let cached = f64::from(s.cached_tokens.min(s.prompt_tokens));
         let fresh = f64::from(s.prompt_tokens) - cached;
         (fresh * p.input + cached * p.cached_input + f64::from(s.completion_tokens) * p.output)
