@@ -3,11 +3,15 @@ task with its labels) and of BFCL simple_python (tool calls) answered on the emb
 on a second smallfirst as the frontier tier, through the gateway core; the report's figures;
 stored results reused on a second run; a calibration that cannot meet its α written as a
 threshold that escalates everything, which the server then applies (its reason header shows
-the threshold)."""
+the threshold); the HTML report opened in headless Chromium, its screenshot kept among the test
+artifacts."""
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 from openai import OpenAI
@@ -112,6 +116,39 @@ def test_a_second_run_answers_only_what_is_missing(binary, setup):
     # Two more rows: only those are answered.
     eval_json(binary, setup, str(d / "banking.jsonl"), "--task", "banking", "--limit", "18", "--tiers", "local")
     assert len(results.read_text().splitlines()) == before + 2
+
+
+def chromium(*args):
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert exe, "chromium is not installed (scripts/setup.sh installs it)"
+    out = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--user-data-dir=" + tempfile.mkdtemp(prefix="chromium-"), *args],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_the_html_report_renders_in_a_browser(binary, setup):
+    d, config, env = setup
+    page = d / "report.html"
+    # Stored results only: the rows were answered by the first test.
+    out = smallfirst(binary, env, "eval", str(d / "banking.jsonl"), "--config", str(config), "--task", "banking",
+                     "--limit", "16", "--tiers", "local,frontier", "--html", str(page))
+    assert out.returncode == 0, out.stderr
+    dom = chromium("--dump-dom", page.as_uri())
+    assert dom.count('<tr><td>') == 2, "one table row per tier"
+    curve = dom[dom.index('<figure id="curve">'):dom.index('<figure id="reliability">')]
+    # 101 thresholds drawn, and the configured threshold (the default, 0.70) marked.
+    assert curve.count("<circle") == 102, curve.count("<circle")
+    assert "The configured threshold, 0.70, is marked." in curve
+    reliability = dom[dom.index('<figure id="reliability">'):]
+    assert reliability.count("<circle") >= 1 and "16 answers" in reliability
+    assert "src=" not in dom and "<link" not in dom, "the page loads nothing"
+    artifacts = Path(os.environ.get("SMALLFIRST_TEST_ARTIFACTS", ROOT / "target" / "test-artifacts"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    shot = artifacts / "eval-report.png"
+    chromium("--screenshot=" + str(shot), "--window-size=900,1500", page.as_uri())
+    assert shot.stat().st_size > 10_000, "the screenshot is empty"
 
 
 def test_a_tool_calling_set_reports_executable_calls(binary, setup):

@@ -8,12 +8,15 @@
 //! - [`results`]: each row's [`Scored`] result per tier, stored beside the set, and a tier's
 //!   [`TierReport`].
 //! - [`metrics`]: AUROC, calibration error, quantiles.
+//! - [`report`]: the eval as one self-contained HTML page (the table, the cascade's
+//!   cost–quality curve, the reliability diagram).
 //! - [`guarantee`]: the threshold with a stated error guarantee ([`calibrate`]), and its check
 //!   on held-out rows.
 
 pub mod guarantee;
 pub mod matchers;
 pub mod metrics;
+pub mod report;
 pub mod results;
 pub mod set;
 

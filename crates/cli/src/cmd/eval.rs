@@ -71,6 +71,11 @@ pub(crate) struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also write the report as one self-contained HTML page: the table, the cascade's
+    /// cost–quality curve over thresholds (the local tier and the next one named) and the
+    /// local confidence's reliability diagram.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Exit 1 when a tier's figure is below a floor: `quality=0.8`, `schema_validity=0.95`,
     /// `executable_call_rate=0.9` (repeatable), so a model or prompt change can be gated in CI.
     #[arg(long, value_name = "FIGURE=MIN", value_parser = floor)]
@@ -585,12 +590,17 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let runtime = super::runtime()?;
     let started = Instant::now();
     let mut reports: Vec<TierReport> = Vec::new();
+    let mut answered: Vec<Vec<Scored>> = Vec::new();
     for tier in &tiers {
         let results = runtime.block_on(eval.run_tier(tier))?;
         let refs: Vec<&Scored> = results.iter().collect();
         reports.push(smallfirst_eval::summarize(tier, &refs));
+        answered.push(results);
     }
     let seconds = started.elapsed().as_secs_f64();
+    if let Some(path) = &args.html {
+        write_html(path, &args, &eval, &tiers, &reports, &answered)?;
+    }
     let report = json!({
         "set": args.set, "rows": eval.rows.len(), "task": args.task,
         "set_sha256": smallfirst_eval::set_sha256(&eval.rows),
@@ -614,6 +624,48 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("{}", failed.join("; "));
     }
     Ok(())
+}
+
+/// The HTML report: the curve cascades from the embedded tier (else the first named) to the
+/// next tier named other than `auto`.
+fn write_html(
+    path: &Path,
+    args: &Args,
+    eval: &Evaluation,
+    tiers: &[String],
+    reports: &[TierReport],
+    answered: &[Vec<Scored>],
+) -> anyhow::Result<()> {
+    let embedded = eval.config.embedded_tier().map(|(t, _)| t.name.clone());
+    let local = tiers
+        .iter()
+        .position(|t| Some(t) == embedded.as_ref())
+        .or_else(|| tiers.iter().position(|t| t != "auto"));
+    let other = local.and_then(|l| {
+        tiers
+            .iter()
+            .enumerate()
+            .position(|(i, t)| i != l && t != "auto")
+    });
+    let threshold = args.task.as_deref().map(|t| {
+        eval.config
+            .policy
+            .tasks
+            .get(t)
+            .and_then(|p| p.threshold)
+            .unwrap_or(eval.config.policy.threshold)
+    });
+    let set = args.set.display().to_string();
+    let page = smallfirst_eval::report::html(&smallfirst_eval::report::Page {
+        set: &set,
+        task: args.task.as_deref(),
+        tiers: reports,
+        local: local.map(|i| (tiers[i].as_str(), answered[i].as_slice())),
+        other: other.map(|i| (tiers[i].as_str(), answered[i].as_slice())),
+        threshold,
+    });
+    std::fs::write(path, page)
+        .with_context(|| format!("cannot write the report to {}", path.display()))
 }
 
 fn pct(v: Option<f64>) -> String {
