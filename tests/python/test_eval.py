@@ -4,7 +4,8 @@ on a second smallfirst as the frontier tier, through the gateway core; the repor
 stored results reused on a second run; a calibration that cannot meet its α written as a
 threshold that escalates everything, which the server then applies (its reason header shows
 the threshold); the HTML report opened in headless Chromium, its screenshot kept among the test
-artifacts."""
+artifacts; free text graded by a judge tier, checked against human grades (Cohen's κ), and kept
+out of calibration until it agrees."""
 
 import json
 import os
@@ -44,6 +45,8 @@ ctx = 1024
 
 [tasks.banking]
 labels = {json.dumps(LABELS)}
+
+[tasks.free]
 """.replace("context_window = 512", "context_window = 1024"))
     # The set copied beside the configuration, so its results are kept there too.
     (d / "banking.jsonl").write_text(BANKING.read_text())
@@ -159,6 +162,59 @@ def test_a_tool_calling_set_reports_executable_calls(binary, setup):
     assert 0 <= t["executable_call_rate"] <= 1 and 0 <= t["quality"] <= 1
     lines = [json.loads(line) for line in (d / "tools.results.jsonl").read_text().splitlines()]
     assert all(r["grade"]["executable"] is not None for r in lines)
+
+
+FREE = [
+    {"id": "f1", "input": "What is the capital of France?", "rubric": "The answer names Paris."},
+    {"id": "f2", "input": "Name a primary colour.", "expected": ["red", "blue", "yellow"]},
+    {"id": "f3", "input": "How many legs does a spider have?", "rubric": "The answer says eight."},
+    {"id": "f4", "input": "Say hello.", "rubric": "The answer is a greeting."},
+]
+
+
+def test_a_judge_grades_free_text_and_is_checked_against_people(binary, setup):
+    d, config, env = setup
+    free = d / "free.jsonl"
+    free.write_text("".join(json.dumps(r) + "\n" for r in FREE))
+    # Without a judge, free text is not graded.
+    report = eval_json(binary, setup, str(free), "--tiers", "local", "--max-tokens", "24")
+    assert report["tiers"][0]["graded"] == 0 and report["judge"] is None
+    human = d / "human.jsonl"
+    human.write_text("".join(json.dumps({"id": r["id"], "tier": "local", "right": i % 2 == 0}) + "\n"
+                             for i, r in enumerate(FREE)))
+    report = eval_json(binary, setup, str(free), "--tiers", "local", "--max-tokens", "24",
+                       "--judge", "frontier", "--human", str(human))
+    t = report["tiers"][0]
+    # Every answer graded pass or fail by the frontier tier (a constrained label), none lost.
+    assert t["graded"] == 4 and t["errors"] == 0, t
+    j = report["judge"]
+    assert j["tier"] == "frontier" and j["min_kappa"] == 0.6
+    a = j["human"]["local"]["agreement"]
+    assert a["rows"] == 4 and 0 <= a["agreement"] <= 1
+    lo, hi = a["agreement_ci"]
+    assert 0 <= lo <= a["agreement"] <= hi <= 1
+    assert j["human"]["local"]["trusted"] == (a["kappa"] is not None and a["kappa"] >= 0.6)
+    # The table says it in words.
+    out = smallfirst(binary, env, "eval", str(free), "--config", str(config), "--tiers", "local", "--max-tokens",
+                     "24", "--judge", "frontier", "--human", str(human))
+    assert out.returncode == 0 and "judge `frontier` on tier `local`'s answers, against 4 human grades" in out.stdout
+    # Calibrating on a judge's grades needs the human grades, and a κ over the bar.
+    base = ["calibrate", "free", "--set", str(free), "--config", str(config), "--max-tokens", "24",
+            "--max-error", "0.1", "--judge", "frontier", "--tier", "local", "--frontier", "none"]
+    out = smallfirst(binary, env, *base)
+    assert out.returncode == 1 and "--human GRADES.jsonl" in out.stderr, out.stderr
+    out = smallfirst(binary, env, *base, "--human", str(human))
+    assert "against 4 human grades" in out.stderr, out.stderr
+    if not j["human"]["local"]["trusted"]:
+        assert out.returncode == 1 and "not trusted for calibration" in out.stderr, out.stderr
+    # A judge that is not a tier, and grades that are not grades, are refused.
+    out = smallfirst(binary, env, "eval", str(free), "--config", str(config), "--judge", "nope")
+    assert out.returncode == 1 and "--judge: no tier is named `nope`" in out.stderr, out.stderr
+    bad = d / "bad-human.jsonl"
+    bad.write_text('{"id": "f1", "right": "yes"}\n')
+    out = smallfirst(binary, env, "eval", str(free), "--config", str(config), "--judge", "frontier",
+                     "--human", str(bad))
+    assert out.returncode == 1 and "bad-human.jsonl:1" in out.stderr and "`right`" in out.stderr, out.stderr
 
 
 def test_bad_input_gets_a_clear_error(binary, setup, tmp_path):

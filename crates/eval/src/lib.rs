@@ -10,9 +10,11 @@
 //! - [`metrics`]: AUROC, calibration error, quantiles.
 //! - [`report`]: the eval as one self-contained HTML page (the table, the cascade's
 //!   cost–quality curve, the reliability diagram).
+//! - [`agreement`](mod@agreement): a judge's grades against human ones (Cohen's κ, with intervals).
 //! - [`guarantee`]: the threshold with a stated error guarantee ([`calibrate`]), and its check
 //!   on held-out rows.
 
+pub mod agreement;
 pub mod guarantee;
 pub mod matchers;
 pub mod metrics;
@@ -20,6 +22,7 @@ pub mod report;
 pub mod results;
 pub mod set;
 
+pub use agreement::{Agreement, DEFAULT_MIN_KAPPA, agreement};
 pub use guarantee::{
     Calibrated, Checked, Judged, calibrate, check, clopper_pearson_upper, in_calibration_half,
 };

@@ -112,6 +112,35 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         Some(f) => Some(runtime.block_on(eval.run_tier(f))?),
         None => None,
     };
+    // Free-text grades are a judge's: used only once it agrees with people.
+    if let Some(judge) = &eval.judge {
+        let free = eval
+            .rows
+            .iter()
+            .any(|r| matches!(r.expect, smallfirst_eval::Expectation::FreeText { .. }));
+        if free {
+            let min = args.common.judging.min_kappa;
+            let Some(human) = &eval.human else {
+                anyhow::bail!(
+                    "the judge `{}` grades this set's free-text rows, but its grades are used to calibrate only once it agrees with human grades (hint: --human GRADES.jsonl, κ at least {min})",
+                    judge.tier
+                );
+            };
+            let agreement = human.agreement(&eval.rows, &local, &local_results);
+            match agreement {
+                Some(a) if a.trusted(min) => {
+                    eprintln!("{}", super::judge::describe(&judge.tier, &local, &a, min));
+                }
+                Some(a) => anyhow::bail!(
+                    "{} (hint: a better judge or rubric, or --min-kappa)",
+                    super::judge::describe(&judge.tier, &local, &a, min)
+                ),
+                None => anyhow::bail!(
+                    "none of the human grades matches tier `{local}`'s judged answers (hint: grades name the row's `id`, and `tier` if given must be `{local}`)"
+                ),
+            }
+        }
+    }
     let judged: Vec<(&Scored, Judged)> = local_results
         .iter()
         .filter_map(|s| {

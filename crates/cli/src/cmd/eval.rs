@@ -24,6 +24,8 @@ use smallfirst_server::gateway::{Outcome, Reply, Request};
 use smallfirst_server::{AppState, EmbeddedTier, Gateway, Limits, Options};
 
 use super::ModelArgs;
+use super::eval_report::{Figure, below, floor, judge_report, write_html, write_table};
+use super::judge::{HumanGrades, Judge, JudgeArgs};
 use super::train::progress;
 use crate::env;
 
@@ -53,6 +55,8 @@ pub(crate) struct Common {
     /// Answer every row again rather than reusing stored results.
     #[arg(long)]
     pub fresh: bool,
+    #[command(flatten)]
+    pub judging: JudgeArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -82,71 +86,6 @@ pub(crate) struct Args {
     pub fail_below: Vec<(Figure, f64)>,
 }
 
-/// A figure `--fail-below` can gate on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Figure {
-    Quality,
-    SchemaValidity,
-    ExecutableCallRate,
-}
-
-impl Figure {
-    fn name(self) -> &'static str {
-        match self {
-            Figure::Quality => "quality",
-            Figure::SchemaValidity => "schema_validity",
-            Figure::ExecutableCallRate => "executable_call_rate",
-        }
-    }
-
-    fn of(self, r: &TierReport) -> Option<f64> {
-        match self {
-            Figure::Quality => r.quality,
-            Figure::SchemaValidity => r.schema_validity,
-            Figure::ExecutableCallRate => r.executable_call_rate,
-        }
-    }
-}
-
-fn floor(s: &str) -> Result<(Figure, f64), String> {
-    let (name, value) = s
-        .split_once('=')
-        .ok_or("expected FIGURE=MIN, e.g. quality=0.8")?;
-    let figure = [
-        Figure::Quality,
-        Figure::SchemaValidity,
-        Figure::ExecutableCallRate,
-    ]
-    .into_iter()
-    .find(|f| f.name() == name)
-    .ok_or_else(|| {
-        format!("unknown figure `{name}` (figures: quality, schema_validity, executable_call_rate)")
-    })?;
-    let v: f64 = value
-        .parse()
-        .ok()
-        .filter(|v: &f64| (0.0..=1.0).contains(v))
-        .ok_or_else(|| format!("`{value}` is not a share from 0 to 1"))?;
-    Ok((figure, v))
-}
-
-/// The floors a report falls below, one line each.
-fn below(reports: &[TierReport], floors: &[(Figure, f64)]) -> Vec<String> {
-    let mut out = Vec::new();
-    for r in reports {
-        for &(f, min) in floors {
-            if let Some(v) = f.of(r).filter(|&v| v < min) {
-                out.push(format!(
-                    "tier `{}`: {} {v:.3} is below {min}",
-                    r.tier,
-                    f.name()
-                ));
-            }
-        }
-    }
-    out
-}
-
 /// A set ready to be answered, on a gateway built from the configuration.
 pub(crate) struct Evaluation {
     pub config: Config,
@@ -161,6 +100,9 @@ pub(crate) struct Evaluation {
     fresh: bool,
     /// Fingerprints of the task's head and verifier files.
     files: String,
+    /// The tier grading free-text answers, and the human grades it is checked against.
+    pub judge: Option<Arc<Judge>>,
+    pub human: Option<HumanGrades>,
 }
 
 impl Evaluation {
@@ -239,6 +181,14 @@ impl Evaluation {
             limits,
             Options::default(),
         );
+        let tier_names: Vec<String> = config.tiers.iter().map(|t| t.name.clone()).collect();
+        let judge = Judge::open(&args.judging, &tier_names)?.map(Arc::new);
+        let human = args
+            .judging
+            .human
+            .as_deref()
+            .map(HumanGrades::read)
+            .transpose()?;
         let store = Store::open(&results_path(set, args.results.as_deref())?)
             .context("cannot read the stored results")?;
         Ok(Evaluation {
@@ -252,6 +202,8 @@ impl Evaluation {
             max_tokens: args.max_tokens,
             fresh: args.fresh,
             files,
+            judge,
+            human,
         })
     }
 
@@ -308,6 +260,10 @@ impl Evaluation {
             )
             .as_bytes(),
         );
+        // Free-text grades are the judge's: another judge or rubric is another setup.
+        if let Some(j) = &self.judge {
+            h.update(format!("judge|{}", j.fingerprint()).as_bytes());
+        }
         format!("{tier}:{}", &hex::encode(h.finalize())[..16])
     }
 
@@ -334,6 +290,7 @@ impl Evaluation {
                 tier: tier.to_string(),
                 setup: setup.clone(),
                 max_tokens: self.max_tokens,
+                judge: self.judge.clone(),
             });
             let (rows, store) = (&self.rows, &mut self.store);
             let mut stream = futures::stream::iter(missing.iter().map(|&i| {
@@ -443,6 +400,7 @@ struct Answering {
     tier: String,
     setup: String,
     max_tokens: u32,
+    judge: Option<Arc<Judge>>,
 }
 
 impl Answering {
@@ -513,6 +471,13 @@ impl Answering {
         match (answer, error) {
             (Some(a), _) => {
                 scored.grade = smallfirst_eval::grade(&row.expect, &a);
+                if let Some(judge) = &self.judge {
+                    match judge.grade(self.state.gateway(), row, &a.text).await {
+                        Some(Ok(right)) => scored.grade.right = Some(right),
+                        Some(Err(e)) => scored.error = Some(format!("judge: {e}")),
+                        None => {}
+                    }
+                }
                 scored.answer = if a.calls.is_empty() {
                     a.label.unwrap_or(a.text)
                 } else {
@@ -543,7 +508,7 @@ impl Answering {
 }
 
 /// The outcome's answer, or why there is none.
-fn read_answer(outcome: &Outcome) -> (Option<Answer>, Option<String>) {
+pub(crate) fn read_answer(outcome: &Outcome) -> (Option<Answer>, Option<String>) {
     let completion = match &outcome.answer {
         Ok(Reply::Completion(c)) => c.as_ref().clone(),
         Ok(Reply::Json(bytes)) => match serde_json::from_slice::<ChatCompletion>(bytes) {
@@ -598,19 +563,40 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         answered.push(results);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let judging = judge_report(
+        eval.judge.as_deref(),
+        eval.human.as_ref(),
+        &eval.rows,
+        &tiers,
+        &answered,
+        args.common.judging.min_kappa,
+    );
     if let Some(path) = &args.html {
-        write_html(path, &args, &eval, &tiers, &reports, &answered)?;
+        let set = args.set.display().to_string();
+        write_html(
+            path,
+            &set,
+            args.task.as_deref(),
+            &eval.config,
+            &tiers,
+            &reports,
+            &answered,
+        )?;
     }
     let report = json!({
         "set": args.set, "rows": eval.rows.len(), "task": args.task,
         "set_sha256": smallfirst_eval::set_sha256(&eval.rows),
         "results": eval.store.path(), "seconds": seconds, "tiers": reports,
+        "judge": judging.as_ref().map(|(v, _)| v),
     });
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{report}").context("cannot write to stdout")?;
     } else {
         write_table(&mut out, &reports).context("cannot write to stdout")?;
+        for line in judging.iter().flat_map(|(_, lines)| lines) {
+            writeln!(out, "{line}").context("cannot write to stdout")?;
+        }
         writeln!(
             out,
             "\n{} rows; results in {}",
@@ -622,97 +608,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let failed = below(&reports, &args.fail_below);
     if !failed.is_empty() {
         anyhow::bail!("{}", failed.join("; "));
-    }
-    Ok(())
-}
-
-/// The HTML report: the curve cascades from the embedded tier (else the first named) to the
-/// next tier named other than `auto`.
-fn write_html(
-    path: &Path,
-    args: &Args,
-    eval: &Evaluation,
-    tiers: &[String],
-    reports: &[TierReport],
-    answered: &[Vec<Scored>],
-) -> anyhow::Result<()> {
-    let embedded = eval.config.embedded_tier().map(|(t, _)| t.name.clone());
-    let local = tiers
-        .iter()
-        .position(|t| Some(t) == embedded.as_ref())
-        .or_else(|| tiers.iter().position(|t| t != "auto"));
-    let other = local.and_then(|l| {
-        tiers
-            .iter()
-            .enumerate()
-            .position(|(i, t)| i != l && t != "auto")
-    });
-    let threshold = args.task.as_deref().map(|t| {
-        eval.config
-            .policy
-            .tasks
-            .get(t)
-            .and_then(|p| p.threshold)
-            .unwrap_or(eval.config.policy.threshold)
-    });
-    let set = args.set.display().to_string();
-    let page = smallfirst_eval::report::html(&smallfirst_eval::report::Page {
-        set: &set,
-        task: args.task.as_deref(),
-        tiers: reports,
-        local: local.map(|i| (tiers[i].as_str(), answered[i].as_slice())),
-        other: other.map(|i| (tiers[i].as_str(), answered[i].as_slice())),
-        threshold,
-    });
-    std::fs::write(path, page)
-        .with_context(|| format!("cannot write the report to {}", path.display()))
-}
-
-fn pct(v: Option<f64>) -> String {
-    v.map_or("—".into(), |v| format!("{:.1}%", 100.0 * v))
-}
-
-fn num(v: Option<f64>, digits: usize) -> String {
-    v.map_or("—".into(), |v| format!("{v:.digits$}"))
-}
-
-fn write_table(out: &mut impl Write, reports: &[TierReport]) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{:<12} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10} {:>12} {:>9} {:>6} {:>6}",
-        "tier",
-        "rows",
-        "quality",
-        "schema",
-        "calls",
-        "p50 ms",
-        "p95 ms",
-        "cost $",
-        "$/success",
-        "escalated",
-        "AUROC",
-        "ECE"
-    )?;
-    for r in reports {
-        writeln!(
-            out,
-            "{:<12} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9} {:>10.6} {:>12} {:>9} {:>6} {:>6}",
-            r.tier,
-            r.rows,
-            pct(r.quality),
-            pct(r.schema_validity),
-            pct(r.executable_call_rate),
-            num(r.p50_ms, 0),
-            num(r.p95_ms, 0),
-            r.cost,
-            num(r.cost_per_success, 6),
-            pct(Some(r.escalation_rate)),
-            num(r.auroc, 3),
-            num(r.ece, 3),
-        )?;
-        if r.errors > 0 {
-            writeln!(out, "{:<12} {} rows had no answer", "", r.errors)?;
-        }
     }
     Ok(())
 }
