@@ -449,6 +449,38 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Every shared eval set loads as it is, each row with the expectation its shape says.
+    #[test]
+    fn the_shared_sets_load_as_they_are() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/evals");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            eprintln!("skipped: {} is not here", dir.display());
+            return;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty());
+        for f in files {
+            let rows = read_set(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            assert!(!rows.is_empty(), "{}", f.display());
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let kind = rows[0].expect.kind();
+            let want = match name {
+                n if n.starts_with("banking77") || n.starts_with("clinc150") => "label",
+                n if n.starts_with("bfcl") => "calls",
+                _ => kind,
+            };
+            assert_eq!(kind, want, "{name}");
+            assert!(
+                rows.iter().all(|r| r.expect.kind() == kind),
+                "{name}: rows of more than one shape"
+            );
+        }
+    }
+
     #[test]
     fn shapes_are_read_from_the_row() {
         let r = row(
