@@ -3,12 +3,15 @@
 upstream (shared/bench/upstream-nginx.sh), through smallfirst, and through LiteLLM
 (shared/bench/litellm-proxy.sh), targets alternating within each round (BENCHMARKING.md).
 
-usage: scripts/bench_gateway.py [--duration 10] [--rounds 3] [--baseline BINARY] [--json FILE]
+usage: scripts/bench_gateway.py [--duration 10] [--rounds 3] [--baseline BINARY | --ledger-off]
+                               [--json FILE]
 
 Three modes: a chat completion answered as JSON, the same streamed, and an Anthropic Messages
 request (`POST /v1/messages`) passed through to an Anthropic-shaped upstream (a second static
 nginx answering a fixed message). With --baseline, an earlier build of smallfirst serves the
-same configuration as one more target in the same rounds.
+same configuration as one more target in the same rounds; with --ledger-off, the baseline is
+this build with `[ledger] enabled = false` (smallfirst itself records every request, in a
+ledger in a temporary data directory).
 
 Added latency = the gateway's percentile minus the direct percentile measured in the same
 round; medians over rounds. Max req/s: the highest throughput of a closed-loop sweep over
@@ -186,6 +189,8 @@ def main():
     ap.add_argument("--conns", default="1,32")
     ap.add_argument("--sweep", default="1,2,4,8,16,32,64")
     ap.add_argument("--baseline", help="an earlier smallfirst binary, measured as one more target")
+    ap.add_argument("--ledger-off", action="store_true",
+                    help="the baseline is this build with the ledger off")
     ap.add_argument("--json")
     args = ap.parse_args()
 
@@ -198,6 +203,8 @@ def main():
     direct = f"http://127.0.0.1:{up_port}"
     wait_ready(f"{direct}/v1/models", None)
     tmp = Path(tempfile.mkdtemp(prefix="bench-p5-"))
+    # smallfirst's ledger goes in the run's own directory.
+    os.environ["SMALLFIRST_DATA_DIR"] = str(tmp / "data")
     try:
         config = tmp / "smallfirst.toml"
         config.write_text(
@@ -217,8 +224,15 @@ def main():
                               stdout=subprocess.DEVNULL, stderr=open(tmp / "smallfirst.log", "wb"))
         procs.append(sf)
         base_proc = None
+        if args.ledger_off:
+            config_off = tmp / "smallfirst-ledger-off.toml"
+            config_off.write_text(config.read_text() + "\n[ledger]\nenabled = false\n")
+            args.baseline, config_baseline = str(SMALLFIRST), config_off
+        else:
+            config_baseline = config
         if args.baseline:
-            base_proc = subprocess.Popen([args.baseline, "serve", "--config", str(config), "--port", str(base_port)],
+            base_proc = subprocess.Popen([args.baseline, "serve", "--config", str(config_baseline), "--port",
+                                          str(base_port)],
                                          stdout=subprocess.DEVNULL, stderr=open(tmp / "baseline.log", "wb"))
             procs.append(base_proc)
         litellm = SHARED / "bench" / "litellm-proxy.sh"

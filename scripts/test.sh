@@ -18,6 +18,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 
+# Servers the tests start keep their ledgers here, not in the user's data directory.
+SMALLFIRST_DATA_DIR=$(mktemp -d)
+export SMALLFIRST_DATA_DIR
+trap 'rm -rf "$SMALLFIRST_DATA_DIR"' EXIT
+
 cargo fmt --all -- --check
 cargo test --release --locked --workspace
 .venv/bin/python -m pytest -q tests/python

@@ -11,6 +11,11 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# Servers started here keep their ledgers in a directory of the test run's own.
+if not os.environ.get("SMALLFIRST_DATA_DIR"):
+    import tempfile
+
+    os.environ["SMALLFIRST_DATA_DIR"] = tempfile.mkdtemp(prefix="smallfirst-data-")
 BINARY = ROOT / "target" / "release" / "smallfirst"
 MODEL_ID = "smollm2-135m-instruct"
 

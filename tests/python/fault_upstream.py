@@ -86,8 +86,15 @@ class Upstream:
                     self.send(200, json.dumps(completion(key)).encode())
                     return
                 self.stream_head()
-                for part in [chunk(key, {"role": "assistant", "content": ""}), chunk(key, {"content": "answer "}),
-                             chunk(key, {"content": f"from {key}"}), chunk(key, {}, "stop"), b"data: [DONE]\n\n"]:
+                parts = [chunk(key, {"role": "assistant", "content": ""}), chunk(key, {"content": "answer "}),
+                         chunk(key, {"content": f"from {key}"}), chunk(key, {}, "stop")]
+                # As OpenAI does: a last chunk with no choices and the usage, when asked for.
+                asked = ((upstream.log[-1][2] or {}).get("stream_options") or {}).get("include_usage")
+                if asked:
+                    usage = {"id": f"chatcmpl-{key}", "object": "chat.completion.chunk", "created": 1767225600,
+                             "model": f"mock-{key}", "choices": [], "usage": completion(key)["usage"]}
+                    parts.append(f"data: {json.dumps(usage)}\n\n".encode())
+                for part in parts + [b"data: [DONE]\n\n"]:
                     self.wfile.write(part)
                     self.wfile.flush()
 

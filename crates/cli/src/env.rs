@@ -14,6 +14,10 @@ pub(crate) const PYTHON: &str = "SMALLFIRST_PYTHON";
 pub(crate) const PIP_ARGS: &str = "SMALLFIRST_PIP_ARGS";
 /// Where Hugging Face sources are fetched from (a mirror), as the Hugging Face tools read it.
 pub(crate) const HF_ENDPOINT: &str = "HF_ENDPOINT";
+/// Data directory (the ledger); overrides `$XDG_DATA_HOME/smallfirst`.
+pub(crate) const DATA_DIR: &str = "SMALLFIRST_DATA_DIR";
+/// Base of the default data directory (XDG), before `$HOME/.local/share`.
+pub(crate) const XDG_DATA_HOME: &str = "XDG_DATA_HOME";
 /// Log filter in `tracing` syntax, e.g. `debug` or `smallfirst_server=debug` (default `info`).
 pub(crate) const LOG: &str = "SMALLFIRST_LOG";
 
@@ -27,6 +31,19 @@ pub(crate) fn cache_dir() -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| var(HOME).map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("smallfirst")
+}
+
+/// smallfirst's data directory: `$SMALLFIRST_DATA_DIR`, else `$XDG_DATA_HOME/smallfirst`,
+/// else `$HOME/.local/share/smallfirst`.
+pub(crate) fn data_dir() -> PathBuf {
+    if let Some(dir) = var(DATA_DIR) {
+        return PathBuf::from(dir);
+    }
+    let base = var(XDG_DATA_HOME)
+        .map(PathBuf::from)
+        .or_else(|| var(HOME).map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from(".local/share"));
     base.join("smallfirst")
 }
 

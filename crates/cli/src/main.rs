@@ -48,6 +48,9 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Choose a task's escalation threshold with a stated error guarantee, on an eval set.
     Calibrate(cmd::calibrate::Args),
+    /// What the ledger says: requests, where they were answered, cost, savings against the
+    /// baseline tier, latency.
+    Report(cmd::report::Args),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Train(args) => cmd::train::run(args),
         Command::Eval(args) => cmd::eval::run(args),
         Command::Calibrate(args) => cmd::calibrate::run(args),
+        Command::Report(args) => cmd::report::run(args),
         Command::Scan(args) => return finish(cmd::scan::run(args), ExitCode::from(2)),
         Command::Fit(args) => return finish(cmd::fit::run(args), ExitCode::from(2)),
     };

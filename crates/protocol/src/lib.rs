@@ -29,7 +29,7 @@ pub mod tools;
 pub use chat::{
     ChatCompletion, ChatCompletionChunk, ChatRequest, Choice, ChunkChoice, CompletionTokensDetails,
     Delta, FinishReason, Logprobs, Message, MessageContent, PromptTokensDetails, ResponseMessage,
-    Role, Stop, TokenLogprob, TopLogprob, Usage,
+    Role, Stop, StreamOptions, TokenLogprob, TopLogprob, Usage,
 };
 pub use error::{ErrorBody, ErrorDetail};
 pub use metadata::Metadata;

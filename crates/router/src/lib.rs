@@ -43,7 +43,8 @@ pub use anthropic::AnthropicBackend;
 pub use backend::{Answer, AnswerStream, Backend, BackendError, Native, Protocol};
 pub use breaker::{Breaker, Circuit};
 pub use config::{
-    BackendConfig, Capabilities, Config, ConfigError, Faults, Prices, Remote, ServerConfig, Tier,
+    BackendConfig, Capabilities, Config, ConfigError, Faults, LedgerConfig, Prices, Remote,
+    ServerConfig, Tier,
 };
 pub use features::{Features, Hints};
 pub use gemini::GeminiBackend;

@@ -85,6 +85,39 @@ pub fn without_metadata(body: &[u8], keys: &[&str]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The request with the top-level member `key` set to `value` (JSON text), replacing it where
+/// it is or adding it at the end; every other member copied as raw text. `None` when the body
+/// is not an object.
+pub fn with_member(body: &[u8], key: &str, value: &str) -> Option<Vec<u8>> {
+    let members = Members::parse(body)?;
+    let mut out = Vec::with_capacity(body.len() + key.len() + value.len() + 4);
+    out.push(b'{');
+    let mut placed = false;
+    for (i, (k, v)) in members.0.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, k.as_ref()).ok()?;
+        out.push(b':');
+        if k == key && !placed {
+            out.extend_from_slice(value.as_bytes());
+            placed = true;
+        } else {
+            out.extend_from_slice(v.get().as_bytes());
+        }
+    }
+    if !placed {
+        if !members.0.is_empty() {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, key).ok()?;
+        out.push(b':');
+        out.extend_from_slice(value.as_bytes());
+    }
+    out.push(b'}');
+    Some(out)
+}
+
 /// A JSON object's members, values left as raw text.
 struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
@@ -133,5 +166,18 @@ mod tests {
             br#"{"a":1}"#
         );
         assert!(super::without_metadata(br#"{"metadata": {"user_id": "u"}}"#, &["task"]).is_none());
+    }
+
+    #[test]
+    fn a_member_is_set_in_place_or_added() {
+        let set = super::with_member(br#"{"a": 1, "s": {"x": 2}, "b": [ 3 ]}"#, "s", "true");
+        assert_eq!(set.as_deref(), Some(&br#"{"a":1,"s":true,"b":[ 3 ]}"#[..]));
+        let added = super::with_member(br#"{"a": 1}"#, "s", r#"{"y":1}"#);
+        assert_eq!(added.as_deref(), Some(&br#"{"a":1,"s":{"y":1}}"#[..]));
+        assert_eq!(
+            super::with_member(b"{}", "s", "1").as_deref(),
+            Some(&b"{\"s\":1}"[..])
+        );
+        assert!(super::with_member(b"[1]", "s", "1").is_none());
     }
 }

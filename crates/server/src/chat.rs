@@ -6,10 +6,12 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use smallfirst_protocol::{ChatRequest, Metadata};
+use smallfirst_protocol::{ChatRequest, Metadata, StreamOptions};
 use smallfirst_router::privacy::{self, Privacy};
+use smallfirst_router::splice::with_member;
 
 use crate::gateway::{Outcome, Request};
+use crate::ledger::Facts;
 use crate::render::{self, TASK_HEADER};
 use crate::{ApiError, AppState};
 
@@ -18,15 +20,36 @@ pub(crate) async fn completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let request = match request(&state, &headers, body) {
+    let mut request = match request(&state, &headers, body) {
         Ok(r) => r,
         // Errors too say how the request was handled.
         Err(e) => return render::chat(Outcome::refused(e, "rejected"), false, false),
     };
     let stream = request.chat.is_stream();
     let include_usage = request.chat.include_usage();
+    // The ledger counts a stream's tokens from its usage event: asked for here, and taken
+    // out again before the client sees it.
+    let ask_usage = stream && !include_usage && state.book().is_some();
+    if ask_usage {
+        ask_for_usage(&mut request);
+    }
     let outcome = state.inner.gateway.complete(request).await;
-    render::chat(outcome, stream, include_usage)
+    let mut response = render::chat(outcome, stream, include_usage || ask_usage);
+    if ask_usage && let Some(facts) = response.extensions_mut().get_mut::<Facts>() {
+        facts.strip_usage = true;
+    }
+    response
+}
+
+/// `request` with `stream_options.include_usage` on, in the parsed request and in the body
+/// passed through to tiers.
+fn ask_for_usage(request: &mut Request) {
+    request.chat.stream_options = Some(StreamOptions {
+        include_usage: Some(true),
+    });
+    if let Some(raw) = with_member(&request.raw, "stream_options", r#"{"include_usage":true}"#) {
+        request.raw = Bytes::from(raw);
+    }
 }
 
 fn request(

@@ -57,14 +57,13 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
         allowed_origin.is_some(),
     );
     let mut request = request;
-    match checked {
-        Ok(key) => {
-            if let Some(key) = key {
-                tracing::Span::current().record("key", tracing::field::display(&key));
-                request.extensions_mut().insert(KeyName(key));
-            }
-        }
+    let key = match checked {
+        Ok(key) => key.map(KeyName),
         Err(e) => return refused(e, allowed_origin.as_deref()),
+    };
+    if let Some(key) = &key {
+        tracing::Span::current().record("key", tracing::field::display(&key.0));
+        request.extensions_mut().insert(key.clone());
     }
     if request.method() == Method::POST {
         request = match whole_body(options, request).await {
@@ -75,6 +74,10 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
     let mut response = next.run(request).await;
     if let Some(origin) = allowed_origin {
         allow_origin(response.headers_mut(), &origin);
+    }
+    // For the request's record, written outside the guard (`observe`).
+    if let Some(key) = key {
+        response.extensions_mut().insert(key);
     }
     response
 }

@@ -26,6 +26,11 @@
 //! - [`structure`] turns `response_format` / `tools` into the engine's constraint (the CLI
 //!   uses it too, so both refuse the same schemas the same way).
 //!
+//! - `ledger`: every request's record, written once the client has the whole answer (a
+//!   stream at its end, or when the client leaves) from the outcome's facts that `render`
+//!   puts on the response, through a [`Book`] (the ledger with the tiers' prices);
+//!   `GET /v1/smallfirst/report` reads it back.
+//!
 //! Other routes: `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`, `GET /metrics`.
 //! Unknown routes and methods answer in the same error shape. Local requests pass a bounded
 //! queue and a time limit ([`Limits`], `metrics`).
@@ -39,12 +44,14 @@ mod embeddings;
 mod error;
 pub mod gateway;
 mod guard;
+mod ledger;
 mod listen;
 mod messages;
 mod metrics;
 mod observe;
 mod options;
 mod render;
+mod report;
 mod responses;
 mod routes;
 mod state;
@@ -54,6 +61,7 @@ pub use auth::{KeyError, Keys};
 pub use error::ApiError;
 pub use gateway::{EmbeddedTier, Gateway, Outcome};
 pub use guard::KeyName;
+pub use ledger::Book;
 pub use metrics::Limits;
 pub use options::Options;
 pub use routes::{app, serve};

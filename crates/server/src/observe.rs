@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use crate::error::LoggedError;
+use crate::guard::KeyName;
 use crate::{ApiError, AppState};
 
 pub(crate) const REQUEST_ID: &str = "x-request-id";
@@ -41,9 +42,25 @@ pub(crate) async fn observe(
     );
     async move {
         let started = Instant::now();
+        let at_ms = crate::ledger::now_ms();
         let mut response = next.run(request).await;
         if path.starts_with("/v1/messages") {
             response = crate::messages::reshape(response).await;
+        }
+        let facts = response.extensions_mut().remove::<crate::ledger::Facts>();
+        if let (Some(book), Some(facts), Some(ingress)) =
+            (state.book(), facts, crate::ledger::ingress(&path))
+        {
+            let pending = crate::ledger::Pending {
+                at_ms,
+                started,
+                request_id: id.clone(),
+                key: response.extensions().get::<KeyName>().map(|k| k.0.clone()),
+                ingress,
+                http_status: response.status().as_u16(),
+                facts,
+            };
+            response = crate::ledger::meter(std::sync::Arc::clone(book), response, pending);
         }
         if let Ok(v) = HeaderValue::from_str(&id) {
             response.headers_mut().insert(REQUEST_ID, v);

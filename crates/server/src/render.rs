@@ -47,8 +47,12 @@ pub(crate) fn header_value(text: &str) -> HeaderValue {
 }
 
 /// The outcome's facts as headers: which tier answered, why, how confident, whether
-/// escalated, which tiers failed on the way, the task, and how long deciding took.
+/// escalated, which tiers failed on the way, the task, and how long deciding took; and for
+/// the ledger, as the response's [`Facts`](crate::ledger::Facts).
 pub(crate) fn mark(response: &mut Response, outcome: &Outcome) {
+    response
+        .extensions_mut()
+        .insert(crate::ledger::Facts::of(outcome));
     let h = response.headers_mut();
     if let Some(t) = &outcome.tier {
         h.insert("x-smallfirst-tier", header_value(t));
@@ -113,10 +117,7 @@ fn round3(x: f64) -> f64 {
 /// for a stream (a whole answer is then replayed as events).
 pub(crate) fn chat(mut outcome: Outcome, stream: bool, include_usage: bool) -> Response {
     let info = info(&outcome);
-    let answer = std::mem::replace(
-        &mut outcome.answer,
-        Err(Failure::Request(ApiError::Internal(String::new()))),
-    );
+    let answer = outcome.take_answer();
     let mut response = match answer {
         Ok(Reply::Completion(mut c)) => {
             c.smallfirst = info;

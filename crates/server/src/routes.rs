@@ -11,7 +11,9 @@ use smallfirst_protocol::{ModelList, ModelObject};
 use tokio::net::TcpListener;
 
 use crate::state::AppState;
-use crate::{ApiError, chat, completions, embeddings, guard, listen, messages, observe, responses};
+use crate::{
+    ApiError, chat, completions, embeddings, guard, listen, messages, observe, report, responses,
+};
 
 /// The routes, behind the guard (host, origin, key, content type, whole body), the panic
 /// catcher and the request log, outermost last.
@@ -24,6 +26,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/messages", post(messages::create))
         .route("/v1/messages/count_tokens", post(messages::count_tokens))
         .route("/v1/responses", post(responses::create))
+        .route("/v1/smallfirst/report", get(report::report))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{id}", get(get_model))
         .route("/health", get(health))

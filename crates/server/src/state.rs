@@ -1,12 +1,13 @@
 //! [`AppState`]: what every handler shares, the core above all.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use smallfirst_engine::Engine;
 use smallfirst_router::{Policy, RemoteTier};
 
 use crate::gateway::{EmbeddedTier, Gateway};
+use crate::ledger::Book;
 use crate::metrics::{Limits, Metrics};
 use crate::options::Options;
 
@@ -23,6 +24,8 @@ pub(crate) struct StateInner {
     pub metrics: Arc<Metrics>,
     /// Who may call, from where, how fast.
     pub options: Options,
+    /// Where every request is recorded, once set.
+    pub book: OnceLock<Arc<Book>>,
 }
 
 impl AppState {
@@ -66,8 +69,20 @@ impl AppState {
                 created,
                 metrics,
                 options,
+                book: OnceLock::new(),
             }),
         }
+    }
+
+    /// Records every request from now on in `book`'s ledger; a second call changes nothing
+    /// and says so.
+    pub fn set_book(&self, book: Arc<Book>) -> bool {
+        self.inner.book.set(book).is_ok()
+    }
+
+    /// The ledger requests are recorded in, when there is one.
+    pub fn book(&self) -> Option<&Arc<Book>> {
+        self.inner.book.get()
     }
 
     /// The core, for callers without HTTP (evals, tests).

@@ -500,10 +500,11 @@ impl Answering {
         let Some(&(_, p)) = tier.and_then(|n| self.prices.iter().find(|(t, _)| t == n)) else {
             return 0.0;
         };
-        let cached = f64::from(s.cached_tokens.min(s.prompt_tokens));
-        let fresh = f64::from(s.prompt_tokens) - cached;
-        (fresh * p.input + cached * p.cached_input + f64::from(s.completion_tokens) * p.output)
-            / 1e6
+        p.cost(
+            u64::from(s.prompt_tokens),
+            u64::from(s.cached_tokens),
+            u64::from(s.completion_tokens),
+        )
     }
 }
 

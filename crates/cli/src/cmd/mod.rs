@@ -19,6 +19,7 @@ pub(crate) mod fit;
 pub(crate) mod judge;
 pub(crate) mod models;
 pub(crate) mod pull;
+pub(crate) mod report;
 pub(crate) mod route;
 pub(crate) mod scan;
 pub(crate) mod serve;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use smallfirst_heads::Head;
 use smallfirst_router::{Config, Policy, RemoteTier, remote};
-use smallfirst_server::{AppState, EmbeddedTier, Keys, Limits, Options, serve};
+use smallfirst_server::{AppState, Book, EmbeddedTier, Keys, Limits, Options, serve};
 
 use super::ModelArgs;
 
@@ -144,8 +144,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!(keys = ?keys.names().collect::<Vec<_>>(), "API keys required");
     }
     let options = Options::from_config(&config.server, keys, host.is_loopback());
+    let ledger = super::report::open_ledger(&config, args.config.as_deref())?.map(Arc::new);
     let runtime = super::runtime()?;
-    runtime.block_on(async move {
+    let recording = ledger.clone();
+    let served = runtime.block_on(async move {
         let addr = SocketAddr::new(host, port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -178,7 +180,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             prefix_reuse: !args.no_prefix_reuse,
         };
         let drain = secs(args.drain_timeout, config.server.drain_timeout)?;
+        let model_id = local.as_ref().map(|l| l.model_id.clone());
         let state = AppState::with_tiers(local, remotes, policy, limits, options);
+        if let Some(l) = &recording {
+            state.set_book(Arc::new(Book::new(Arc::clone(l), &config, model_id.as_deref())));
+        }
         // On a signal the server stops accepting and lets in-flight requests finish; past the
         // drain deadline they are cut (their generations stop at the next token).
         let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
@@ -199,7 +205,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
                 Ok(())
             }
         }
-    })
+    });
+    // The runtime's tasks first (a stream cut at the deadline records itself as it is
+    // dropped), then the ledger, which commits what is left.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    if let Some(l) = ledger {
+        l.close().context("the ledger did not close cleanly")?;
+        tracing::info!(ledger = %l.target(), "ledger closed");
+    }
+    served
 }
 
 /// The files a task names under `key` (`head` or `verifier`), each read and checked against

@@ -10,6 +10,7 @@
 //! its key (`api_key_env`), read when the server starts.
 
 mod faults;
+mod ledger;
 mod policy;
 mod server;
 mod tiers;
@@ -22,6 +23,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use faults::Faults;
+use ledger::RawLedger;
+pub use ledger::{DEFAULT_COMMIT_WINDOW, LedgerConfig};
 pub use policy::{Calibration, DEFAULT_THRESHOLD, LowConfidence, PolicyConfig, Rule, TaskPolicy};
 use policy::{RawPolicy, RawTask};
 use server::RawServer;
@@ -43,6 +46,8 @@ pub struct Config {
     pub tiers: Vec<Tier>,
     /// How `model: "auto"` requests are routed between the tiers.
     pub policy: PolicyConfig,
+    /// Where every request is recorded, and against what its savings are measured.
+    pub ledger: LedgerConfig,
 }
 
 /// The most requests an embedded tier decodes together.
@@ -103,6 +108,7 @@ impl Config {
                 threshold: DEFAULT_THRESHOLD,
                 ..PolicyConfig::default()
             },
+            ledger: LedgerConfig::default(),
         }
     }
 
@@ -185,6 +191,8 @@ struct RawConfig {
     policy: RawPolicy,
     #[serde(default)]
     tasks: BTreeMap<String, RawTask>,
+    #[serde(default)]
+    ledger: RawLedger,
 }
 
 impl RawConfig {
@@ -226,10 +234,12 @@ impl RawConfig {
         }
         check_fallbacks(&tiers)?;
         let policy = policy::validate(self.policy, self.tasks, &names)?;
+        let ledger = self.ledger.validate(&tiers)?;
         Ok(Config {
             server,
             tiers,
             policy,
+            ledger,
         })
     }
 }

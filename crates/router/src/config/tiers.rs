@@ -67,6 +67,21 @@ pub struct Prices {
     pub output: f64,
 }
 
+impl Prices {
+    /// US dollars for `prompt` input tokens (`cached` of them read from a cache) and
+    /// `completion` output tokens (reasoning tokens are among them, billed as output).
+    pub fn cost(&self, prompt: u64, cached: u64, completion: u64) -> f64 {
+        let cached = cached.min(prompt) as f64;
+        let fresh = prompt as f64 - cached;
+        (fresh * self.input + cached * self.cached_input + completion as f64 * self.output) / 1e6
+    }
+
+    /// Whether any token has a price.
+    pub fn priced(&self) -> bool {
+        self.input > 0.0 || self.cached_input > 0.0 || self.output > 0.0
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Capabilities {
     pub tools: bool,

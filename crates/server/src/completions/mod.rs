@@ -62,10 +62,7 @@ pub(crate) type Refusal = (ApiError, Option<String>);
 pub(crate) fn refused((e, tier): Refusal) -> Response {
     let mut outcome = Outcome::refused(e, "rejected");
     outcome.tier = tier;
-    let mut response = match std::mem::replace(
-        &mut outcome.answer,
-        Err(Failure::Request(ApiError::Internal(String::new()))),
-    ) {
+    let mut response = match outcome.take_answer() {
         Err(Failure::Request(e)) => e.into_response(),
         Err(Failure::Tier(e)) => render::tier_error(&e),
         Ok(_) => ApiError::Internal("unexpected answer".into()).into_response(),
@@ -118,6 +115,7 @@ where
         .inner
         .gateway
         .other_api(model, privacy, task.as_deref(), protocol)?;
+    let mut failed = None;
     let (name, mut response) = match hop {
         Hop::Embedded(tier) => {
             let name = tier.name.clone();
@@ -137,13 +135,20 @@ where
                     ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
                 }
                 Ok(Answer::Stream(s)) => render::sse(s),
-                Err(e) => render::tier_error(&e),
+                Err(e) => {
+                    let r = render::tier_error(&e);
+                    failed = Some(e);
+                    r
+                }
             };
             (tier.name().to_string(), r)
         }
     };
     let mut outcome = Outcome::new(reason);
     outcome.tier = Some(name);
+    if let Some(e) = failed {
+        outcome.answer = Err(Failure::Tier(e));
+    }
     render::mark(&mut response, &outcome);
     Ok(response)
 }

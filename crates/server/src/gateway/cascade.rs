@@ -218,6 +218,7 @@ impl Gateway {
                     outcome.answer = Ok(reply);
                     outcome.reason = reason;
                     outcome.escalated = true;
+                    outcome.escalated_from = route.tiers.first().cloned();
                     return true;
                 }
                 Err(e) => {

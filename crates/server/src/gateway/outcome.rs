@@ -28,6 +28,8 @@ pub struct Outcome {
     pub label: Option<Label>,
     /// The answer came from a tier the request escalated to.
     pub escalated: bool,
+    /// The tier whose answer was escalated from, when one was.
+    pub escalated_from: Option<String>,
     /// Tiers that failed on the way, in order.
     pub failover: Vec<Failover>,
     /// Tokens, when the answer is whole (a stream counts its own).
@@ -35,6 +37,8 @@ pub struct Outcome {
     /// The task the policy routed by, and where it came from.
     pub task: Option<(String, TaskSource)>,
     pub timings: Timings,
+    /// The answer was a tier's failure, when it has been taken to be rendered.
+    taken_tier_failure: bool,
 }
 
 /// An answer in OpenAI's chat format, whatever tier produced it, or in the ingress's own
@@ -121,11 +125,32 @@ impl Outcome {
             confidence: None,
             label: None,
             escalated: false,
+            escalated_from: None,
             failover: Vec::new(),
             usage: None,
             task: None,
             timings: Timings::default(),
+            taken_tier_failure: false,
         }
+    }
+
+    /// The answer, taken out to be rendered; what is left says only whether it was a tier's
+    /// failure ([`Outcome::tier_failed`]).
+    pub fn take_answer(&mut self) -> Result<Reply, Failure> {
+        let answer = std::mem::replace(
+            &mut self.answer,
+            Err(Failure::Request(ApiError::Internal(
+                "the answer was rendered".into(),
+            ))),
+        );
+        self.taken_tier_failure = matches!(answer, Err(Failure::Tier(_)));
+        answer
+    }
+
+    /// Whether the request failed at a tier (rather than being refused before one), whether
+    /// or not the answer has been taken.
+    pub fn tier_failed(&self) -> bool {
+        self.taken_tier_failure || matches!(self.answer, Err(Failure::Tier(_)))
     }
 
     /// A request refused before any tier: why, in the reason too.

@@ -86,10 +86,7 @@ fn request(
 
 /// The outcome as a message (or its events), or an error in Anthropic's shape.
 fn respond(mut outcome: Outcome, stream: bool, model: &str) -> Response {
-    let answer = std::mem::replace(
-        &mut outcome.answer,
-        Err(Failure::Request(ApiError::Internal(String::new()))),
-    );
+    let answer = outcome.take_answer();
     let mut response = match answer {
         Ok(Reply::Completion(c)) if stream => events(answer::replay(*c, true), model),
         Ok(Reply::Completion(c)) => message(&c),

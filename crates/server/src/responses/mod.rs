@@ -51,10 +51,7 @@ fn request(
 }
 
 fn respond(mut outcome: Outcome, stream: bool, echo: &wire::Echo) -> Response {
-    let answer = std::mem::replace(
-        &mut outcome.answer,
-        Err(Failure::Request(ApiError::Internal(String::new()))),
-    );
+    let answer = outcome.take_answer();
     let whole = |c: &ChatCompletion| Json(wire::from_completion(c, echo)).into_response();
     let mut response = match answer {
         Ok(Reply::Completion(c)) if stream => {

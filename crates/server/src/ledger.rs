@@ -1,0 +1,516 @@
+//! The ledger's side of the server. `render::mark`, which every ingress calls with its
+//! [`Outcome`], puts the outcome's [`Facts`] on the response; `observe`, which sees every
+//! request, turns them into a [`Record`] once the client has the whole answer: at once for a
+//! whole body, at the end of a stream, or when the client goes away (`cancelled`). A stream's
+//! tokens are read from its own usage event, whatever its protocol (OpenAI chunks, Anthropic
+//! events, Responses events); a chat stream whose client did not ask for usage is asked for
+//! it anyway, and that event is taken out again before it reaches the client.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::http::header;
+use axum::response::Response;
+use bytes::BytesMut;
+use futures::Stream;
+use serde_json::Value;
+use smallfirst_ledger::{Ledger, Record, Status, Tokens};
+use smallfirst_protocol::Usage;
+use smallfirst_router::sse::SseParser;
+use smallfirst_router::{Config, Prices};
+
+use crate::gateway::Outcome;
+
+/// The largest whole body read again for its usage (an answer from a tier whose usage the
+/// core did not read: completions, embeddings).
+const MAX_USAGE_BODY: usize = 16 << 20;
+
+/// The ledger, with what a record needs to know of the tiers.
+pub struct Book {
+    ledger: Arc<Ledger>,
+    tiers: Vec<TierBook>,
+    baseline: Option<Prices>,
+    replica: String,
+}
+
+struct TierBook {
+    name: String,
+    model: String,
+    prices: Prices,
+    on_machine: bool,
+}
+
+impl Book {
+    /// The ledger, pricing by `config`'s tiers; `embedded_model` is the embedded tier's model
+    /// as the server names it.
+    pub fn new(ledger: Arc<Ledger>, config: &Config, embedded_model: Option<&str>) -> Book {
+        let tiers = config
+            .tiers
+            .iter()
+            .map(|t| TierBook {
+                name: t.name.clone(),
+                model: match (t.backend.embedded(), embedded_model) {
+                    (Some(_), Some(m)) => m.to_string(),
+                    _ => t.backend.model().to_string(),
+                },
+                prices: t.prices,
+                on_machine: t.on_machine,
+            })
+            .collect();
+        let baseline = config
+            .ledger
+            .baseline
+            .as_deref()
+            .and_then(|b| config.tier(b))
+            .map(|t| t.prices);
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        Book {
+            ledger,
+            tiers,
+            baseline,
+            replica: format!("{host}:{}", std::process::id()),
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    fn tier(&self, name: &str) -> Option<&TierBook> {
+        self.tiers.iter().find(|t| t.name == name)
+    }
+
+    fn write(&self, p: Pending, end: End) {
+        let usage = end.usage.or(p.facts.usage);
+        let tokens = usage.map_or_else(Tokens::default, |u| tokens(&u));
+        let tier = p.facts.tier.as_deref().and_then(|t| self.tier(t));
+        let status = match end.kind {
+            _ if p.http_status >= 400 && p.facts.tier_failed => Status::Failed,
+            _ if p.http_status >= 400 => Status::Refused,
+            EndKind::Complete => Status::Answered,
+            EndKind::Broken => Status::Failed,
+            EndKind::Dropped => Status::Cancelled,
+        };
+        let price = |prices: &Prices| prices.cost(tokens.prompt, tokens.cached, tokens.completion);
+        let answered = status == Status::Answered;
+        let mut tried = Vec::new();
+        tried.extend(p.facts.escalated_from.clone());
+        tried.extend(p.facts.failover.iter().cloned());
+        tried.extend(p.facts.tier.clone());
+        tried.dedup();
+        self.ledger.record(Record {
+            at_ms: p.at_ms,
+            request_id: p.request_id,
+            replica: self.replica.clone(),
+            key: p.key,
+            ingress: p.ingress.to_string(),
+            task: p.facts.task.as_ref().map(|(t, _)| t.clone()),
+            task_source: p.facts.task.as_ref().map(|(_, s)| (*s).to_string()),
+            reason: p.facts.reason,
+            tier: p.facts.tier.clone(),
+            model: tier.map(|t| t.model.clone()),
+            on_machine: tier.is_some_and(|t| t.on_machine),
+            tried,
+            escalated: p.facts.escalated,
+            confidence: p.facts.confidence.map(|(v, _)| v),
+            method: p.facts.confidence.map(|(_, m)| m.to_string()),
+            tokens,
+            cost: tier.map_or(0.0, |t| price(&t.prices)),
+            baseline_cost: self.baseline.filter(|_| answered).map(|b| price(&b)),
+            latency_ms: p.started.elapsed().as_secs_f64() * 1000.0,
+            ttft_ms: end
+                .first
+                .map(|f| f.duration_since(p.started).as_secs_f64() * 1000.0),
+            http_status: p.http_status,
+            status,
+            prompt: None,
+            answer: None,
+        });
+    }
+}
+
+fn tokens(u: &Usage) -> Tokens {
+    Tokens {
+        prompt: u64::from(u.prompt_tokens),
+        cached: u64::from(u.cached_tokens()),
+        cache_write: 0,
+        completion: u64::from(u.completion_tokens),
+        reasoning: u64::from(u.reasoning_tokens()),
+    }
+}
+
+/// What the ledger learns of an outcome where it is rendered.
+#[derive(Debug, Clone)]
+pub(crate) struct Facts {
+    tier: Option<String>,
+    reason: String,
+    task: Option<(String, &'static str)>,
+    escalated: bool,
+    escalated_from: Option<String>,
+    failover: Vec<String>,
+    confidence: Option<(f64, &'static str)>,
+    usage: Option<Usage>,
+    /// The last tier tried failed (rather than the request being refused).
+    tier_failed: bool,
+    /// The stream carries a usage event the client did not ask for: take it out.
+    pub(crate) strip_usage: bool,
+}
+
+impl Facts {
+    pub(crate) fn of(outcome: &Outcome) -> Facts {
+        Facts {
+            tier: outcome.tier.clone(),
+            reason: outcome.reason.code.clone(),
+            task: outcome.task.as_ref().map(|(t, s)| (t.clone(), s.as_str())),
+            escalated: outcome.escalated,
+            escalated_from: outcome.escalated_from.clone(),
+            failover: outcome.failover.iter().map(|f| f.tier.clone()).collect(),
+            confidence: outcome.confidence.map(|c| (c.value, c.method.as_str())),
+            usage: outcome.usage,
+            tier_failed: outcome.tier_failed(),
+            strip_usage: false,
+        }
+    }
+}
+
+/// A request whose record waits for the end of its answer.
+pub(crate) struct Pending {
+    pub at_ms: i64,
+    pub started: Instant,
+    pub request_id: String,
+    pub key: Option<String>,
+    pub ingress: &'static str,
+    pub http_status: u16,
+    pub facts: Facts,
+}
+
+/// The API a path is, for the records of its requests; `None`: not recorded.
+pub(crate) fn ingress(path: &str) -> Option<&'static str> {
+    Some(match path {
+        "/v1/chat/completions" => "chat",
+        "/v1/messages" => "messages",
+        "/v1/responses" => "responses",
+        "/v1/completions" => "completions",
+        "/v1/embeddings" => "embeddings",
+        _ => return None,
+    })
+}
+
+/// Milliseconds since the epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `response` with its body watched: the record is written when it ends or is dropped.
+pub(crate) fn meter(book: Arc<Book>, response: Response, pending: Pending) -> Response {
+    let (parts, body) = response.into_parts();
+    let sse = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let mode = if sse {
+        Mode::Sse {
+            parser: SseParser::new(),
+            strip: pending.facts.strip_usage,
+        }
+    } else if pending.facts.usage.is_none() && pending.http_status < 400 {
+        Mode::Json(Vec::new())
+    } else {
+        Mode::Whole
+    };
+    let metered = Metered {
+        body: body.into_data_stream(),
+        book,
+        pending: Some(pending),
+        mode,
+        usage: None,
+        first: None,
+        broken: false,
+    };
+    Response::from_parts(parts, Body::from_stream(metered))
+}
+
+enum Mode {
+    /// An event stream: its usage and errors read from its events.
+    Sse { parser: SseParser, strip: bool },
+    /// A whole JSON body whose usage is read at its end.
+    Json(Vec<u8>),
+    /// A body whose usage is known already.
+    Whole,
+}
+
+enum EndKind {
+    Complete,
+    Broken,
+    Dropped,
+}
+
+struct End {
+    kind: EndKind,
+    usage: Option<Usage>,
+    first: Option<Instant>,
+}
+
+struct Metered {
+    body: axum::body::BodyDataStream,
+    book: Arc<Book>,
+    pending: Option<Pending>,
+    mode: Mode,
+    usage: Option<Usage>,
+    first: Option<Instant>,
+    broken: bool,
+}
+
+impl Metered {
+    fn finish(&mut self, kind: EndKind) {
+        if let Some(p) = self.pending.take() {
+            if let Mode::Json(bytes) = &self.mode {
+                self.usage = usage_in(bytes);
+            }
+            let end = End {
+                kind,
+                usage: self.usage,
+                first: self.first,
+            };
+            self.book.write(p, end);
+        }
+    }
+
+    /// One piece of the body, read (and, for a stripped stream, rewritten).
+    fn read(&mut self, bytes: Bytes) -> Bytes {
+        self.first.get_or_insert_with(Instant::now);
+        match &mut self.mode {
+            Mode::Whole => bytes,
+            Mode::Json(buf) => {
+                if buf.len() + bytes.len() <= MAX_USAGE_BODY {
+                    buf.extend_from_slice(&bytes);
+                } else {
+                    self.mode = Mode::Whole;
+                }
+                bytes
+            }
+            Mode::Sse { parser, strip } => {
+                let events = parser.push(&bytes);
+                let mut out = BytesMut::new();
+                for e in &events {
+                    let data = e.data.as_str();
+                    let mut usage_only = false;
+                    if data.contains("\"error\"") || data.contains("response.failed") {
+                        self.broken |= is_error(data);
+                    }
+                    if data.contains("\"usage\"")
+                        && let Ok(v) = serde_json::from_str::<Value>(data)
+                    {
+                        if let Some(u) = usage_of_event(&v) {
+                            self.usage = Some(merge(self.usage, u));
+                        }
+                        usage_only = v["choices"].as_array().is_some_and(Vec::is_empty)
+                            && v["usage"].is_object();
+                    }
+                    if *strip && !usage_only {
+                        write_event(&mut out, e.name.as_deref(), data);
+                    }
+                }
+                if *strip { out.freeze() } else { bytes }
+            }
+        }
+    }
+}
+
+impl Stream for Metered {
+    type Item = Result<Bytes, axum::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            return match Pin::new(&mut this.body).poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => {
+                    let out = this.read(bytes);
+                    if out.is_empty() {
+                        continue;
+                    }
+                    Poll::Ready(Some(Ok(out)))
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.broken = true;
+                    this.finish(EndKind::Broken);
+                    Poll::Ready(Some(Err(e)))
+                }
+                Poll::Ready(None) => {
+                    let kind = if this.broken {
+                        EndKind::Broken
+                    } else {
+                        EndKind::Complete
+                    };
+                    this.finish(kind);
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            };
+        }
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        self.finish(EndKind::Dropped);
+    }
+}
+
+fn write_event(out: &mut BytesMut, event: Option<&str>, data: &str) {
+    if let Some(name) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\n");
+    }
+    for line in data.split('\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\n");
+    }
+    out.extend_from_slice(b"\n");
+}
+
+/// Whether an event says the answer failed: OpenAI's `{"error": …}`, Anthropic's
+/// `{"type": "error"}`, the Responses API's `response.failed`.
+fn is_error(data: &str) -> bool {
+    serde_json::from_str::<Value>(data).is_ok_and(|v| {
+        v.get("error").is_some_and(|e| !e.is_null())
+            || matches!(v["type"].as_str(), Some("error" | "response.failed"))
+    })
+}
+
+/// The usage an event carries, in any of the three protocols: `usage` (OpenAI chunks,
+/// Anthropic's `message_delta`), `message.usage` (Anthropic's `message_start`),
+/// `response.usage` (the Responses API's `response.completed`).
+fn usage_of_event(v: &Value) -> Option<Usage> {
+    [&v["usage"], &v["message"]["usage"], &v["response"]["usage"]]
+        .into_iter()
+        .find(|u| u.is_object())
+        .map(read_usage)
+}
+
+/// The usage of a whole JSON answer (chat, completions, embeddings, Messages, Responses).
+fn usage_in(body: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct WithUsage {
+        usage: Option<Value>,
+    }
+    let v = serde_json::from_slice::<WithUsage>(body).ok()?.usage?;
+    v.is_object().then(|| read_usage(&v))
+}
+
+/// A usage object in OpenAI's names or Anthropic's and the Responses API's.
+fn read_usage(u: &Value) -> Usage {
+    let n = |v: &Value| {
+        v.as_u64()
+            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+    };
+    let first = |names: &[&Value]| names.iter().map(|v| n(v)).find(|&x| x > 0).unwrap_or(0);
+    let prompt = first(&[&u["prompt_tokens"], &u["input_tokens"]]);
+    // Anthropic counts cache reads apart from `input_tokens`; OpenAI within them.
+    let anthropic_cached = n(&u["cache_read_input_tokens"]);
+    let cached = first(&[
+        &u["prompt_tokens_details"]["cached_tokens"],
+        &u["input_tokens_details"]["cached_tokens"],
+    ]) + anthropic_cached;
+    let completion = first(&[&u["completion_tokens"], &u["output_tokens"]]);
+    let reasoning = first(&[
+        &u["completion_tokens_details"]["reasoning_tokens"],
+        &u["output_tokens_details"]["reasoning_tokens"],
+    ]);
+    let mut usage = Usage::new(prompt.saturating_add(anthropic_cached), completion);
+    if cached > 0 {
+        usage.prompt_tokens_details = Some(smallfirst_protocol::PromptTokensDetails {
+            cached_tokens: cached,
+        });
+    }
+    if reasoning > 0 {
+        usage.completion_tokens_details = Some(smallfirst_protocol::CompletionTokensDetails {
+            reasoning_tokens: reasoning,
+        });
+    }
+    usage
+}
+
+/// Two usage events of one answer (Anthropic's input at the start, output at the end).
+fn merge(a: Option<Usage>, b: Usage) -> Usage {
+    let Some(a) = a else { return b };
+    let mut u = Usage::new(
+        a.prompt_tokens.max(b.prompt_tokens),
+        a.completion_tokens.max(b.completion_tokens),
+    );
+    u.prompt_tokens_details = b.prompt_tokens_details.or(a.prompt_tokens_details);
+    u.completion_tokens_details = b.completion_tokens_details.or(a.completion_tokens_details);
+    u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn usage_is_read_in_every_protocol() {
+        let openai = json!({"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5,
+            "total_tokens": 17, "prompt_tokens_details": {"cached_tokens": 8}}});
+        let u = usage_of_event(&openai).expect("usage");
+        assert_eq!(
+            (u.prompt_tokens, u.cached_tokens(), u.completion_tokens),
+            (12, 8, 5)
+        );
+        let start = json!({"type": "message_start", "message": {"usage": {"input_tokens": 10,
+            "cache_read_input_tokens": 30, "output_tokens": 1}}});
+        let delta = json!({"type": "message_delta", "usage": {"output_tokens": 7}});
+        let u = merge(
+            usage_of_event(&start),
+            usage_of_event(&delta).expect("usage"),
+        );
+        assert_eq!(
+            (u.prompt_tokens, u.cached_tokens(), u.completion_tokens),
+            (40, 30, 7)
+        );
+        let done = json!({"type": "response.completed", "response": {"usage": {"input_tokens": 9,
+            "output_tokens": 4, "output_tokens_details": {"reasoning_tokens": 2}}}});
+        let u = usage_of_event(&done).expect("usage");
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.reasoning_tokens()),
+            (9, 4, 2)
+        );
+        assert!(usage_of_event(&json!({"choices": [{"delta": {}}]})).is_none());
+        let body =
+            br#"{"object": "list", "data": [], "usage": {"prompt_tokens": 3, "total_tokens": 3}}"#;
+        assert_eq!(usage_in(body).map(|u| u.prompt_tokens), Some(3));
+        assert!(usage_in(b"not json").is_none());
+    }
+
+    #[test]
+    fn errors_are_seen_in_every_protocol() {
+        assert!(is_error(r#"{"error": {"message": "x"}}"#));
+        assert!(is_error(
+            r#"{"type": "error", "error": {"type": "overloaded_error"}}"#
+        ));
+        assert!(is_error(r#"{"type": "response.failed", "response": {}}"#));
+        assert!(!is_error(
+            r#"{"choices": [{"delta": {"content": "\"error\""}}]}"#
+        ));
+        assert!(!is_error(r#"{"error": null}"#));
+    }
+
+    #[test]
+    fn ingress_names() {
+        assert_eq!(ingress("/v1/chat/completions"), Some("chat"));
+        assert_eq!(ingress("/v1/messages/count_tokens"), None);
+        assert_eq!(ingress("/health"), None);
+    }
+}
