@@ -16,6 +16,8 @@ compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null \
   || compgen -G '/usr/lib/*/libclang-[0-9]*.so*' >/dev/null \
   || need+=(libclang-dev)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# The ledger's tests run on a PostgreSQL server of their own (scripts/test.sh starts it).
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
 # The eval report's test opens the page in a real browser.
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then

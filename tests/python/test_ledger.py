@@ -2,12 +2,15 @@
 refused, failed, cancelled, streamed), tokens read from streamed upstream answers without the
 client seeing a usage chunk it did not ask for, counts equal to the requests sent under
 concurrent load, the report over HTTP and from the CLI, and what a clean stop and `kill -9`
-keep."""
+keep — each on SQLite and on a real PostgreSQL server (scripts/test.sh starts one and names it
+in SMALLFIRST_TEST_POSTGRES); and two replicas sharing one PostgreSQL ledger."""
 
 import concurrent.futures
 import csv
 import io
 import json
+import os
+import uuid
 import signal
 import sqlite3
 import subprocess
@@ -27,7 +30,59 @@ HELLO = [{"role": "user", "content": "Say hello."}]
 FRONTIER_IN, FRONTIER_OUT = 2.5, 10.0
 
 
-def config_text(upstream, ledger, extra=""):
+class Store:
+    """Where a test's ledger is: a SQLite file, or a database of its own on the test run's
+    PostgreSQL server."""
+
+    def __init__(self, kind, tmp):
+        self.kind = kind
+        if kind == "sqlite":
+            self.path = tmp / "ledger.sqlite"
+            self.target = str(self.path)
+            self.toml = f'path = "{self.path}"'
+            return
+        server = os.environ.get("SMALLFIRST_TEST_POSTGRES")
+        if not server:
+            pytest.skip("no PostgreSQL server (scripts/test.sh starts one and sets SMALLFIRST_TEST_POSTGRES)")
+        name = f"ledger_{uuid.uuid4().hex[:12]}"
+        subprocess.run(["psql", server, "-q", "-c", f"CREATE DATABASE {name}"], check=True, timeout=60)
+        self.target = server.rsplit("/", 1)[0] + "/" + name
+        self.toml = f'url = "{self.target}"'
+
+    def query(self, sql):
+        """Rows as dicts, booleans as 0 / 1 and numbers as numbers, whichever the store."""
+        if self.kind == "sqlite":
+            with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True) as db:
+                db.row_factory = sqlite3.Row
+                return [dict(r) for r in db.execute(sql).fetchall()]
+        out = subprocess.run(["psql", self.target, "--csv", "-c", sql], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+        return [{k: pg_value(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(out))]
+
+    @property
+    def table(self):
+        return "requests" if self.kind == "sqlite" else "smallfirst_requests"
+
+
+def pg_value(v):
+    if v == "":
+        return None
+    if v in ("t", "f"):
+        return int(v == "t")
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def store_kind(request):
+    return request.param
+
+
+def config_text(upstream, store, extra=""):
     return f"""
 [tiers.local]
 backend = "embedded"
@@ -62,7 +117,7 @@ labels = ["positive", "negative"]
 threshold = 0.999
 
 [ledger]
-path = "{ledger}"
+{store.toml}
 baseline = "frontier"
 {extra}
 """
@@ -76,13 +131,13 @@ def upstream():
 
 
 @pytest.fixture(scope="module")
-def gateway(binary, tmp_path_factory, upstream):
+def gateway(binary, tmp_path_factory, upstream, store_kind):
     log_dir = tmp_path_factory.mktemp("ledger")
-    ledger = log_dir / "ledger.sqlite"
+    store = Store(store_kind, log_dir)
     config = log_dir / "smallfirst.toml"
-    config.write_text(config_text(upstream, ledger))
+    config.write_text(config_text(upstream, store))
     proc, base = spawn(binary, ["--config", str(config)], log_dir)
-    yield base, ledger, config
+    yield base, store, config
     stop(proc, log_dir)
 
 
@@ -97,13 +152,10 @@ def report(base, **params):
     return r.json()
 
 
-def rows(ledger, request_ids):
-    """The ledger's rows for these requests, by request id (the report flushes first)."""
-    with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True) as db:
-        db.row_factory = sqlite3.Row
-        marks = ",".join("?" * len(request_ids))
-        found = db.execute(f"SELECT * FROM requests WHERE request_id IN ({marks})", list(request_ids)).fetchall()
-    return {r["request_id"]: dict(r) for r in found}
+def rows(store, request_ids):
+    """The ledger's rows for these requests, by request id (request ids are `[A-Za-z0-9_]`)."""
+    ids = ",".join(f"'{i}'" for i in request_ids)
+    return {r["request_id"]: r for r in store.query(f"SELECT * FROM {store.table} WHERE request_id IN ({ids})")}
 
 
 def test_every_ingress_and_outcome_is_recorded(gateway, client, upstream):
@@ -245,37 +297,36 @@ def test_the_report_from_http_and_from_the_cli_agree(gateway, binary):
     assert t["savings_pct"] == pytest.approx(t["savings"] / t["baseline_cost"])
     assert sum(t["tiers"].values()) == t["answered"]
 
-    table = subprocess.run([str(binary), "report", "--ledger", str(ledger), "--by", "tier"],
+    table = subprocess.run([str(binary), "report", "--ledger", ledger.target, "--by", "tier"],
                            capture_output=True, text=True, timeout=60)
     assert table.returncode == 0 and "frontier" in table.stdout and "total" in table.stdout, table.stderr
-    as_csv = subprocess.run([str(binary), "report", "--ledger", str(ledger), "--by", "day", "--csv"],
+    as_csv = subprocess.run([str(binary), "report", "--ledger", ledger.target, "--by", "day", "--csv"],
                             capture_output=True, text=True, timeout=60)
     parsed = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert parsed[-1]["group"] == "total" and int(parsed[-1]["requests"]) >= t["requests"]
     assert parsed[0]["group"] == time.strftime("%Y-%m-%d", time.gmtime())
 
-    bad = subprocess.run([str(binary), "report", "--ledger", str(ledger), "--since", "yesterday"],
+    bad = subprocess.run([str(binary), "report", "--ledger", ledger.target, "--since", "yesterday"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "--since" in bad.stderr and "\n" == bad.stderr[-1] and bad.stderr.count("\n") == 1
     r = httpx.get(f"{base}/v1/smallfirst/report", params={"by": "colour"}, timeout=30)
     assert r.status_code == 400 and r.json()["error"]["param"] == "by"
 
 
-def crash_server(binary, tmp_path, upstream, extra=""):
-    ledger = tmp_path / "ledger.sqlite"
+def crash_server(binary, tmp_path, upstream, kind, extra=""):
+    store = Store(kind, tmp_path)
     config = tmp_path / "smallfirst.toml"
-    config.write_text(config_text(upstream, ledger, extra))
+    config.write_text(config_text(upstream, store, extra))
     proc, base = spawn(binary, ["--config", str(config)], tmp_path)
-    return proc, base, ledger
+    return proc, base, store
 
 
-def count(ledger):
-    with sqlite3.connect(f"file:{ledger}?mode=ro", uri=True) as db:
-        return db.execute("SELECT COUNT(*) FROM requests").fetchone()[0]
+def count(store):
+    return store.query(f"SELECT COUNT(*) AS n FROM {store.table}")[0]["n"]
 
 
-def test_a_clean_stop_keeps_every_record(binary, tmp_path, upstream):
-    proc, base, ledger = crash_server(binary, tmp_path, upstream, "commit_ms = 5000")
+def test_a_clean_stop_keeps_every_record(binary, tmp_path, upstream, store_kind):
+    proc, base, ledger = crash_server(binary, tmp_path, upstream, store_kind, "commit_ms = 5000")
     with httpx.Client(timeout=30) as h:
         for _ in range(40):
             assert h.post(f"{base}/v1/chat/completions", json={"model": "frontier", "messages": HELLO}).status_code == 200
@@ -284,9 +335,9 @@ def test_a_clean_stop_keeps_every_record(binary, tmp_path, upstream):
     assert count(ledger) == 40
 
 
-def test_kill_9_loses_at_most_the_commit_window(binary, tmp_path, upstream):
+def test_kill_9_loses_at_most_the_commit_window(binary, tmp_path, upstream, store_kind):
     window_s = 0.05
-    proc, base, ledger = crash_server(binary, tmp_path, upstream, "commit_ms = 50")
+    proc, base, ledger = crash_server(binary, tmp_path, upstream, store_kind, "commit_ms = 50")
     done = []  # monotonic times at which an answer was complete
     halt = threading.Event()
 
@@ -319,3 +370,29 @@ def test_kill_9_loses_at_most_the_commit_window(binary, tmp_path, upstream):
     assert len(answered) > 50, "the load was too light to test anything"
     assert kept >= len(answered) - recent, f"{len(answered)} answered, {kept} kept, {recent} in the last window"
     assert kept <= len(done) + len(threads), "records for answers that were never sent"
+
+
+def test_two_replicas_share_one_postgresql_ledger(binary, tmp_path_factory, upstream):
+    store = Store("postgres", tmp_path_factory.mktemp("replicas"))
+    servers = []
+    for name in ("a", "b"):
+        d = tmp_path_factory.mktemp(f"replica-{name}")
+        config = d / "smallfirst.toml"
+        config.write_text(config_text(upstream, store))
+        servers.append((spawn(binary, ["--config", str(config)], d), d))
+    try:
+        sent = {"a": 7, "b": 5}
+        for ((_, base), _), n in zip(servers, sent.values()):
+            with httpx.Client(timeout=30) as h:
+                for _ in range(n):
+                    assert h.post(f"{base}/v1/chat/completions",
+                                  json={"model": "frontier", "messages": HELLO}).status_code == 200
+        for (_, base), _ in servers:
+            report(base)  # each flushes its own
+        for (_, base), _ in servers:
+            assert report(base)["total"]["requests"] == sum(sent.values()), "a replica sees the other's requests"
+        replicas = store.query(f"SELECT replica, COUNT(*) AS n FROM {store.table} GROUP BY replica ORDER BY n DESC")
+        assert [r["n"] for r in replicas] == [7, 5]
+    finally:
+        for (proc, _), d in servers:
+            stop(proc, d)

@@ -1,7 +1,10 @@
 //! Sustained records per second into the ledger: `N` records sent as fast as one thread can
 //! send them, timed from the first send to the flush that commits the last.
 //!
-//! usage: cargo run --release -p smallfirst-ledger --example ledger_throughput -- [ROWS] [COMMIT_MS]
+//! usage: cargo run --release -p smallfirst-ledger --example ledger_throughput -- [ROWS] [COMMIT_MS] [POSTGRES_URL]
+//!
+//! Without a URL, into a SQLite file in a temporary directory; with one, into that database
+//! (its `smallfirst_requests` table should be empty: the count is checked).
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +20,14 @@ fn record(i: usize) -> Record {
         task: Some("classify".into()),
         task_source: Some("header".into()),
         reason: "task=classify".into(),
-        tier: Some(if i.is_multiple_of(4) { "frontier" } else { "local" }.into()),
+        tier: Some(
+            if i.is_multiple_of(4) {
+                "frontier"
+            } else {
+                "local"
+            }
+            .into(),
+        ),
         model: Some("qwen2.5-coder-1.5b-instruct".into()),
         on_machine: !i.is_multiple_of(4),
         tried: vec!["local".into()],
@@ -47,8 +57,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rows: usize = args.next().map_or(Ok(200_000), |a| a.parse())?;
     let window = Duration::from_millis(args.next().map_or(Ok(50), |a| a.parse())?);
     let dir = tempfile::tempdir()?;
-    let target = Target::Sqlite(dir.path().join("ledger.sqlite"));
-    let ledger = Ledger::open(target, window)?;
+    let target = match args.next() {
+        Some(url) => Target::Postgres(url),
+        None => Target::Sqlite(dir.path().join("ledger.sqlite")),
+    };
+    let ledger = Ledger::open(target.clone(), window)?;
     let start = Instant::now();
     for i in 0..rows {
         ledger.record(record(i));
@@ -63,7 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ledger.close()?;
     assert_eq!(kept, rows as u64, "every record committed");
     eprintln!(
-        "{rows} records in {secs:.3} s: {:.0} records/s, {commits} commits ({:.0} records each), window {} ms",
+        "{target}: {rows} records in {secs:.3} s: {:.0} records/s, {commits} commits ({:.0} records each), window {} ms",
         rows as f64 / secs,
         rows as f64 / commits.max(1) as f64,
         window.as_millis()

@@ -8,7 +8,8 @@
 //!   batches, each record at most one commit window after it was sent. [`Ledger::flush`]
 //!   returns once everything sent before it is committed; [`Ledger::close`] flushes and stops
 //!   the writer.
-//! - `sqlite`: the store (WAL, versioned migrations).
+//! - `sqlite`: the default store, a file (WAL, versioned migrations); `postgres`: a
+//!   PostgreSQL server that several replicas share, the same records in the same columns.
 //! - [`report`]: requests, tier shares, escalations, cost, the baseline's cost, savings and
 //!   latency percentiles over a time range, grouped by tier, task, key or day.
 //!
@@ -16,8 +17,9 @@
 //! A clean shutdown ([`Ledger::close`]) keeps every record. A process killed outright
 //! (`kill -9`) loses at most the records sent in the last commit window (50 ms by default,
 //! `[ledger] commit_ms`) plus the commit running then: a committed batch is in SQLite's
-//! write-ahead log before the commit returns.
+//! write-ahead log (or PostgreSQL's) before the commit returns.
 
+mod postgres;
 mod record;
 pub mod report;
 mod sqlite;
@@ -66,15 +68,80 @@ enum Message {
 }
 
 /// Where records are kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Target {
     Sqlite(PathBuf),
+    /// A PostgreSQL connection URL or libpq settings; printed without its password.
+    Postgres(String),
 }
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Sqlite(p) => write!(f, "{}", p.display()),
+            Target::Postgres(url) => f.write_str(&redacted(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Target({self})")
+    }
+}
+
+/// A PostgreSQL URL with its user and password left out (`postgres://…@host/db`); libpq
+/// settings with their `password=` left out.
+pub(crate) fn redacted(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        return match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://…@{host}"),
+            None => url.to_string(),
+        };
+    }
+    url.split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=*****"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The store the writer commits to.
+enum Store {
+    Sqlite(rusqlite::Connection),
+    Postgres {
+        // Boxed: a client is far larger than a SQLite connection handle.
+        client: Box<::postgres::Client>,
+        url: String,
+    },
+}
+
+impl Store {
+    fn open(target: &Target) -> Result<Store, LedgerError> {
+        Ok(match target {
+            Target::Sqlite(path) => Store::Sqlite(sqlite::open(path)?),
+            Target::Postgres(url) => Store::Postgres {
+                client: Box::new(postgres::open(url)?),
+                url: url.clone(),
+            },
+        })
+    }
+
+    fn insert(&mut self, rows: &[Record]) -> Result<(), LedgerError> {
+        match self {
+            Store::Sqlite(conn) => sqlite::insert(conn, rows),
+            Store::Postgres { client, url } => {
+                // A connection the server closed (a restart, a failover) is opened again.
+                if client.is_closed() {
+                    **client = postgres::open(url)?;
+                }
+                postgres::insert(client, rows)
+            }
         }
     }
 }
@@ -100,8 +167,7 @@ impl Ledger {
     /// Opens (and migrates) the store and starts the writer, which commits each record at
     /// most `window` after it is sent.
     pub fn open(target: Target, window: Duration) -> Result<Ledger, LedgerError> {
-        let Target::Sqlite(path) = &target;
-        let conn = sqlite::open(path)?;
+        let conn = Store::open(&target)?;
         let (sender, receiver) = mpsc::sync_channel(QUEUE);
         let stats = Arc::new(Stats::default());
         let writer_stats = Arc::clone(&stats);
@@ -109,7 +175,7 @@ impl Ledger {
             .name("smallfirst-ledger".into())
             .spawn(move || write_loop(conn, &receiver, window, &writer_stats))
             .map_err(|e| LedgerError::Open {
-                place: path.display().to_string(),
+                place: target.to_string(),
                 reason: format!("cannot start the writer: {e}"),
             })?;
         Ok(Ledger {
@@ -184,22 +250,26 @@ impl Ledger {
 
 /// A report read from `target` without a writer: what `smallfirst report` does.
 pub fn read(target: &Target, query: &Query) -> Result<Report, LedgerError> {
-    let Target::Sqlite(path) = target;
-    if !path.exists() {
-        return Err(LedgerError::Open {
-            place: path.display().to_string(),
-            reason: "no ledger there yet (hint: it is created when `smallfirst serve` starts)"
-                .into(),
-        });
-    }
-    let conn = sqlite::reader(path)?;
     let (since, until) = query.range();
-    let rows = sqlite::select(&conn, since, until)?;
+    let rows = match target {
+        Target::Sqlite(path) => {
+            if !path.exists() {
+                return Err(LedgerError::Open {
+                    place: path.display().to_string(),
+                    reason:
+                        "no ledger there yet (hint: it is created when `smallfirst serve` starts)"
+                            .into(),
+                });
+            }
+            sqlite::select(&sqlite::reader(path)?, since, until)?
+        }
+        Target::Postgres(url) => postgres::select(url, since, until)?,
+    };
     Ok(report::build(&rows, query))
 }
 
 fn write_loop(
-    mut conn: rusqlite::Connection,
+    mut conn: Store,
     receiver: &mpsc::Receiver<Message>,
     window: Duration,
     stats: &Stats,
@@ -260,10 +330,10 @@ fn write_loop(
 
 /// One batch committed; a busy database is tried again a few times before the batch is
 /// given up.
-fn commit(conn: &mut rusqlite::Connection, batch: &[Record]) -> Result<(), LedgerError> {
+fn commit(conn: &mut Store, batch: &[Record]) -> Result<(), LedgerError> {
     let mut tries = 0;
     loop {
-        match sqlite::insert(conn, batch) {
+        match conn.insert(batch) {
             Ok(()) => return Ok(()),
             Err(e) if tries < 3 => {
                 tries += 1;
@@ -328,22 +398,75 @@ mod tests {
         }
     }
 
-    #[test]
-    fn records_round_trip_and_close_keeps_every_one() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let target = Target::Sqlite(dir.path().join("sub/ledger.sqlite"));
+    /// Records sent, closed, read back: every one, every field as it went in.
+    fn round_trip(target: &Target) {
         let ledger = Ledger::open(target.clone(), Duration::from_millis(20)).expect("open");
         for i in 0..2_500 {
             ledger.record(record(i));
         }
         ledger.close().expect("close");
-        let report = read(&target, &Query::default()).expect("report");
+        let report = read(target, &Query::default()).expect("report");
         assert_eq!(report.total.requests, 2_500);
         assert_eq!(report.total.tokens.cached, 4 * 2_500);
-        // Every field comes back as it went in.
-        let conn = sqlite::reader(dir.path().join("sub/ledger.sqlite").as_path()).expect("open");
-        let rows = sqlite::select(&conn, 1_007, 1_008).expect("select");
+        let rows = match target {
+            Target::Sqlite(path) => {
+                sqlite::select(&sqlite::reader(path).expect("open"), 1_007, 1_008).expect("select")
+            }
+            Target::Postgres(url) => postgres::select(url, 1_007, 1_008).expect("select"),
+        };
         assert_eq!(rows, vec![record(7)]);
+        // Opened again: migrated already, and the records stay.
+        let again = Ledger::open(target.clone(), Duration::from_millis(1)).expect("reopen");
+        again.record(record(9_999));
+        again.close().expect("close");
+        assert_eq!(
+            read(target, &Query::default())
+                .expect("report")
+                .total
+                .requests,
+            2_501
+        );
+    }
+
+    #[test]
+    fn records_round_trip_and_close_keeps_every_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        round_trip(&Target::Sqlite(dir.path().join("sub/ledger.sqlite")));
+    }
+
+    /// On the PostgreSQL server `SMALLFIRST_TEST_POSTGRES` names (scripts/test.sh starts one),
+    /// in a database of the test's own.
+    #[test]
+    fn postgres_keeps_the_same_records() {
+        let Ok(server) = std::env::var("SMALLFIRST_TEST_POSTGRES") else {
+            eprintln!("skipped: SMALLFIRST_TEST_POSTGRES is not set (scripts/test.sh sets it)");
+            return;
+        };
+        let name = format!("ledger_unit_{}", std::process::id());
+        let mut admin = ::postgres::Client::connect(&server, ::postgres::NoTls).expect("connect");
+        // Two statements: neither may run inside the transaction a batch of them makes.
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .expect("drop");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create");
+        let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+        round_trip(&Target::Postgres(format!("{base}/{name}")));
+        admin
+            .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .expect("drop");
+    }
+
+    #[test]
+    fn passwords_are_not_printed() {
+        let t = Target::Postgres("postgres://me:secret@db.lan:5432/ledger".into());
+        assert_eq!(t.to_string(), "postgres://…@db.lan:5432/ledger");
+        assert_eq!(
+            redacted("host=/run/postgresql password=secret dbname=x"),
+            "host=/run/postgresql password=***** dbname=x"
+        );
+        assert_eq!(format!("{t:?}"), "Target(postgres://…@db.lan:5432/ledger)");
     }
 
     #[test]

@@ -13,13 +13,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::http::header;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use futures::Stream;
 use serde_json::Value;
 use smallfirst_ledger::{Ledger, Record, Status, Tokens};
 use smallfirst_protocol::Usage;
-use smallfirst_router::sse::SseParser;
 use smallfirst_router::{Config, Prices};
 
 use crate::gateway::Outcome;
@@ -210,43 +209,47 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// `response` with its body watched: the record is written when it ends or is dropped.
-pub(crate) fn meter(book: Arc<Book>, response: Response, pending: Pending) -> Response {
-    let (parts, body) = response.into_parts();
-    let sse = parts
-        .headers
+/// The record of `response` written: a whole body's at once (its usage read from it when the
+/// outcome did not carry one), a stream's when it ends or the client leaves.
+pub(crate) async fn meter(book: Arc<Book>, response: Response, pending: Pending) -> Response {
+    let sse = response
+        .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
-    let mode = if sse {
-        Mode::Sse {
-            parser: SseParser::new(),
-            strip: pending.facts.strip_usage,
+    if !sse {
+        if pending.facts.usage.is_some() || pending.http_status >= 400 {
+            book.write(pending, End::whole(None));
+            return response;
         }
-    } else if pending.facts.usage.is_none() && pending.http_status < 400 {
-        Mode::Json(Vec::new())
-    } else {
-        Mode::Whole
-    };
+        // A whole body is in memory already; read it for its usage and hand it on as it was.
+        let (parts, body) = response.into_parts();
+        let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+            Ok(b) => b,
+            Err(e) => {
+                book.write(pending, End::whole(None));
+                return crate::ApiError::Internal(format!("the answer could not be sent: {e}"))
+                    .into_response();
+            }
+        };
+        let usage = (bytes.len() <= MAX_USAGE_BODY)
+            .then(|| usage_in(&bytes))
+            .flatten();
+        book.write(pending, End::whole(usage));
+        return Response::from_parts(parts, Body::from(bytes));
+    }
+    let (parts, body) = response.into_parts();
     let metered = Metered {
         body: body.into_data_stream(),
         book,
+        strip: pending.facts.strip_usage,
         pending: Some(pending),
-        mode,
+        held: BytesMut::new(),
         usage: None,
         first: None,
         broken: false,
     };
     Response::from_parts(parts, Body::from_stream(metered))
-}
-
-enum Mode {
-    /// An event stream: its usage and errors read from its events.
-    Sse { parser: SseParser, strip: bool },
-    /// A whole JSON body whose usage is read at its end.
-    Json(Vec<u8>),
-    /// A body whose usage is known already.
-    Whole,
 }
 
 enum EndKind {
@@ -261,22 +264,49 @@ struct End {
     first: Option<Instant>,
 }
 
+impl End {
+    fn whole(usage: Option<Usage>) -> End {
+        End {
+            kind: EndKind::Complete,
+            usage,
+            first: None,
+        }
+    }
+}
+
+/// A stream on its way to the client: its events looked into only where one may carry usage
+/// or an error, and, when the usage event is to be taken out, handed on a whole event at a
+/// time (a piece of an event waits in `held` for the rest).
 struct Metered {
     body: axum::body::BodyDataStream,
     book: Arc<Book>,
     pending: Option<Pending>,
-    mode: Mode,
+    strip: bool,
+    /// The bytes after the last whole event seen.
+    held: BytesMut,
     usage: Option<Usage>,
     first: Option<Instant>,
     broken: bool,
 }
 
+/// Where the last whole event in `buf` ends (after its blank line), if one does.
+fn events_end(buf: &[u8]) -> Option<usize> {
+    let lf = memchr::memmem::rfind(buf, b"\n\n").map(|i| i + 2);
+    let crlf = memchr::memmem::rfind(buf, b"\r\n\r\n").map(|i| i + 4);
+    lf.max(crlf)
+}
+
+/// Whether whole events may carry what the ledger reads.
+fn worth_reading(events: &[u8]) -> bool {
+    use memchr::memmem::find;
+    find(events, b"\"usage\"").is_some()
+        || find(events, b"\"error\"").is_some()
+        || find(events, b"response.failed").is_some()
+}
+
 impl Metered {
     fn finish(&mut self, kind: EndKind) {
         if let Some(p) = self.pending.take() {
-            if let Mode::Json(bytes) = &self.mode {
-                self.usage = usage_in(bytes);
-            }
             let end = End {
                 kind,
                 usage: self.usage,
@@ -286,44 +316,66 @@ impl Metered {
         }
     }
 
-    /// One piece of the body, read (and, for a stripped stream, rewritten).
+    /// One piece of the stream, read; what goes on to the client (the same bytes, unless the
+    /// usage event is taken out).
     fn read(&mut self, bytes: Bytes) -> Bytes {
         self.first.get_or_insert_with(Instant::now);
-        match &mut self.mode {
-            Mode::Whole => bytes,
-            Mode::Json(buf) => {
-                if buf.len() + bytes.len() <= MAX_USAGE_BODY {
-                    buf.extend_from_slice(&bytes);
-                } else {
-                    self.mode = Mode::Whole;
-                }
-                bytes
+        // Most pieces are whole events and nothing is held: no copy then.
+        let buf = if self.held.is_empty() {
+            bytes.clone()
+        } else {
+            self.held.extend_from_slice(&bytes);
+            self.held.split().freeze()
+        };
+        let end = events_end(&buf).unwrap_or(0);
+        let (events, rest) = (buf.slice(..end), buf.slice(end..));
+        self.held.extend_from_slice(&rest);
+        let mut out = events.clone();
+        if worth_reading(&events) {
+            out = self.events(&events);
+        }
+        if self.strip { out } else { bytes }
+    }
+
+    /// Whole events read for usage and errors; returned without a usage-only event when it is
+    /// to be taken out.
+    fn events(&mut self, events: &Bytes) -> Bytes {
+        let mut ends: Vec<usize> = memchr::memmem::find_iter(events, b"\n\n")
+            .map(|i| i + 2)
+            .chain(memchr::memmem::find_iter(events, b"\r\n\r\n").map(|i| i + 4))
+            .collect();
+        ends.sort_unstable();
+        let mut kept = BytesMut::with_capacity(events.len());
+        let mut start = 0;
+        for end in ends {
+            let raw = &events[start..end];
+            let at = start;
+            start = end;
+            let text = String::from_utf8_lossy(raw);
+            let data: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            let data = data.join("\n");
+            let mut usage_only = false;
+            if data.contains("\"error\"") || data.contains("response.failed") {
+                self.broken |= is_error(&data);
             }
-            Mode::Sse { parser, strip } => {
-                let events = parser.push(&bytes);
-                let mut out = BytesMut::new();
-                for e in &events {
-                    let data = e.data.as_str();
-                    let mut usage_only = false;
-                    if data.contains("\"error\"") || data.contains("response.failed") {
-                        self.broken |= is_error(data);
-                    }
-                    if data.contains("\"usage\"")
-                        && let Ok(v) = serde_json::from_str::<Value>(data)
-                    {
-                        if let Some(u) = usage_of_event(&v) {
-                            self.usage = Some(merge(self.usage, u));
-                        }
-                        usage_only = v["choices"].as_array().is_some_and(Vec::is_empty)
-                            && v["usage"].is_object();
-                    }
-                    if *strip && !usage_only {
-                        write_event(&mut out, e.name.as_deref(), data);
-                    }
+            if data.contains("\"usage\"")
+                && let Ok(v) = serde_json::from_str::<Value>(&data)
+            {
+                if let Some(u) = usage_of_event(&v) {
+                    self.usage = Some(merge(self.usage, u));
                 }
-                if *strip { out.freeze() } else { bytes }
+                usage_only =
+                    v["choices"].as_array().is_some_and(Vec::is_empty) && v["usage"].is_object();
+            }
+            if !(self.strip && usage_only) {
+                kept.extend_from_slice(&events[at..end]);
             }
         }
+        kept.freeze()
     }
 }
 
@@ -353,6 +405,10 @@ impl Stream for Metered {
                         EndKind::Complete
                     };
                     this.finish(kind);
+                    // A stripped stream's last bytes, if they never ended an event.
+                    if this.strip && !this.held.is_empty() {
+                        return Poll::Ready(Some(Ok(this.held.split().freeze())));
+                    }
                     Poll::Ready(None)
                 }
                 Poll::Pending => Poll::Pending,
@@ -365,20 +421,6 @@ impl Drop for Metered {
     fn drop(&mut self) {
         self.finish(EndKind::Dropped);
     }
-}
-
-fn write_event(out: &mut BytesMut, event: Option<&str>, data: &str) {
-    if let Some(name) = event {
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\n");
-    }
-    for line in data.split('\n') {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(line.as_bytes());
-        out.extend_from_slice(b"\n");
-    }
-    out.extend_from_slice(b"\n");
 }
 
 /// Whether an event says the answer failed: OpenAI's `{"error": …}`, Anthropic's

@@ -60,7 +60,7 @@ pub(crate) async fn observe(
                 http_status: response.status().as_u16(),
                 facts,
             };
-            response = crate::ledger::meter(std::sync::Arc::clone(book), response, pending);
+            response = crate::ledger::meter(std::sync::Arc::clone(book), response, pending).await;
         }
         if let Ok(v) = HeaderValue::from_str(&id) {
             response.headers_mut().insert(REQUEST_ID, v);

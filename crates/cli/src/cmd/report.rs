@@ -9,6 +9,7 @@ use anyhow::Context;
 use smallfirst_ledger::report::parse_time;
 use smallfirst_ledger::{By, Group, Ledger, Query, Report, Target};
 use smallfirst_router::Config;
+use smallfirst_router::config::Postgres;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -16,7 +17,8 @@ pub(crate) struct Args {
     /// directory].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// A ledger file to read instead of the configured one.
+    /// A ledger to read instead of the configured one: a SQLite file, or a PostgreSQL URL
+    /// (`postgres://…`).
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     pub ledger: Option<PathBuf>,
     /// From: a date (2026-12-07), an RFC 3339 time, or a span back from now (30m, 24h, 7d).
@@ -36,13 +38,24 @@ pub(crate) struct Args {
     pub csv: bool,
 }
 
-/// Where the configuration keeps its ledger.
-fn target(config: &Config, file: Option<&Path>) -> Target {
+/// Where the configuration keeps its ledger (a PostgreSQL URL's variable read now).
+fn target(config: &Config, file: Option<&Path>) -> anyhow::Result<Target> {
+    if let Some(pg) = &config.ledger.postgres {
+        return Ok(Target::Postgres(match pg {
+            Postgres::Url(url) => url.clone(),
+            Postgres::Env(var) => std::env::var(var)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .with_context(|| {
+                    format!("`ledger.url_env` names `{var}`, which is not set (hint: export {var}=postgres://…)")
+                })?,
+        }));
+    }
     let path = match &config.ledger.path {
         Some(p) => super::train::beside(file, &p.to_string_lossy()),
         None => smallfirst_ledger::default_file(&crate::env::data_dir()),
     };
-    Target::Sqlite(path)
+    Ok(Target::Sqlite(path))
 }
 
 /// The ledger `serve` records in, opened; `None` when `[ledger] enabled = false`.
@@ -51,7 +64,7 @@ pub(crate) fn open_ledger(config: &Config, file: Option<&Path>) -> anyhow::Resul
         tracing::info!("the ledger is off ([ledger] enabled = false)");
         return Ok(None);
     }
-    let target = target(config, file);
+    let target = target(config, file)?;
     let ledger = Ledger::open(target, config.ledger.commit_window).context(
         "the ledger could not be opened (hint: set `[ledger] path`, or `enabled = false` to run without one)",
     )?;
@@ -66,9 +79,14 @@ pub(crate) fn open_ledger(config: &Config, file: Option<&Path>) -> anyhow::Resul
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let target = match (&args.ledger, &args.config) {
-        (Some(path), _) => Target::Sqlite(path.clone()),
-        (None, Some(file)) => target(&Config::load(file)?, Some(file)),
-        (None, None) => target(&Config::embedded(smallfirst_models::DEFAULT_MODEL), None),
+        (Some(path), _) => match path.to_str() {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Target::Postgres(url.to_string())
+            }
+            _ => Target::Sqlite(path.clone()),
+        },
+        (None, Some(file)) => target(&Config::load(file)?, Some(file))?,
+        (None, None) => target(&Config::embedded(smallfirst_models::DEFAULT_MODEL), None)?,
     };
     let now = now_ms();
     let time = |name: &str, v: &Option<String>| {

@@ -20,8 +20,10 @@ const MAX_COMMIT_MS: u64 = 10_000;
 pub struct LedgerConfig {
     /// Whether requests are recorded at all (TOML `enabled`, default true).
     pub enabled: bool,
-    /// The SQLite file; `None`: `ledger.sqlite` in the data directory.
+    /// The SQLite file; `None`: `ledger.sqlite` in the data directory (unless `postgres`).
     pub path: Option<PathBuf>,
+    /// A PostgreSQL server to keep the records in instead, shared by replicas.
+    pub postgres: Option<Postgres>,
     /// The tier savings are measured against: the one named, else the tier with the highest
     /// prices; `None` when no tier has a price.
     pub baseline: Option<String>,
@@ -31,11 +33,22 @@ pub struct LedgerConfig {
     pub commit_window: Duration,
 }
 
+/// Where a PostgreSQL ledger is: its connection URL (`postgres://user@host:5432/db`, or
+/// libpq's `host=/run/postgresql dbname=smallfirst`), or the variable that holds one (for a
+/// URL with a password in it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Postgres {
+    Url(String),
+    Env(String),
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawLedger {
     enabled: Option<bool>,
     path: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    url_env: Option<Spanned<String>>,
     baseline: Option<Spanned<String>>,
     store_text: Option<bool>,
     commit_ms: Option<Spanned<u64>>,
@@ -49,6 +62,65 @@ impl RawLedger {
             }
             p => p.map(|p| PathBuf::from(p.into_inner())),
         };
+        let postgres = match (self.url, self.url_env) {
+            (Some(_), Some(e)) => {
+                return invalid(
+                    "ledger.url_env".into(),
+                    e.span(),
+                    "give `url` or `url_env`, not both",
+                );
+            }
+            (Some(u), None) => {
+                let text = u.get_ref().trim();
+                let url_form = text.starts_with("postgres://") || text.starts_with("postgresql://");
+                if !url_form && !text.contains('=') {
+                    return invalid(
+                        "ledger.url".into(),
+                        u.span(),
+                        "must be a PostgreSQL URL (postgres://user@host/db) or libpq settings (host=… dbname=…)",
+                    );
+                }
+                let userinfo = text
+                    .split_once("://")
+                    .and_then(|(_, rest)| rest.rsplit_once('@'))
+                    .map(|(who, _)| who);
+                if userinfo.is_some_and(|who| who.contains(':')) || text.contains("password=") {
+                    return invalid(
+                        "ledger.url".into(),
+                        u.span(),
+                        "a password does not belong in the file: name the variable that holds the URL with `url_env`",
+                    );
+                }
+                Some(Postgres::Url(text.to_string()))
+            }
+            (None, Some(e)) => {
+                let name = e.get_ref();
+                let ok = name
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !ok {
+                    return invalid(
+                        "ledger.url_env".into(),
+                        e.span(),
+                        "must be an environment variable's name (e.g. SMALLFIRST_LEDGER_URL)",
+                    );
+                }
+                Some(Postgres::Env(e.into_inner()))
+            }
+            (None, None) => None,
+        };
+        if let (Some(p), Some(_)) = (&path, &postgres) {
+            return Err((
+                "ledger.path".into(),
+                None,
+                format!(
+                    "`{}` is a SQLite file, and the ledger is in PostgreSQL: give one",
+                    p.display()
+                ),
+            ));
+        }
         let baseline = match self.baseline {
             Some(b) if tiers.iter().any(|t| t.name == *b.get_ref()) => Some(b.into_inner()),
             Some(b) => {
@@ -81,6 +153,7 @@ impl RawLedger {
         Ok(LedgerConfig {
             enabled: self.enabled.unwrap_or(true),
             path,
+            postgres,
             baseline,
             store_text: self.store_text.unwrap_or(false),
             commit_window,
@@ -93,6 +166,7 @@ impl Default for LedgerConfig {
         LedgerConfig {
             enabled: true,
             path: None,
+            postgres: None,
             baseline: None,
             store_text: false,
             commit_window: DEFAULT_COMMIT_WINDOW,

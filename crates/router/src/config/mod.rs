@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 pub use faults::Faults;
 use ledger::RawLedger;
-pub use ledger::{DEFAULT_COMMIT_WINDOW, LedgerConfig};
+pub use ledger::{DEFAULT_COMMIT_WINDOW, LedgerConfig, Postgres};
 pub use policy::{Calibration, DEFAULT_THRESHOLD, LowConfidence, PolicyConfig, Rule, TaskPolicy};
 use policy::{RawPolicy, RawTask};
 use server::RawServer;

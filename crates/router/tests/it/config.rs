@@ -213,3 +213,69 @@ fn no_file_means_one_local_embedded_tier() {
     assert!(c.tiers[0].on_machine);
     assert_eq!(c.tiers[0].backend.kind(), "embedded");
 }
+
+#[test]
+fn the_ledger_defaults_to_a_file_measured_against_the_priciest_tier() {
+    let c = Config::parse(GOOD).expect("valid");
+    assert!(c.ledger.enabled && c.ledger.path.is_none() && c.ledger.postgres.is_none());
+    assert_eq!(c.ledger.baseline.as_deref(), Some("frontier"));
+    assert_eq!(c.ledger.commit_window, Duration::from_millis(50));
+    let pg = Config::parse(&format!(
+        "{GOOD}\n[ledger]\nurl = \"postgres://smallfirst@db.lan/ledger\"\nbaseline = \"mid\"\ncommit_ms = 200\n"
+    ))
+    .expect("valid");
+    assert_eq!(
+        pg.ledger.postgres,
+        Some(smallfirst_router::config::Postgres::Url(
+            "postgres://smallfirst@db.lan/ledger".into()
+        ))
+    );
+    assert_eq!(pg.ledger.baseline.as_deref(), Some("mid"));
+    assert_eq!(pg.ledger.commit_window, Duration::from_millis(200));
+}
+
+#[test]
+fn ledger_mistakes_are_named() {
+    let cases = [
+        (
+            "baseline = \"gpt5\"",
+            "ledger.baseline",
+            "no tier is named `gpt5`",
+        ),
+        ("commit_ms = 0", "ledger.commit_ms", "1 to 10000"),
+        (
+            "url = \"postgres://me:hunter2@db/x\"",
+            "ledger.url",
+            "password does not belong",
+        ),
+        (
+            "url = \"host=db password=hunter2\"",
+            "ledger.url",
+            "password does not belong",
+        ),
+        ("url = \"mysql://db/x\"", "ledger.url", "PostgreSQL URL"),
+        (
+            "url = \"postgres://db/x\"\nurl_env = \"LEDGER\"",
+            "ledger.url_env",
+            "not both",
+        ),
+        (
+            "url_env = \"not a name\"",
+            "ledger.url_env",
+            "variable's name",
+        ),
+        (
+            "path = \"l.sqlite\"\nurl = \"postgres://db/x\"",
+            "ledger.path",
+            "give one",
+        ),
+        ("store = \"x\"", "ledger", "unknown field"),
+    ];
+    for (ledger, path, words) in cases {
+        let e = Config::parse(&format!("{GOOD}\n[ledger]\n{ledger}\n")).expect_err(ledger);
+        assert!(
+            e.path.starts_with(path) && e.message.contains(words),
+            "{ledger}: {e}"
+        );
+    }
+}
