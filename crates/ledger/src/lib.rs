@@ -345,6 +345,13 @@ fn commit(conn: &mut Store, batch: &[Record]) -> Result<(), LedgerError> {
     }
 }
 
+/// Milliseconds since the Unix epoch, now: the clock records and report ranges are in.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// The default ledger file inside a data directory.
 pub fn default_file(data_dir: &Path) -> PathBuf {
     data_dir.join("ledger.sqlite")

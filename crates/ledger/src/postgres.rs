@@ -6,7 +6,7 @@
 use postgres::{Client, NoTls};
 
 use crate::LedgerError;
-use crate::record::{Record, Status, Tokens};
+use crate::record::{COLUMNS, Columns, Record};
 
 /// The schema, one step per version, as in SQLite's store.
 const MIGRATIONS: &[&str] = &[
@@ -49,11 +49,6 @@ const VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// Any number, as long as no other program takes the same advisory lock for its migrations.
 const MIGRATION_LOCK: i64 = 0x736d_616c_6c66;
-
-const COLUMNS: &str = "at_ms, request_id, replica, key, ingress, task, task_source, reason, \
-    tier, model, on_machine, tried, escalated, confidence, method, prompt_tokens, \
-    cached_tokens, cache_write_tokens, completion_tokens, reasoning_tokens, cost, \
-    baseline_cost, latency_ms, ttft_ms, http_status, status, prompt, answer";
 
 fn store(e: &postgres::Error) -> LedgerError {
     LedgerError::Store(match e.as_db_error() {
@@ -134,7 +129,7 @@ pub(crate) fn insert(client: &mut Client, rows: &[Record]) -> Result<(), LedgerE
                 &r.tier,
                 &r.model,
                 &r.on_machine,
-                &r.tried.join(","),
+                &r.tried_text(),
                 &r.escalated,
                 &r.confidence,
                 &r.method,
@@ -180,50 +175,25 @@ pub(crate) fn select(url: &str, since: i64, until: i64) -> Result<Vec<Record>, L
         .query(&sql, &[&since, &until])
         .map_err(|e| store(&e))?;
     rows.iter()
-        .map(|r| {
-            let count = |i: usize| -> Result<u64, postgres::Error> {
-                Ok(r.try_get::<_, i64>(i)?.max(0) as u64)
-            };
-            let tried: String = r.try_get(11)?;
-            let status: String = r.try_get(25)?;
-            let http: i32 = r.try_get(24)?;
-            Ok(Record {
-                at_ms: r.try_get(0)?,
-                request_id: r.try_get(1)?,
-                replica: r.try_get(2)?,
-                key: r.try_get(3)?,
-                ingress: r.try_get(4)?,
-                task: r.try_get(5)?,
-                task_source: r.try_get(6)?,
-                reason: r.try_get(7)?,
-                tier: r.try_get(8)?,
-                model: r.try_get(9)?,
-                on_machine: r.try_get(10)?,
-                tried: tried
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-                escalated: r.try_get(12)?,
-                confidence: r.try_get(13)?,
-                method: r.try_get(14)?,
-                tokens: Tokens {
-                    prompt: count(15)?,
-                    cached: count(16)?,
-                    cache_write: count(17)?,
-                    completion: count(18)?,
-                    reasoning: count(19)?,
-                },
-                cost: r.try_get(20)?,
-                baseline_cost: r.try_get(21)?,
-                latency_ms: r.try_get(22)?,
-                ttft_ms: r.try_get(23)?,
-                http_status: u16::try_from(http).unwrap_or(0),
-                status: Status::parse(&status).unwrap_or(Status::Failed),
-                prompt: r.try_get(26)?,
-                answer: r.try_get(27)?,
-            })
-        })
+        .map(Record::from_columns)
         .collect::<Result<Vec<_>, postgres::Error>>()
         .map_err(|e| store(&e))
+}
+
+impl Columns for postgres::Row {
+    type Error = postgres::Error;
+    fn text(&self, i: usize) -> Result<Option<String>, postgres::Error> {
+        self.try_get(i)
+    }
+    fn int(&self, i: usize) -> Result<i64, postgres::Error> {
+        // `http_status` is an INTEGER, the rest BIGINT.
+        self.try_get::<_, i64>(i)
+            .or_else(|_| self.try_get::<_, i32>(i).map(i64::from))
+    }
+    fn real(&self, i: usize) -> Result<Option<f64>, postgres::Error> {
+        self.try_get(i)
+    }
+    fn flag(&self, i: usize) -> Result<bool, postgres::Error> {
+        self.try_get(i)
+    }
 }

@@ -98,3 +98,67 @@ pub struct Record {
     pub prompt: Option<String>,
     pub answer: Option<String>,
 }
+
+/// The columns records are stored in, in the order both stores write and read them.
+pub(crate) const COLUMNS: &str = "at_ms, request_id, replica, key, ingress, task, task_source, \
+    reason, tier, model, on_machine, tried, escalated, confidence, method, prompt_tokens, \
+    cached_tokens, cache_write_tokens, completion_tokens, reasoning_tokens, cost, \
+    baseline_cost, latency_ms, ttft_ms, http_status, status, prompt, answer";
+
+/// A stored row, read column by column in [`COLUMNS`] order, whatever the store's own types.
+pub(crate) trait Columns {
+    type Error;
+    fn text(&self, i: usize) -> Result<Option<String>, Self::Error>;
+    fn int(&self, i: usize) -> Result<i64, Self::Error>;
+    fn real(&self, i: usize) -> Result<Option<f64>, Self::Error>;
+    fn flag(&self, i: usize) -> Result<bool, Self::Error>;
+}
+
+impl Record {
+    /// `tried` as a column holds it: tier names (letters, digits, `_`, `-`) joined by commas.
+    pub(crate) fn tried_text(&self) -> String {
+        self.tried.join(",")
+    }
+
+    /// The record a stored row holds.
+    pub(crate) fn from_columns<C: Columns>(c: &C) -> Result<Record, C::Error> {
+        let text = |i| c.text(i).map(Option::unwrap_or_default);
+        let count = |i| c.int(i).map(|n| n.max(0) as u64);
+        Ok(Record {
+            at_ms: c.int(0)?,
+            request_id: text(1)?,
+            replica: text(2)?,
+            key: c.text(3)?,
+            ingress: text(4)?,
+            task: c.text(5)?,
+            task_source: c.text(6)?,
+            reason: text(7)?,
+            tier: c.text(8)?,
+            model: c.text(9)?,
+            on_machine: c.flag(10)?,
+            tried: text(11)?
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            escalated: c.flag(12)?,
+            confidence: c.real(13)?,
+            method: c.text(14)?,
+            tokens: Tokens {
+                prompt: count(15)?,
+                cached: count(16)?,
+                cache_write: count(17)?,
+                completion: count(18)?,
+                reasoning: count(19)?,
+            },
+            cost: c.real(20)?.unwrap_or(0.0),
+            baseline_cost: c.real(21)?,
+            latency_ms: c.real(22)?.unwrap_or(0.0),
+            ttft_ms: c.real(23)?,
+            http_status: u16::try_from(c.int(24)?).unwrap_or(0),
+            status: Status::parse(&text(25)?).unwrap_or(Status::Failed),
+            prompt: c.text(26)?,
+            answer: c.text(27)?,
+        })
+    }
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, params};
 
 use crate::LedgerError;
-use crate::record::{Record, Status, Tokens};
+use crate::record::{COLUMNS, Columns, Record};
 
 /// The schema, one step per version; a database at version `n` runs steps `n..`. A step is
 /// never edited once released: a change is a new step.
@@ -53,11 +53,6 @@ const MIGRATIONS: &[&str] = &[
 
 /// The version this build writes.
 pub(crate) const VERSION: usize = MIGRATIONS.len();
-
-const COLUMNS: &str = "at_ms, request_id, replica, key, ingress, task, task_source, reason, \
-    tier, model, on_machine, tried, escalated, confidence, method, prompt_tokens, \
-    cached_tokens, cache_write_tokens, completion_tokens, reasoning_tokens, cost, \
-    baseline_cost, latency_ms, ttft_ms, http_status, status, prompt, answer";
 
 /// Opens (creating it and its directory when missing) and migrates the ledger at `path`.
 pub(crate) fn open(path: &Path) -> Result<Connection, LedgerError> {
@@ -147,7 +142,7 @@ pub(crate) fn insert(conn: &mut Connection, rows: &[Record]) -> Result<(), Ledge
                 r.tier,
                 r.model,
                 r.on_machine,
-                r.tried.join(","),
+                r.tried_text(),
                 r.escalated,
                 r.confidence,
                 r.method,
@@ -185,46 +180,22 @@ pub(crate) fn select(
         "SELECT {COLUMNS} FROM requests WHERE at_ms >= ?1 AND at_ms < ?2 ORDER BY at_ms, id"
     );
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(params![since, until], |r| {
-        let tried: String = r.get(11)?;
-        let status: String = r.get(25)?;
-        let count = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
-        Ok(Record {
-            at_ms: r.get(0)?,
-            request_id: r.get(1)?,
-            replica: r.get(2)?,
-            key: r.get(3)?,
-            ingress: r.get(4)?,
-            task: r.get(5)?,
-            task_source: r.get(6)?,
-            reason: r.get(7)?,
-            tier: r.get(8)?,
-            model: r.get(9)?,
-            on_machine: r.get(10)?,
-            tried: tried
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
-            escalated: r.get(12)?,
-            confidence: r.get(13)?,
-            method: r.get(14)?,
-            tokens: Tokens {
-                prompt: count(15)?,
-                cached: count(16)?,
-                cache_write: count(17)?,
-                completion: count(18)?,
-                reasoning: count(19)?,
-            },
-            cost: r.get(20)?,
-            baseline_cost: r.get(21)?,
-            latency_ms: r.get(22)?,
-            ttft_ms: r.get(23)?,
-            http_status: r.get(24)?,
-            status: Status::parse(&status).unwrap_or(Status::Failed),
-            prompt: r.get(26)?,
-            answer: r.get(27)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![since, until], |r| Record::from_columns(r))?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+impl Columns for rusqlite::Row<'_> {
+    type Error = rusqlite::Error;
+    fn text(&self, i: usize) -> rusqlite::Result<Option<String>> {
+        self.get(i)
+    }
+    fn int(&self, i: usize) -> rusqlite::Result<i64> {
+        self.get(i)
+    }
+    fn real(&self, i: usize) -> rusqlite::Result<Option<f64>> {
+        self.get(i)
+    }
+    fn flag(&self, i: usize) -> rusqlite::Result<bool> {
+        self.get(i)
+    }
 }

@@ -9,7 +9,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::http::header;
@@ -200,13 +200,6 @@ pub(crate) fn ingress(path: &str) -> Option<&'static str> {
         "/v1/embeddings" => "embeddings",
         _ => return None,
     })
-}
-
-/// Milliseconds since the epoch, now.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The record of `response` written: a whole body's at once (its usage read from it when the

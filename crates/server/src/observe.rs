@@ -42,7 +42,7 @@ pub(crate) async fn observe(
     );
     async move {
         let started = Instant::now();
-        let at_ms = crate::ledger::now_ms();
+        let at_ms = smallfirst_ledger::now_ms();
         let mut response = next.run(request).await;
         if path.starts_with("/v1/messages") {
             response = crate::messages::reshape(response).await;

@@ -47,7 +47,7 @@ pub(crate) async fn report(
 }
 
 fn query(p: &Params) -> Result<smallfirst_ledger::Query, ApiError> {
-    let now = crate::ledger::now_ms();
+    let now = smallfirst_ledger::now_ms();
     let time = |name: &str, v: &Option<String>| {
         v.as_deref()
             .map(|t| parse_time(t, now))

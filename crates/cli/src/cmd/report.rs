@@ -88,7 +88,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(file)) => target(&Config::load(file)?, Some(file))?,
         (None, None) => target(&Config::embedded(smallfirst_models::DEFAULT_MODEL), None)?,
     };
-    let now = now_ms();
+    let now = smallfirst_ledger::now_ms();
     let time = |name: &str, v: &Option<String>| {
         v.as_deref()
             .map(|t| parse_time(t, now))
@@ -111,12 +111,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         table(&report, &target, &mut out)?;
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The groups (or the total alone) in report order.
