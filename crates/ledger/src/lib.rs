@@ -12,6 +12,8 @@
 //!   PostgreSQL server that several replicas share, the same records in the same columns.
 //! - [`report`]: requests, tier shares, escalations, cost, the baseline's cost, savings and
 //!   latency percentiles over a time range, grouped by tier, task, key or day.
+//! - [`spend`]: the dollars of the current day and month per tier, task and key, summed by
+//!   the store, for budgets.
 //!
 //! # Durability
 //! A clean shutdown ([`Ledger::close`]) keeps every record. A process killed outright
@@ -22,6 +24,7 @@
 mod postgres;
 mod record;
 pub mod report;
+pub mod spend;
 mod sqlite;
 
 use std::path::{Path, PathBuf};
@@ -433,6 +436,36 @@ mod tests {
                 .requests,
             2_501
         );
+        spend_is_summed_by_the_store(target);
+    }
+
+    /// Priced records summed per tier, task and key, for a month and a day within it.
+    fn spend_is_summed_by_the_store(target: &Target) {
+        let ledger = Ledger::open(target.clone(), Duration::from_millis(1)).expect("open");
+        for (at, cost, key) in [(5_000, 1.0, "a"), (6_000, 2.0, "a"), (7_000, 4.0, "b")] {
+            let mut r = record(at - 1_000);
+            r.tier = Some("frontier".into());
+            r.cost = cost;
+            r.key = Some(key.into());
+            ledger.record(r);
+        }
+        ledger.close().expect("close");
+        let mut reader = spend::Reader::new(target.clone());
+        let mut spent = reader.spent(5_500, 6_500).expect("spent");
+        spent.sort_by(|x, y| x.key.cmp(&y.key));
+        let sums: Vec<(Option<&str>, Option<&str>, f64, f64)> = spent
+            .iter()
+            .map(|s| (s.tier.as_deref(), s.key.as_deref(), s.day, s.month))
+            .collect();
+        assert_eq!(
+            sums,
+            vec![
+                (Some("frontier"), Some("a"), 0.0, 2.0),
+                (Some("frontier"), Some("b"), 4.0, 4.0)
+            ]
+        );
+        // The same connection, read again.
+        assert_eq!(reader.spent(0, 0).expect("spent").len(), 2);
     }
 
     #[test]

@@ -50,7 +50,7 @@ const VERSION: i32 = MIGRATIONS.len() as i32;
 /// Any number, as long as no other program takes the same advisory lock for its migrations.
 const MIGRATION_LOCK: i64 = 0x736d_616c_6c66;
 
-fn store(e: &postgres::Error) -> LedgerError {
+pub(crate) fn store(e: &postgres::Error) -> LedgerError {
     LedgerError::Store(match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => e.to_string(),
@@ -58,7 +58,7 @@ fn store(e: &postgres::Error) -> LedgerError {
 }
 
 /// Connects to `url`.
-fn connect(url: &str) -> Result<Client, LedgerError> {
+pub(crate) fn connect(url: &str) -> Result<Client, LedgerError> {
     Client::connect(url, NoTls).map_err(|e| LedgerError::Open {
         place: crate::redacted(url),
         reason: e.to_string(),

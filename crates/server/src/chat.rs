@@ -1,6 +1,7 @@
 //! `POST /v1/chat/completions`: the body parsed once, the core called, the outcome rendered
 //! as JSON or SSE.
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -11,12 +12,14 @@ use smallfirst_router::privacy::{self, Privacy};
 use smallfirst_router::splice::with_member;
 
 use crate::gateway::{Outcome, Request};
+use crate::guard::KeyName;
 use crate::ledger::Facts;
 use crate::render::{self, TASK_HEADER};
 use crate::{ApiError, AppState};
 
 pub(crate) async fn completions(
     State(state): State<AppState>,
+    key: Option<Extension<KeyName>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -25,6 +28,7 @@ pub(crate) async fn completions(
         // Errors too say how the request was handled.
         Err(e) => return render::chat(Outcome::refused(e, "rejected"), false, false),
     };
+    request.key = key.map(|k| k.0.0);
     let stream = request.chat.is_stream();
     let include_usage = request.chat.include_usage();
     // The ledger counts a stream's tokens from its usage event: asked for here, and taken
@@ -68,6 +72,7 @@ fn request(
         native: None,
         privacy,
         task: task_hint(headers),
+        key: None,
         only: None,
     })
 }
@@ -96,6 +101,7 @@ pub(crate) fn translated<T: serde::de::DeserializeOwned>(
         native: None,
         privacy,
         task: task_hint(headers),
+        key: None,
         only: None,
     };
     Ok((parsed, request, body))

@@ -2,6 +2,7 @@
 //! memory: a second context on the same weights, run between generation steps), or the body
 //! passed to an OpenAI-compatible tier. Routed as the completions API is.
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -15,6 +16,7 @@ use smallfirst_router::Protocol;
 
 use crate::completions::{read, refused, routed};
 use crate::gateway::EmbeddedTier;
+use crate::guard::KeyName;
 use crate::{ApiError, AppState};
 
 /// Inputs one request may embed (OpenAI's limit).
@@ -25,9 +27,11 @@ const MAX_TOKENS: usize = 65_536;
 
 pub(crate) async fn create(
     State(state): State<AppState>,
+    key: Option<Extension<KeyName>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let key = key.map(|k| k.0.0);
     let answered = async {
         let (req, body, privacy) =
             read::<EmbeddingRequest>(&state, &headers, body, |r| r.metadata.as_ref())?;
@@ -35,7 +39,7 @@ pub(crate) async fn create(
         let metadata = req.metadata.as_ref();
         routed(
             &state,
-            &headers,
+            (&headers, key.as_deref()),
             &req.model,
             privacy,
             metadata,

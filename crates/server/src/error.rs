@@ -34,6 +34,9 @@ pub enum ApiError {
     /// The local model's queue is full: a 429 with `Retry-After`.
     #[error("{0}")]
     Busy(String),
+    /// A budget the request would spend is spent: a 429 with `Retry-After` at its reset.
+    #[error("{message}")]
+    OverBudget { message: String, retry_after_s: u64 },
     /// The request ran past the server's time limit.
     #[error("{0}")]
     Timeout(String),
@@ -78,6 +81,17 @@ impl ApiError {
         }
     }
 
+    /// `Retry-After` for a refusal that passes: a full queue, a spent budget.
+    pub(crate) fn retry_after(&self) -> Option<axum::http::HeaderValue> {
+        match self {
+            ApiError::Busy(_) => Some(axum::http::HeaderValue::from_static("1")),
+            ApiError::OverBudget { retry_after_s, .. } => {
+                Some(axum::http::HeaderValue::from(*retry_after_s))
+            }
+            _ => None,
+        }
+    }
+
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidJson(_)
@@ -87,7 +101,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Busy(_) | ApiError::OverBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
@@ -128,6 +142,9 @@ impl ApiError {
             ),
             ApiError::Internal(_) => ("server_error", None, None),
             ApiError::Busy(_) => ("rate_limit_error", None, Some("queue_full".into())),
+            ApiError::OverBudget { .. } => {
+                ("rate_limit_error", None, Some("budget_exceeded".into()))
+            }
             ApiError::Timeout(_) => ("timeout_error", None, Some("request_timeout".into())),
             ApiError::Unauthorized { code, .. } => {
                 ("invalid_request_error", None, Some((*code).to_string()))
@@ -194,11 +211,10 @@ pub(crate) struct LoggedError(pub String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), Json(self.body())).into_response();
-        if matches!(self, ApiError::Busy(_)) {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
+        if let Some(v) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
         }
         if matches!(self, ApiError::Unauthorized { .. }) {
             response.headers_mut().insert(

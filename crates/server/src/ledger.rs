@@ -21,6 +21,7 @@ use smallfirst_ledger::{Ledger, Record, Status, Tokens};
 use smallfirst_protocol::Usage;
 use smallfirst_router::{Config, Prices};
 
+use crate::budget::Budgets;
 use crate::gateway::Outcome;
 
 /// The largest whole body read again for its usage (an answer from a tier whose usage the
@@ -33,6 +34,8 @@ pub struct Book {
     tiers: Vec<TierBook>,
     baseline: Option<Prices>,
     replica: String,
+    /// What each record spends counts against these at once.
+    budgets: Option<Arc<Budgets>>,
 }
 
 struct TierBook {
@@ -75,7 +78,15 @@ impl Book {
             tiers,
             baseline,
             replica: format!("{host}:{}", std::process::id()),
+            budgets: None,
         }
+    }
+
+    /// Counts each record's cost against `budgets` as it is written.
+    #[must_use]
+    pub fn with_budgets(mut self, budgets: Option<Arc<Budgets>>) -> Book {
+        self.budgets = budgets;
+        self
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -104,6 +115,11 @@ impl Book {
         tried.extend(p.facts.failover.iter().cloned());
         tried.extend(p.facts.tier.clone());
         tried.dedup();
+        let cost = tier.map_or(0.0, |t| price(&t.prices));
+        if let (Some(b), Some(t)) = (&self.budgets, &p.facts.tier) {
+            let task = p.facts.task.as_ref().map(|(t, _)| t.as_str());
+            b.spent(t, task, p.key.as_deref(), cost);
+        }
         self.ledger.record(Record {
             at_ms: p.at_ms,
             request_id: p.request_id,
@@ -121,7 +137,7 @@ impl Book {
             confidence: p.facts.confidence.map(|(v, _)| v),
             method: p.facts.confidence.map(|(_, m)| m.to_string()),
             tokens,
-            cost: tier.map_or(0.0, |t| price(&t.prices)),
+            cost,
             baseline_cost: self.baseline.filter(|_| answered).map(|b| price(&b)),
             latency_ms: p.started.elapsed().as_secs_f64() * 1000.0,
             ttft_ms: end

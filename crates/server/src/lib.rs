@@ -37,6 +37,7 @@
 
 mod answer;
 pub mod auth;
+mod budget;
 mod chat;
 mod completions;
 mod convert;
@@ -58,6 +59,7 @@ mod state;
 pub mod structured;
 
 pub use auth::{KeyError, Keys};
+pub use budget::Budgets;
 pub use error::ApiError;
 pub use gateway::{EmbeddedTier, Gateway, Outcome};
 pub use guard::KeyName;

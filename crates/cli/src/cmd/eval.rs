@@ -452,6 +452,7 @@ impl Answering {
             native: None,
             privacy: Privacy::Unset,
             task: self.task.clone(),
+            key: None,
             only: (self.tier != "auto").then(|| self.tier.clone()),
         };
         let started = Instant::now();

@@ -150,6 +150,7 @@ impl Judge {
                 native: None,
                 privacy: Privacy::Unset,
                 task: None,
+                key: None,
                 only: Some(self.tier.clone()),
             })
             .await;

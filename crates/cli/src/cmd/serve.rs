@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use smallfirst_heads::Head;
 use smallfirst_router::{Config, Policy, RemoteTier, remote};
-use smallfirst_server::{AppState, Book, EmbeddedTier, Keys, Limits, Options, serve};
+use smallfirst_server::{AppState, Book, Budgets, EmbeddedTier, Keys, Limits, Options, serve};
 
 use super::ModelArgs;
 
@@ -183,7 +183,18 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         let model_id = local.as_ref().map(|l| l.model_id.clone());
         let state = AppState::with_tiers(local, remotes, policy, limits, options);
         if let Some(l) = &recording {
-            state.set_book(Arc::new(Book::new(Arc::clone(l), &config, model_id.as_deref())));
+            let priced = config
+                .tiers
+                .iter()
+                .filter(|t| t.prices.priced())
+                .map(|t| t.name.clone())
+                .collect();
+            let budgets = Budgets::start(&config.budgets, priced, Arc::clone(l));
+            if let Some(b) = &budgets {
+                state.gateway().set_budgets(Arc::clone(b));
+            }
+            let book = Book::new(Arc::clone(l), &config, model_id.as_deref()).with_budgets(budgets);
+            state.set_book(Arc::new(book));
         }
         // On a signal the server stops accepting and lets in-flight requests finish; past the
         // drain deadline they are cut (their generations stop at the next token).

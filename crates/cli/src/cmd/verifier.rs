@@ -315,6 +315,7 @@ impl Answering<'_> {
             native: None,
             privacy: Privacy::Unset,
             task: Some(task.to_string()),
+            key: None,
             only: None,
         };
         let outcome = gateway.complete(req).await;

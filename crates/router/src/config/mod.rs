@@ -9,6 +9,7 @@
 //! a circle. Secrets are never in the file: a tier names the environment variable that holds
 //! its key (`api_key_env`), read when the server starts.
 
+mod budgets;
 mod faults;
 mod ledger;
 mod policy;
@@ -22,6 +23,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use budgets::RawBudgets;
+pub use budgets::{Budget, BudgetsConfig, DEFAULT_BUDGET_REFRESH, Scope, WhenExceeded};
 pub use faults::Faults;
 use ledger::RawLedger;
 pub use ledger::{DEFAULT_COMMIT_WINDOW, LedgerConfig, Postgres};
@@ -48,6 +51,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// Where every request is recorded, and against what its savings are measured.
     pub ledger: LedgerConfig,
+    /// Dollars a day or a month, read from the ledger.
+    pub budgets: BudgetsConfig,
 }
 
 /// The most requests an embedded tier decodes together.
@@ -109,6 +114,7 @@ impl Config {
                 ..PolicyConfig::default()
             },
             ledger: LedgerConfig::default(),
+            budgets: BudgetsConfig::default(),
         }
     }
 
@@ -193,6 +199,8 @@ struct RawConfig {
     tasks: BTreeMap<String, RawTask>,
     #[serde(default)]
     ledger: RawLedger,
+    #[serde(default)]
+    budgets: RawBudgets,
 }
 
 impl RawConfig {
@@ -235,11 +243,20 @@ impl RawConfig {
         check_fallbacks(&tiers)?;
         let policy = policy::validate(self.policy, self.tasks, &names)?;
         let ledger = self.ledger.validate(&tiers)?;
+        let budgets = self.budgets.validate(&names)?;
+        if !budgets.budgets.is_empty() && !ledger.enabled {
+            return Err((
+                "budgets".into(),
+                None,
+                "budgets are read from the ledger, and `[ledger] enabled = false`".into(),
+            ));
+        }
         Ok(Config {
             server,
             tiers,
             policy,
             ledger,
+            budgets,
         })
     }
 }

@@ -8,6 +8,7 @@
 
 mod wire;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -20,6 +21,7 @@ use smallfirst_router::{Answer, Native, Privacy, Protocol};
 
 use crate::chat::{parse_as, privacy_of, task_hint};
 use crate::gateway::{EmbeddedTier, Failure, Hop, Outcome};
+use crate::guard::KeyName;
 use crate::render;
 use crate::{ApiError, AppState};
 
@@ -34,9 +36,11 @@ const MAX_PROMPTS: usize = 16;
 
 pub(crate) async fn create(
     State(state): State<AppState>,
+    key: Option<Extension<KeyName>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let key = key.map(|k| k.0.0);
     let answered = async {
         let (req, body, privacy) =
             read::<CompletionRequest>(&state, &headers, body, |r| r.metadata.as_ref())?;
@@ -44,7 +48,7 @@ pub(crate) async fn create(
         let metadata = req.metadata.as_ref();
         routed(
             &state,
-            &headers,
+            (&headers, key.as_deref()),
             &req.model,
             privacy,
             metadata,
@@ -90,10 +94,10 @@ pub(crate) fn read<T: serde::de::DeserializeOwned>(
 /// A request in an OpenAI API other than chat (`protocol`), sent where the gateway says
 /// ([`Gateway::other_api`](crate::gateway::Gateway::other_api)): the embedded tier answers
 /// with `embedded`; a remote tier gets the body as sent, smallfirst's hints taken out of its
-/// `metadata`.
+/// `metadata`. `(headers, key)`: the request's headers and its API key's name.
 pub(crate) async fn routed<'a, F, Fut>(
     state: &'a AppState,
-    headers: &HeaderMap,
+    (headers, key): (&HeaderMap, Option<&str>),
     model: &str,
     privacy: Privacy,
     metadata: Option<&smallfirst_protocol::Metadata>,
@@ -105,16 +109,21 @@ where
     Fut: std::future::Future<Output = Result<Response, ApiError>>,
 {
     let (protocol, body, stream) = call;
-    let task = task_hint(headers).or_else(|| {
-        metadata
-            .and_then(|m| m.value.get("task"))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    });
-    let (hop, reason) = state
-        .inner
-        .gateway
-        .other_api(model, privacy, task.as_deref(), protocol)?;
+    use smallfirst_router::features::TaskSource;
+    let task = task_hint(headers)
+        .map(|t| (t, TaskSource::Header))
+        .or_else(|| {
+            metadata
+                .and_then(|m| m.value.get("task"))
+                .and_then(|v| v.as_str())
+                .map(|t| (t.to_string(), TaskSource::Metadata))
+        });
+    let (hop, reason) = state.inner.gateway.other_api(
+        model,
+        privacy,
+        (task.as_ref().map(|t| t.0.as_str()), key),
+        protocol,
+    )?;
     let mut failed = None;
     let (name, mut response) = match hop {
         Hop::Embedded(tier) => {
@@ -146,6 +155,7 @@ where
     };
     let mut outcome = Outcome::new(reason);
     outcome.tier = Some(name);
+    outcome.task = task;
     if let Some(e) = failed {
         outcome.answer = Err(Failure::Tier(e));
     }

@@ -19,8 +19,10 @@ impl Gateway {
         req: &Request,
         route: &Route,
         prepared: Option<Prepared>,
+        task: (String, smallfirst_router::features::TaskSource),
     ) -> Outcome {
         let mut outcome = Outcome::new(route.reason.clone());
+        outcome.task = Some(task);
         let first = route.tiers[0].as_str();
         let local = match self.hop(first) {
             Some(Hop::Embedded(local)) => local,
@@ -143,9 +145,12 @@ impl Gateway {
             } else {
                 "below the threshold; no tier to escalate to"
             };
-            outcome.reason = Reason {
-                code,
-                words: words.into(),
+            outcome.reason = match &outcome.budget {
+                Some(b) => b.reason(),
+                None => Reason {
+                    code,
+                    words: words.into(),
+                },
             };
         }
         let content = held.completion.choices[0].message.content.as_deref();
@@ -221,6 +226,14 @@ impl Gateway {
                     outcome.escalated_from = route.tiers.first().cloned();
                     return true;
                 }
+                // A spent budget that refuses: the request is refused, whatever stands here.
+                Err(e @ Failure::Request(ApiError::OverBudget { .. })) => {
+                    outcome.answer = Err(e);
+                    return true;
+                }
+                // A spent budget that sends requests here: the local answer stands, unless a
+                // later tier is not held back.
+                Err(_) if outcome.budget.is_some() => {}
                 Err(e) => {
                     // The chain's last tier failed with `e` (the walk recorded those before it).
                     let failed = outcome.tier.clone().unwrap_or_else(|| next.clone());

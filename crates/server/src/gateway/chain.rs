@@ -6,7 +6,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use smallfirst_router::config::WhenExceeded;
 use smallfirst_router::{Answer, BackendError, RemoteTier};
+
+use crate::ApiError;
 
 use crate::gateway::{Failover, Failure, Gateway, Hop, Outcome, Reply, Request};
 
@@ -42,6 +45,9 @@ impl Gateway {
     ) -> Result<Reply, Failure> {
         let mut tier = Arc::clone(first);
         loop {
+            if let Some(spent) = self.budget_for(&tier, req, outcome) {
+                return self.kept_from(spent, req, chain, outcome).await;
+            }
             outcome.tier = Some(tier.name().to_string());
             let e = match self.send(&tier, req, &payload).await {
                 Ok(reply) => return Ok(reply),
@@ -75,6 +81,52 @@ impl Gateway {
                     tier = Arc::clone(t);
                 }
             }
+        }
+    }
+
+    /// The spent budget that keeps `req` from `tier`, if one does.
+    fn budget_for(
+        &self,
+        tier: &RemoteTier,
+        req: &Request,
+        outcome: &Outcome,
+    ) -> Option<crate::budget::Exhausted> {
+        let task = outcome
+            .task
+            .as_ref()
+            .map(|(t, _)| t.as_str())
+            .or(req.task.as_deref());
+        self.over_budget(tier.name(), task, req.key.as_deref())
+    }
+
+    /// A request a spent budget keeps from a tier: answered by the embedded tier when the
+    /// budget says so and the chain may end there, else refused (429 `budget_exceeded`). An
+    /// escalation is never answered here: its caller keeps the answer it escalated from.
+    async fn kept_from(
+        &self,
+        spent: crate::budget::Exhausted,
+        req: &Request,
+        chain: Chain,
+        outcome: &mut Outcome,
+    ) -> Result<Reply, Failure> {
+        tracing::info!(tier = %spent.tier, budget = %spent.scope, "budget spent");
+        let refusal = spent.refusal();
+        let local = self
+            .embedded
+            .as_ref()
+            .filter(|_| spent.when == WhenExceeded::Local);
+        outcome.reason = spent.reason();
+        outcome.budget = Some(spent);
+        match local {
+            Some(local) if chain.embedded => {
+                outcome.tier = Some(local.name.clone());
+                Box::pin(self.embedded_answer(local, req)).await
+            }
+            // The caller's answer stands.
+            Some(_) => Err(Failure::Request(ApiError::Internal(
+                "kept from the tier by a budget".into(),
+            ))),
+            None => Err(Failure::Request(refusal)),
         }
     }
 

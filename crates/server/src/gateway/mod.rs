@@ -27,6 +27,7 @@ use smallfirst_router::features::{self, Hints};
 use smallfirst_router::{Native, Policy, Privacy, Reason, RemoteTier};
 
 use crate::ApiError;
+use crate::budget::Budgets;
 use crate::metrics::Metrics;
 
 pub(crate) use chain::{Chain, Payload};
@@ -47,6 +48,8 @@ pub struct Request {
     pub privacy: Privacy,
     /// `x-smallfirst-task`, when sent.
     pub task: Option<String>,
+    /// The name of the API key the request came with, for budgets.
+    pub key: Option<String>,
     /// Answer on this tier alone, as the route decided for the request would run there (its
     /// labels, head, estimator and verifier), judged but never escalated: how `eval`
     /// measures one tier through the production path. `None` for every client request.
@@ -62,6 +65,8 @@ pub struct Gateway {
     /// Chat template renders running at once: each may build up to 64 MiB, so they are not
     /// left to the number of connections.
     pub(crate) renders: tokio::sync::Semaphore,
+    /// `[budgets]`, once set.
+    pub(crate) budgets: std::sync::OnceLock<Arc<Budgets>>,
 }
 
 /// A tier a request can be sent to.
@@ -85,7 +90,23 @@ impl Gateway {
             renders: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
             ),
+            budgets: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Holds requests to `budgets` from now on; a second call changes nothing and says so.
+    pub fn set_budgets(&self, budgets: Arc<Budgets>) -> bool {
+        self.budgets.set(budgets).is_ok()
+    }
+
+    /// The budget a request of `task` with `key` would spend on `tier`, when it is spent.
+    pub(crate) fn over_budget(
+        &self,
+        tier: &str,
+        task: Option<&str>,
+        key: Option<&str>,
+    ) -> Option<crate::budget::Exhausted> {
+        self.budgets.get()?.exhausted(tier, task, key)
     }
 
     pub fn embedded(&self) -> Option<&EmbeddedTier> {
@@ -138,7 +159,7 @@ impl Gateway {
         &self,
         model: &str,
         privacy: Privacy,
-        task: Option<&str>,
+        (task, key): (Option<&str>, Option<&str>),
         protocol: smallfirst_router::Protocol,
     ) -> Result<(Hop<'_>, Reason), (ApiError, Option<String>)> {
         let local_only = privacy.local_only()
@@ -182,6 +203,15 @@ impl Gateway {
                     ),
                 );
                 return Err((e, Some(name)));
+            }
+            // A spent budget: the embedded tier instead, when the budget says so.
+            if let Some(spent) = self.over_budget(&name, task, key) {
+                return match (&self.embedded, spent.when) {
+                    (Some(local), smallfirst_router::config::WhenExceeded::Local) => {
+                        Ok((Hop::Embedded(local), spent.reason()))
+                    }
+                    _ => Err((spent.refusal(), Some(name))),
+                };
             }
         }
         Ok((hop, reason))
@@ -310,7 +340,8 @@ impl Gateway {
                     route = self.only(route, tier);
                 }
                 tracing::debug!(task = %features.task, tokens, route = ?route.tiers, reason = %route.reason.code, decide_us = decide.as_micros(), "route");
-                self.run(req, &route, prepared).await
+                let task = (features.task.clone(), features.task_source);
+                self.run(req, &route, prepared, task).await
             }
             Err(e) => Outcome::refused(
                 ApiError::InvalidRequest {

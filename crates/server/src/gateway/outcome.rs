@@ -37,6 +37,8 @@ pub struct Outcome {
     /// The task the policy routed by, and where it came from.
     pub task: Option<(String, TaskSource)>,
     pub timings: Timings,
+    /// A budget that kept the request from a tier it would have spent on.
+    pub(crate) budget: Option<crate::budget::Exhausted>,
     /// The answer was a tier's failure, when it has been taken to be rendered.
     taken_tier_failure: bool,
 }
@@ -130,6 +132,7 @@ impl Outcome {
             usage: None,
             task: None,
             timings: Timings::default(),
+            budget: None,
             taken_tier_failure: false,
         }
     }

@@ -11,6 +11,7 @@ pub(crate) use wire::to_chat;
 
 use std::convert::Infallible;
 
+use axum::Extension;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -26,6 +27,7 @@ use smallfirst_router::{Answer, AnswerStream, Native, Protocol};
 use crate::chat::{parse_as, translated};
 use crate::error::LoggedError;
 use crate::gateway::{Failure, Outcome, Reply, Request};
+use crate::guard::KeyName;
 use crate::{ApiError, AppState, answer, render};
 
 /// Marks a response whose error body is already in Anthropic's shape.
@@ -40,16 +42,18 @@ const PASSED_HEADERS: [&str; 2] = ["anthropic-version", "anthropic-beta"];
 
 pub(crate) async fn create(
     State(state): State<AppState>,
+    key: Option<Extension<KeyName>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (request, stream, model) = match request(&state, &headers, body) {
+    let (mut request, stream, model) = match request(&state, &headers, body) {
         Ok(r) => r,
         Err(e) => {
             let outcome = Outcome::refused(e, "rejected");
             return respond(outcome, false, "");
         }
     };
+    request.key = key.map(|k| k.0.0);
     let outcome = state.inner.gateway.complete(request).await;
     respond(outcome, stream, &model)
 }
@@ -110,9 +114,8 @@ fn respond(mut outcome: Outcome, stream: bool, model: &str) -> Response {
         }
         Err(Failure::Request(e)) => {
             let mut r = error(e.status(), &message_of(&e));
-            if matches!(e, ApiError::Busy(_)) {
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            if let Some(v) = e.retry_after() {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
             }
             r
         }

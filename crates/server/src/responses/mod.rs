@@ -8,6 +8,7 @@ mod wire;
 
 pub(crate) use wire::to_chat;
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -19,17 +20,20 @@ use smallfirst_protocol::responses::ResponsesRequest;
 
 use crate::chat::translated;
 use crate::gateway::{Failure, Outcome, Reply, Request};
+use crate::guard::KeyName;
 use crate::{ApiError, AppState, answer, render};
 
 pub(crate) async fn create(
     State(state): State<AppState>,
+    key: Option<Extension<KeyName>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (request, echo) = match request(&state, &headers, body) {
+    let (mut request, echo) = match request(&state, &headers, body) {
         Ok(r) => r,
         Err(e) => return render::chat(Outcome::refused(e, "rejected"), false, false),
     };
+    request.key = key.map(|k| k.0.0);
     let stream = request.chat.is_stream();
     let outcome = state.inner.gateway.complete(request).await;
     respond(outcome, stream, &echo)

@@ -172,6 +172,7 @@ fn request(body: Value, privacy: Privacy, task: Option<&str>) -> Request {
         native: None,
         privacy,
         task: task.map(str::to_string),
+        key: None,
         only: None,
     }
 }
